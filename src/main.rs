@@ -1,0 +1,546 @@
+//! `framecache`: list, inspect, feed and clean up framecache slots.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use framecache::format::{fourcc_str, ALL_FORMATS};
+use framecache::ring::{self, SlotInfo};
+use framecache::{
+    slot, testsrc, Consumer, ConsumerConfig, Error, FrameMeta, PixelFormat, Producer, ReadMode,
+    SlotConfig, StartAt,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "framecache",
+    version,
+    about = "Shared-memory rings for live video between processes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the slots under the root directory ($FC_SHM_DIR, default /dev/shm/framecache).
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live statistics of a slot, refreshed in place like `top`.
+    Stat {
+        /// Slot id.
+        slot: String,
+        /// Print one sample and exit.
+        #[arg(long)]
+        once: bool,
+        /// Sampling interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a moving test pattern into a frame slot (creating it).
+    Testsrc {
+        /// Slot id.
+        slot: String,
+        /// Frame size WIDTHxHEIGHT.
+        #[arg(long, default_value = "1920x1080")]
+        size: String,
+        /// Pixel format (FourCC or ffmpeg name): uyvy422, yuyv422, nv12, yuv420p, p010le, v210, bgra, rgb24.
+        #[arg(long, default_value = "uyvy422")]
+        format: String,
+        /// Frame rate (e.g. 30, 30000/1001).
+        #[arg(long, default_value = "30")]
+        fps: String,
+        /// Publish as fast as possible instead of at the frame rate.
+        #[arg(long)]
+        unpaced: bool,
+        /// Stop after this many frames (default: run until interrupted).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Ring depth in frames.
+        #[arg(long, default_value_t = 120)]
+        depth: u32,
+        /// Keep the slot file after exit (readers that join later still find the last frames).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Read frames of a `testsrc` slot and verify every byte against the pattern.
+    Verify {
+        /// Slot id.
+        slot: String,
+        /// Stop after this many delivered frames (default: until the writer is gone).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Cursor mode.
+        #[arg(long, value_enum, default_value_t = Mode::Sequential)]
+        mode: Mode,
+        /// Start position.
+        #[arg(long, value_enum, default_value_t = Start::Oldest)]
+        start: Start,
+        /// Copy each frame out (validated copy) instead of verifying the zero-copy view.
+        #[arg(long)]
+        copy: bool,
+        /// Give up after this long without a frame, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Wait this long for the slot to appear, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+        /// Sleep this long after each frame (simulates a slow reader), in microseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_us: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove slots whose writer is gone, and leftovers of crashed creators.
+    Gc {
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Sequential,
+    Latest,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Start {
+    Newest,
+    Oldest,
+    Next,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn catch_signals() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Ls { json } => ls(json),
+        Cmd::Stat {
+            slot,
+            once,
+            interval_ms,
+            json,
+        } => stat(&slot, once, interval_ms, json),
+        Cmd::Testsrc {
+            slot,
+            size,
+            format,
+            fps,
+            unpaced,
+            frames,
+            depth,
+            keep,
+        } => testsrc_cmd(&slot, &size, &format, &fps, unpaced, frames, depth, keep),
+        Cmd::Verify {
+            slot,
+            frames,
+            mode,
+            start,
+            copy,
+            timeout_ms,
+            wait_ms,
+            delay_us,
+            json,
+        } => verify(
+            &slot, frames, mode, start, copy, timeout_ms, wait_ms, delay_us, json,
+        ),
+        Cmd::Gc { dry_run } => gc(dry_run),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("framecache: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+fn ago(mono_ns: u64) -> String {
+    if mono_ns == 0 {
+        return "never".into();
+    }
+    let d = slot::monotonic_ns().saturating_sub(mono_ns);
+    format!("{:.1}s ago", d as f64 / 1e9)
+}
+
+fn ls(json: bool) -> CliResult {
+    let root = slot::root_dir();
+    let slots = ring::list_slots(&root)?;
+    if json {
+        let rows: Vec<serde_json::Value> = slots
+            .iter()
+            .map(|(id, r)| match r {
+                Ok(i) => serde_json::json!({"kind": "frames", "info": i}),
+                Err(e) => serde_json::json!({"kind": "frames", "id": id, "error": e.to_string(), "code": e.code()}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if slots.is_empty() {
+        println!("no slots in {}", root.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
+        "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "WRITER", "SOURCE", "LAST"
+    );
+    for (id, r) in &slots {
+        match r {
+            Ok(i) => println!(
+                "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
+                i.id,
+                "frames",
+                i.format,
+                format!("{}x{}", i.width, i.height),
+                fps_text(i.fps_num, i.fps_den),
+                i.depth,
+                i.frames_written,
+                writer_text(i),
+                i.source_type,
+                ago(i.last_publish_ns)
+            ),
+            Err(e) => println!("{id:<24} {:<7} unreadable: {e}", "frames"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fps_text(num: u32, den: u32) -> String {
+    if num == 0 {
+        "?".into()
+    } else if den == 1 {
+        format!("{num}")
+    } else {
+        format!("{:.3}", f64::from(num) / f64::from(den))
+    }
+}
+
+fn writer_text(i: &SlotInfo) -> String {
+    if i.writer_alive {
+        format!("live {}", i.writer_pid)
+    } else {
+        "gone".into()
+    }
+}
+
+fn stat(id: &str, once: bool, interval_ms: u64, json: bool) -> CliResult {
+    catch_signals();
+    let mut c = Consumer::open(
+        id,
+        ConsumerConfig {
+            mode: ReadMode::Latest,
+            start: StartAt::Next,
+        },
+    )?;
+    let interval = Duration::from_millis(interval_ms.max(50));
+    let tty = std::io::stdout().is_terminal() && !json && !once;
+    let mut last_written = c.writer_frames();
+    let mut last_stats = c.stats();
+    loop {
+        let t0 = Instant::now();
+        // Read the newest frame as it comes for one interval: measures what a live reader sees.
+        while t0.elapsed() < interval && !STOP.load(Ordering::Relaxed) {
+            match c.read(interval.saturating_sub(t0.elapsed())) {
+                Ok(_) | Err(Error::Timeout) | Err(Error::WriterGone) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !c.writer_alive() && c.writer_frames() == last_written {
+                std::thread::sleep(interval.saturating_sub(t0.elapsed()));
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let s = c.stats();
+        let written = c.writer_frames();
+        let fps = written.saturating_sub(last_written) as f64 / secs;
+        let read = s.frames_read - last_stats.frames_read;
+        let skipped = s.frames_skipped - last_stats.frames_skipped;
+        let g = *c.geometry();
+        let (fn_, fd) = c.fps();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"slot": id, "format": fourcc_str(g.format.fourcc()), "width": g.width,
+                    "height": g.height, "declared_fps": fps_text(fn_, fd), "fps": fps, "frames_written": written,
+                    "frames_read": read, "frames_skipped": skipped, "writer_alive": s.writer_alive,
+                    "latency_last_us": s.latency_last_ns / 1000, "latency_avg_us": s.latency_avg_ns / 1000,
+                    "latency_max_us": s.latency_max_ns / 1000, "reattached": s.reattached,
+                    "mb_per_s": fps * g.frame_size as f64 / 1e6})
+            );
+        } else {
+            let mut out = String::new();
+            if tty {
+                out.push_str("\x1b[H\x1b[2J");
+            }
+            out.push_str(&format!(
+                "slot {id}  {} {}x{}  declared {} fps  source {}\n\
+                 writer    {}  frames {written}  {fps:.2} fps  {:.1} MB/s\n\
+                 reader    read {read}  skipped {skipped} (latest mode)  reattached {}\n\
+                 latency   publish→read last {:.1} µs  avg {:.1} µs  max {:.1} µs\n",
+                fourcc_str(g.format.fourcc()),
+                g.width,
+                g.height,
+                fps_text(fn_, fd),
+                c.source_type(),
+                if s.writer_alive { "live" } else { "GONE" },
+                fps * g.frame_size as f64 / 1e6,
+                s.reattached,
+                s.latency_last_ns as f64 / 1e3,
+                s.latency_avg_ns as f64 / 1e3,
+                s.latency_max_ns as f64 / 1e3,
+            ));
+            print!("{out}");
+            std::io::stdout().flush()?;
+        }
+        last_written = written;
+        last_stats = s;
+        if once || STOP.load(Ordering::Relaxed) {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or(format!("size {s:?}: use WIDTHxHEIGHT"))?;
+    Ok((
+        w.parse().map_err(|_| format!("width {w:?}"))?,
+        h.parse().map_err(|_| format!("height {h:?}"))?,
+    ))
+}
+
+fn parse_fps(s: &str) -> Result<(u32, u32), String> {
+    let (n, d) = s.split_once('/').unwrap_or((s, "1"));
+    let n: u32 = n.parse().map_err(|_| format!("fps {s:?}"))?;
+    let d: u32 = d.parse().map_err(|_| format!("fps {s:?}"))?;
+    if n == 0 || d == 0 {
+        return Err(format!("fps {s:?} must be positive"));
+    }
+    Ok((n, d))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn testsrc_cmd(
+    id: &str,
+    size: &str,
+    format: &str,
+    fps: &str,
+    unpaced: bool,
+    frames: Option<u64>,
+    depth: u32,
+    keep: bool,
+) -> CliResult {
+    let format = PixelFormat::parse(format).map_err(|e| {
+        let names: Vec<&str> = ALL_FORMATS.iter().map(|f| f.ffmpeg_name()).collect();
+        format!("{e} (known: {})", names.join(", "))
+    })?;
+    let (w, h) = parse_size(size)?;
+    let (fps_num, fps_den) = parse_fps(fps)?;
+    let mut cfg = SlotConfig::new(format, w, h);
+    cfg.fps_num = fps_num;
+    cfg.fps_den = fps_den;
+    cfg.depth = depth;
+    cfg.source_type = "testsrc".into();
+    cfg.keep_on_close = keep;
+    catch_signals();
+    let mut p = Producer::create(id, &cfg)?;
+    let g = *p.geometry();
+    eprintln!(
+        "framecache: testsrc → slot {id}: {} {w}x{h} @ {} fps, depth {depth}, {} bytes/frame ({})",
+        format.ffmpeg_name(),
+        fps_text(fps_num, fps_den),
+        g.frame_size,
+        p.path().display()
+    );
+    let period = Duration::from_secs_f64(f64::from(fps_den) / f64::from(fps_num));
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while frames.is_none_or(|n| seq < n) && !STOP.load(Ordering::Relaxed) {
+        if !unpaced {
+            let due = start + period.mul_f64(seq as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut f = p.acquire()?;
+        testsrc::fill(&g, seq, f.data());
+        f.commit(FrameMeta {
+            pts: seq as i64,
+            capture_ns: 0,
+            flags: 0,
+        })?;
+        seq += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "framecache: testsrc published {seq} frames in {secs:.2}s ({:.1} fps)",
+        seq as f64 / secs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    id: &str,
+    frames: Option<u64>,
+    mode: Mode,
+    start: Start,
+    copy: bool,
+    timeout_ms: u64,
+    wait_ms: u64,
+    delay_us: u64,
+    json: bool,
+) -> CliResult {
+    let cfg = ConsumerConfig {
+        mode: match mode {
+            Mode::Sequential => ReadMode::Sequential,
+            Mode::Latest => ReadMode::Latest,
+        },
+        start: match start {
+            Start::Newest => StartAt::Newest,
+            Start::Oldest => StartAt::Oldest,
+            Start::Next => StartAt::Next,
+        },
+    };
+    let wait_until = Instant::now() + Duration::from_millis(wait_ms);
+    let mut c = loop {
+        match Consumer::open(id, cfg) {
+            Err(Error::NotFound(_)) if Instant::now() < wait_until => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => break r?,
+        }
+    };
+    let timeout = Duration::from_millis(timeout_ms);
+    let mut buf = Vec::new();
+    let (mut good, mut corrupt, mut torn_views, mut out_of_order) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_seq: Option<u64> = None;
+    let mut epochs = 0u64;
+    let end = loop {
+        if frames.is_some_and(|n| good + corrupt >= n) {
+            break "frames";
+        }
+        let g = *c.geometry();
+        let (info, bad) = if copy {
+            buf.resize(g.frame_size as usize, 0);
+            match c.read_copy(&mut buf, timeout) {
+                Ok(info) => (info, testsrc::count_mismatches(&g, info.seq, &buf)),
+                Err(Error::WriterGone) => break "writer-gone",
+                Err(Error::Timeout) => break "timeout",
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            match c.read(timeout) {
+                Ok(f) => {
+                    let bad = testsrc::count_mismatches(&g, f.info.seq, f.data());
+                    if f.is_intact() {
+                        (f.info, bad)
+                    } else {
+                        // Overwritten while we checked it: the API told us not to trust it.
+                        torn_views += 1;
+                        continue;
+                    }
+                }
+                Err(Error::WriterGone) => break "writer-gone",
+                Err(Error::Timeout) => break "timeout",
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if c.stats().reattached != epochs {
+            epochs = c.stats().reattached;
+            last_seq = None;
+        }
+        if last_seq.is_some_and(|l| info.seq <= l) {
+            out_of_order += 1;
+        }
+        last_seq = Some(info.seq);
+        if bad == 0 {
+            good += 1;
+        } else {
+            corrupt += 1;
+        }
+        if delay_us > 0 {
+            std::thread::sleep(Duration::from_micros(delay_us));
+        }
+    };
+    let s = c.stats();
+    let ok = corrupt == 0 && out_of_order == 0 && good > 0;
+    let result = serde_json::json!({
+        "slot": id, "ok": ok, "end": end, "good": good, "corrupt": corrupt, "torn_views": torn_views,
+        "out_of_order": out_of_order, "last_seq": last_seq, "stats": s,
+    });
+    if json {
+        println!("{result}");
+    } else {
+        println!(
+            "{id}: {} good frames, {corrupt} corrupt, {out_of_order} out of order, {} skipped, {} overwritten, {} reattached, ended by {end}",
+            good, s.frames_skipped, s.overwritten, s.reattached
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn gc(dry_run: bool) -> CliResult {
+    let root = slot::root_dir();
+    let mut removed = 0;
+    for (id, info) in ring::list_slots(&root)? {
+        let stale = match &info {
+            Ok(i) => !i.writer_alive,
+            Err(_) => true, // unreadable: removed below only if no writer holds its lock
+        };
+        if !stale {
+            continue;
+        }
+        let path = slot::slot_path(&root, &id, slot::SlotKind::Frames)?;
+        if dry_run {
+            println!("would remove {}", path.display());
+        } else if slot::remove_if_stale(&root, &path)? {
+            println!("removed {}", path.display());
+            removed += 1;
+        }
+    }
+    for tmp in slot::stale_temporaries(&root) {
+        if dry_run {
+            println!("would remove {}", tmp.display());
+        } else if std::fs::remove_file(&tmp).is_ok() {
+            println!("removed {}", tmp.display());
+            removed += 1;
+        }
+    }
+    if !dry_run {
+        println!("{removed} removed");
+    }
+    Ok(ExitCode::SUCCESS)
+}

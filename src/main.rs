@@ -71,6 +71,9 @@ enum Cmd {
         /// Keep the slot file after exit (readers that join later still find the last frames).
         #[arg(long)]
         keep: bool,
+        /// Wait this long after creating the slot before the first frame (lets readers attach).
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
     },
     /// Read frames of a `testsrc` slot and verify every byte against the pattern.
     Verify {
@@ -155,7 +158,17 @@ fn main() -> ExitCode {
             frames,
             depth,
             keep,
-        } => testsrc_cmd(&slot, &size, &format, &fps, unpaced, frames, depth, keep),
+            wait_ms,
+        } => {
+            let opts = TestsrcOpts {
+                unpaced,
+                frames,
+                depth,
+                keep,
+                wait_ms,
+            };
+            testsrc_cmd(&slot, &size, &format, &fps, &opts)
+        }
         Cmd::Verify {
             slot,
             frames,
@@ -347,17 +360,22 @@ fn parse_fps(s: &str) -> Result<(u32, u32), String> {
     Ok((n, d))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn testsrc_cmd(
-    id: &str,
-    size: &str,
-    format: &str,
-    fps: &str,
+struct TestsrcOpts {
     unpaced: bool,
     frames: Option<u64>,
     depth: u32,
     keep: bool,
-) -> CliResult {
+    wait_ms: u64,
+}
+
+fn testsrc_cmd(id: &str, size: &str, format: &str, fps: &str, o: &TestsrcOpts) -> CliResult {
+    let TestsrcOpts {
+        unpaced,
+        frames,
+        depth,
+        keep,
+        wait_ms,
+    } = *o;
     let format = PixelFormat::parse(format).map_err(|e| {
         let names: Vec<&str> = ALL_FORMATS.iter().map(|f| f.ffmpeg_name()).collect();
         format!("{e} (known: {})", names.join(", "))
@@ -380,6 +398,10 @@ fn testsrc_cmd(
         g.frame_size,
         p.path().display()
     );
+    let hold = Instant::now() + Duration::from_millis(wait_ms);
+    while Instant::now() < hold && !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let period = Duration::from_secs_f64(f64::from(fps_den) / f64::from(fps_num));
     let start = Instant::now();
     let mut seq = 0u64;
@@ -448,11 +470,17 @@ fn verify(
         if frames.is_some_and(|n| good + corrupt >= n) {
             break "frames";
         }
-        let g = *c.geometry();
         let (info, bad) = if copy {
-            buf.resize(g.frame_size as usize, 0);
             match c.read_copy(&mut buf, timeout) {
-                Ok(info) => (info, testsrc::count_mismatches(&g, info.seq, &buf)),
+                // The attached slot's geometry: a re-attach may have changed it.
+                Ok(info) => (
+                    info,
+                    testsrc::count_mismatches(c.geometry(), info.seq, &buf),
+                ),
+                Err(Error::BufferTooSmall { need, .. }) => {
+                    buf.resize(need, 0);
+                    continue;
+                }
                 Err(Error::WriterGone) => break "writer-gone",
                 Err(Error::Timeout) => break "timeout",
                 Err(e) => return Err(e.into()),
@@ -460,7 +488,7 @@ fn verify(
         } else {
             match c.read(timeout) {
                 Ok(f) => {
-                    let bad = testsrc::count_mismatches(&g, f.info.seq, f.data());
+                    let bad = testsrc::count_mismatches(f.geometry(), f.info.seq, f.data());
                     if f.is_intact() {
                         (f.info, bad)
                     } else {

@@ -94,6 +94,7 @@ pub struct FrameInfo {
 pub struct Frame<'a> {
     /// Metadata.
     pub info: FrameInfo,
+    geometry: FrameGeometry,
     data: &'a [u8],
     lock: &'a std::sync::atomic::AtomicU64,
 }
@@ -102,6 +103,11 @@ impl Frame<'_> {
     /// The frame's bytes (planes at the geometry's offsets).
     pub fn data(&self) -> &[u8] {
         self.data
+    }
+
+    /// Geometry of this frame (that of the slot it came from).
+    pub fn geometry(&self) -> &FrameGeometry {
+        &self.geometry
     }
 
     /// Whether the frame was not overwritten since it was handed out.
@@ -120,7 +126,6 @@ pub struct Consumer {
     identity: (u64, u64),
     config: ConsumerConfig,
     cursor: u64,
-    started: bool,
     stats: Stats,
     latency_sum: u128,
 }
@@ -158,11 +163,17 @@ impl Consumer {
             identity,
             config,
             cursor: 0,
-            started: false,
             stats: Stats::default(),
             latency_sum: 0,
         };
         c.stats.writer_alive = c.writer_alive();
+        // The start position is taken now, at open: "next" means after the open.
+        let ws = c.writer_frames();
+        c.cursor = match config.start {
+            StartAt::Newest => ws.saturating_sub(1),
+            StartAt::Oldest => ws.saturating_sub(u64::from(c.ring.layout.depth) - 1),
+            StartAt::Next => ws,
+        };
         Ok(c)
     }
 
@@ -225,6 +236,7 @@ impl Consumer {
             unsafe { std::slice::from_raw_parts(self.ring.data_ptr(i), self.ring.frame_size()) };
         Ok(Frame {
             info,
+            geometry: self.ring.layout.geometry,
             data,
             lock: self.ring.lock(i),
         })
@@ -247,10 +259,15 @@ impl Consumer {
 
     /// Waits for the next frame and copies it into `buf` (at least the frame size), validated:
     /// a frame overwritten while it was copied is never returned; the reader moves on (counting
-    /// it) and tries again within the timeout.
+    /// it) and tries again within the timeout. `BufferTooSmall` (e.g. after a re-attach to a
+    /// writer with bigger frames) does not consume the frame: retry with a bigger buffer.
     pub fn read_copy(&mut self, buf: &mut [u8], timeout: Duration) -> Result<FrameInfo> {
         let deadline = deadline_after(timeout);
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (seq, skipped) = self.next(left)?;
+            // Taken after `next`: a re-attach there may have changed the geometry. Too small a
+            // buffer leaves the cursor in place, so a retry with a bigger one gets this frame.
             let size = self.ring.frame_size();
             if buf.len() < size {
                 return Err(Error::BufferTooSmall {
@@ -258,8 +275,6 @@ impl Consumer {
                     got: buf.len(),
                 });
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (seq, skipped) = self.next(left)?;
             let i = self.ring.slot_of(seq);
             // SAFETY: source is a frame slot inside the mapping; buf holds >= size bytes.
             unsafe { std::ptr::copy_nonoverlapping(self.ring.data_ptr(i), buf.as_mut_ptr(), size) };
@@ -313,14 +328,6 @@ impl Consumer {
         loop {
             let ws = self.ring.write_seq().load(Ordering::Acquire);
             let depth = u64::from(self.ring.layout.depth);
-            if !self.started {
-                self.cursor = match self.config.start {
-                    StartAt::Newest => ws.saturating_sub(1),
-                    StartAt::Oldest => ws.saturating_sub(depth - 1),
-                    StartAt::Next => ws,
-                };
-                self.started = true;
-            }
             if ws > self.cursor {
                 let mut skipped = 0;
                 let target = match self.config.mode {
@@ -382,7 +389,6 @@ impl Consumer {
                 self.ring = ring;
                 self.identity = identity;
                 self.cursor = 0;
-                self.started = true;
                 self.stats.reattached += 1;
                 self.stats.writer_alive = self.writer_alive();
                 Ok(true)

@@ -11,6 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=FC_UPDATE_HEADER");
+    // A soname lets installed programs survive compatible library upgrades (ABI major 0).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libframecache.so.0");
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let bindings = cbindgen::Builder::new()
         .with_crate(&dir)

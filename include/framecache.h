@@ -237,9 +237,9 @@ typedef struct fc_frame {
   uint64_t skipped;
 } fc_frame;
 
-// Reader counters. Set `struct_size = sizeof(fc_consumer_stats)` before the call.
-typedef struct fc_consumer_stats {
-  // `sizeof(fc_consumer_stats)`, set by the caller.
+// Reader counters. Set `struct_size = sizeof(fc_consumer_counters)` before the call.
+typedef struct fc_consumer_counters {
+  // `sizeof(fc_consumer_counters)`, set by the caller.
   uint32_t struct_size;
   // 1 if the writer is alive, else 0.
   uint32_t writer_alive;
@@ -259,7 +259,7 @@ typedef struct fc_consumer_stats {
   uint64_t latency_avg_ns;
   // Largest publish→read latency, ns.
   uint64_t latency_max_ns;
-} fc_consumer_stats;
+} fc_consumer_counters;
 
 // What `fc_slot_info` / `fc_slot_list` report of a slot. Set `struct_size` before the call
 // (for `fc_slot_list`, in the first element).
@@ -503,7 +503,7 @@ int fc_consumer_read_copy(struct fc_consumer *consumer,
 //
 // # Safety
 // `consumer` valid and open; `stats` writable with `struct_size` set.
-int fc_consumer_stats(struct fc_consumer *consumer, struct fc_consumer_stats *stats);
+int fc_consumer_stats(struct fc_consumer *consumer, struct fc_consumer_counters *stats);
 
 // Closes a reader and unmaps the slot; frame views it handed out become invalid. NULL is
 // ignored.

@@ -138,10 +138,10 @@ pub struct fc_frame {
     pub skipped: u64,
 }
 
-/// Reader counters. Set `struct_size = sizeof(fc_consumer_stats)` before the call.
+/// Reader counters. Set `struct_size = sizeof(fc_consumer_counters)` before the call.
 #[repr(C)]
-pub struct fc_consumer_stats {
-    /// `sizeof(fc_consumer_stats)`, set by the caller.
+pub struct fc_consumer_counters {
+    /// `sizeof(fc_consumer_counters)`, set by the caller.
     pub struct_size: u32,
     /// 1 if the writer is alive, else 0.
     pub writer_alive: u32,
@@ -597,12 +597,12 @@ pub unsafe extern "C" fn fc_consumer_read_copy(
 #[no_mangle]
 pub unsafe extern "C" fn fc_consumer_stats(
     consumer: *mut fc_consumer,
-    stats: *mut fc_consumer_stats,
+    stats: *mut fc_consumer_counters,
 ) -> c_int {
     boundary(|| {
         let c = arg(consumer, "consumer")?;
         let s = arg_mut(stats, "stats")?;
-        sized::<fc_consumer_stats>(s.struct_size, "stats")?;
+        sized::<fc_consumer_counters>(s.struct_size, "stats")?;
         let st = lock(&c.inner).stats();
         s.writer_alive = st.writer_alive.into();
         s.frames_read = st.frames_read;
@@ -707,4 +707,43 @@ pub unsafe extern "C" fn fc_slot_list(
         *count = slots.len();
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_header_matches_the_generated_one() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/framecache.h"));
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/framecache.h");
+        let checked_in = std::fs::read_to_string(path).expect("include/framecache.h");
+        assert!(
+            generated == checked_in,
+            "include/framecache.h is out of date: regenerate it with `FC_UPDATE_HEADER=1 cargo build` and commit it"
+        );
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_code_with_a_message() {
+        let code = boundary(|| panic!("deliberate"));
+        assert_eq!(code, FC_ERR_PANIC);
+        // SAFETY: fc_last_error returns a valid NUL-terminated string.
+        let msg = unsafe { CStr::from_ptr(fc_last_error()) }.to_str().unwrap();
+        assert!(msg.contains("panic"), "{msg}");
+    }
+
+    #[test]
+    fn small_struct_size_is_rejected() {
+        let mut out: *mut fc_consumer = std::ptr::null_mut();
+        let cfg = fc_consumer_config {
+            struct_size: 4,
+            mode: 0,
+            start: 0,
+        };
+        // SAFETY: valid pointers.
+        let rc = unsafe { fc_consumer_open(c"cam".as_ptr(), &cfg, &mut out) };
+        assert_eq!(rc, FC_ERR_INVALID_ARG);
+        assert!(out.is_null());
+    }
 }

@@ -26,6 +26,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![allow(clippy::needless_range_loop)] // plane loops index several parallel arrays
 
 pub mod capi;
 pub mod error;

@@ -104,6 +104,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The demo: a `testsrc` writer process (1080p UYVY at 60 fps into slot `demo`) and its live
+    /// statistics read from this process, until interrupted.
+    Demo {
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Remove slots whose writer is gone, and leftovers of crashed creators.
     Gc {
         /// Only show what would be removed.
@@ -148,7 +155,7 @@ fn main() -> ExitCode {
             once,
             interval_ms,
             json,
-        } => stat(&slot, once, interval_ms, json),
+        } => stat(&slot, once, interval_ms, json, None),
         Cmd::Testsrc {
             slot,
             size,
@@ -182,6 +189,7 @@ fn main() -> ExitCode {
         } => verify(
             &slot, frames, mode, start, copy, timeout_ms, wait_ms, delay_us, json,
         ),
+        Cmd::Demo { seconds } => demo(seconds),
         Cmd::Gc { dry_run } => gc(dry_run),
     };
     match r {
@@ -222,8 +230,8 @@ fn ls(json: bool) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
-        "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "WRITER", "SOURCE", "LAST"
+        "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} LAST",
+        "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "WRITER", "SOURCE"
     );
     for (id, r) in &slots {
         match r {
@@ -264,7 +272,36 @@ fn writer_text(i: &SlotInfo) -> String {
     }
 }
 
-fn stat(id: &str, once: bool, interval_ms: u64, json: bool) -> CliResult {
+fn demo(seconds: Option<u64>) -> CliResult {
+    let id = "demo";
+    let mut writer = std::process::Command::new(std::env::current_exe()?)
+        .args(["testsrc", id, "--size", "1920x1080", "--fps", "60"])
+        .spawn()?;
+    let path = slot::slot_path(&slot::root_dir(), id, slot::SlotKind::Frames)?;
+    let t0 = Instant::now();
+    while !path.exists() {
+        if let Some(status) = writer.try_wait()? {
+            return Err(format!("the testsrc writer exited early ({status})").into());
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = writer.kill();
+            return Err("the testsrc writer did not create the slot".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "framecache: demo: writer pid {} → slot {id}; reading it here (Ctrl-C stops both)",
+        writer.id()
+    );
+    let r = stat(id, false, 1000, false, seconds.map(Duration::from_secs));
+    // SAFETY: plain kill(2) of our own child: SIGTERM makes it close the slot cleanly.
+    unsafe { libc::kill(writer.id() as i32, libc::SIGTERM) };
+    writer.wait()?;
+    r
+}
+
+fn stat(id: &str, once: bool, interval_ms: u64, json: bool, limit: Option<Duration>) -> CliResult {
+    let started = Instant::now();
     catch_signals();
     let mut c = Consumer::open(
         id,
@@ -334,7 +371,7 @@ fn stat(id: &str, once: bool, interval_ms: u64, json: bool) -> CliResult {
         }
         last_written = written;
         last_stats = s;
-        if once || STOP.load(Ordering::Relaxed) {
+        if once || STOP.load(Ordering::Relaxed) || limit.is_some_and(|l| started.elapsed() >= l) {
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -554,9 +591,16 @@ fn gc(dry_run: bool) -> CliResult {
         let path = slot::slot_path(&root, &id, slot::SlotKind::Frames)?;
         if dry_run {
             println!("would remove {}", path.display());
-        } else if slot::remove_if_stale(&root, &path)? {
-            println!("removed {}", path.display());
-            removed += 1;
+        } else {
+            // One slot we may not touch (another user's) must not stop the rest.
+            match slot::remove_if_stale(&root, &path) {
+                Ok(true) => {
+                    println!("removed {}", path.display());
+                    removed += 1;
+                }
+                Ok(false) => {}
+                Err(e) => eprintln!("framecache: skipped {}: {e}", path.display()),
+            }
         }
     }
     for tmp in slot::stale_temporaries(&root) {

@@ -331,12 +331,14 @@ pub fn stale_temporaries(root: &Path) -> Vec<PathBuf> {
     rd.filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let pid: i32 = name
+            // Parsed as a positive pid: 0 or a negative number would make kill() probe a group.
+            let pid: u32 = name
                 .strip_prefix('.')?
                 .rsplit_once(".tmp.")?
                 .1
                 .parse()
                 .ok()?;
+            let pid = i32::try_from(pid).ok().filter(|&p| p > 0)?;
             // SAFETY: kill with signal 0 only probes for existence.
             let alive = unsafe { libc::kill(pid, 0) } == 0
                 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);

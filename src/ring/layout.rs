@@ -345,7 +345,10 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<RingLayout> {
     }
     let expect = RingLayout::new(geometry, h.depth).map_err(|e| Error::Corrupt(e.to_string()))?;
     // Version 1 places descriptors right after the 1024-byte header; a grown header moves them.
-    let desc_end = u64::from(h.depth) * DESC_SIZE as u64 + h.desc_offset;
+    // Checked: a hostile desc_offset near 2^64 must not wrap around the bounds checks below.
+    let Some(desc_end) = (u64::from(h.depth) * DESC_SIZE as u64).checked_add(h.desc_offset) else {
+        return corrupt("desc_offset");
+    };
     if h.frame_stride != expect.frame_stride
         || h.desc_offset < u64::from(h.header_size)
         || h.desc_offset % 8 != 0

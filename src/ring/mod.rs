@@ -32,13 +32,13 @@ impl Ring {
     }
 
     fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= self.map.len());
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len());
         // SAFETY: in-bounds, 8-aligned (mapping is page-aligned), lives as long as &self.
         unsafe { AtomicU64::from_ptr(self.map.ptr().add(offset).cast()) }
     }
 
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(offset % 4 == 0 && offset + 4 <= self.map.len());
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len());
         // SAFETY: as above.
         unsafe { AtomicU32::from_ptr(self.map.ptr().add(offset).cast()) }
     }

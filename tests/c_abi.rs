@@ -1,0 +1,344 @@
+//! C programs compiled against include/framecache.h and linked to libframecache.so, run as
+//! separate processes: layout conformance, a C reader of a Rust writer, a C writer read by Rust,
+//! and the same under AddressSanitizer + UBSan.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{target_dir, verify_json, TempRoot};
+use framecache::ring::layout::{DESC_FIELDS, HEADER_FIELDS};
+
+const STRICT: &[&str] = &["-Wall", "-Wextra", "-Werror", "-std=c11", "-pedantic"];
+const ASAN: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=all",
+    "-g",
+];
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A directory with `libframecache.so` and its soname `libframecache.so.0` pointing at the
+/// built library, as an installed copy would look (cargo's output has no soname link).
+fn lib_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libframecache.so", "libframecache.so.0"] {
+        let link = dir.join(name);
+        if !link.exists() {
+            let _ = std::os::unix::fs::symlink(target_dir().join("libframecache.so"), &link);
+        }
+    }
+    dir
+}
+
+/// Compiles capi/tests/NAME.c with the strict flags (plus `extra`) into the test's temp dir.
+fn compile(name: &str, extra: &[&str]) -> PathBuf {
+    let so = target_dir().join("libframecache.so");
+    assert!(
+        so.exists(),
+        "{} is missing: cargo builds the cdylib with the tests",
+        so.display()
+    );
+    let suffix = if extra.is_empty() { "" } else { "-asan" };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{suffix}"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(STRICT)
+        .args(extra)
+        .arg("-I")
+        .arg(manifest().join("include"))
+        .arg(manifest().join(format!("capi/tests/{name}.c")))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(lib_dir())
+        .arg("-lframecache")
+        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e} (install gcc)"));
+    assert!(status.success(), "compiling {name}.c failed");
+    out
+}
+
+fn run_c(root: &TempRoot, exe: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe)
+        .args(args)
+        .env("FC_SHM_DIR", root.path())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .output()
+        .unwrap()
+}
+
+fn c_layout() -> BTreeMap<(String, String), (usize, usize)> {
+    let exe = compile("conformance", &[]);
+    let out = Command::new(exe).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w[0] == "sizeof" {
+            m.insert(
+                (w[1].to_string(), "sizeof".to_string()),
+                (0, w[2].parse().unwrap()),
+            );
+        } else {
+            m.insert(
+                (w[0].to_string(), w[1].to_string()),
+                (w[2].parse().unwrap(), w[3].parse().unwrap()),
+            );
+        }
+    }
+    m
+}
+
+fn rust_layout() -> BTreeMap<(String, String), (usize, usize)> {
+    let mut m = BTreeMap::new();
+    for (tag, fields) in [("header", HEADER_FIELDS), ("desc", DESC_FIELDS)] {
+        for (name, off, size) in fields {
+            m.insert((tag.to_string(), name.to_string()), (*off, *size));
+        }
+    }
+    m.insert(
+        ("header".into(), "sizeof".into()),
+        (0, std::mem::size_of::<framecache::ring::FrameRingHeader>()),
+    );
+    m.insert(
+        ("desc".into(), "sizeof".into()),
+        (0, std::mem::size_of::<framecache::ring::FrameDesc>()),
+    );
+    m
+}
+
+/// Reads the field tables of docs/PROTOCOL.md: rows `| offset | size | `field` | ...` under the
+/// headings `### Header (fc_frame_ring_header)` and `### Frame descriptor (fc_frame_desc)`.
+fn doc_layout() -> BTreeMap<(String, String), (usize, usize)> {
+    let doc =
+        std::fs::read_to_string(manifest().join("docs/PROTOCOL.md")).expect("docs/PROTOCOL.md");
+    let mut m = BTreeMap::new();
+    let mut tag = None;
+    for line in doc.lines() {
+        if line.starts_with('#') {
+            tag = if line.trim() == "### Header (fc_frame_ring_header)" {
+                Some("header")
+            } else if line.trim() == "### Frame descriptor (fc_frame_desc)" {
+                Some("desc")
+            } else {
+                None
+            };
+            continue;
+        }
+        let Some(tag) = tag else { continue };
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) else {
+            continue;
+        };
+        let name = cells[3].trim_matches('`').to_string();
+        assert!(
+            m.insert((tag.to_string(), name.clone()), (off, size))
+                .is_none(),
+            "{name} twice in PROTOCOL.md"
+        );
+    }
+    m
+}
+
+#[test]
+fn layout_is_the_same_in_rust_c_and_protocol_md() {
+    let rust = rust_layout();
+    assert_eq!(c_layout(), rust, "C's offsetof/sizeof differ from Rust's");
+    let mut doc = doc_layout();
+    let rust_fields: BTreeMap<_, _> = rust
+        .into_iter()
+        .filter(|((_, f), _)| f != "sizeof")
+        .collect();
+    doc.retain(|k, _| k.1 != "sizeof");
+    assert_eq!(
+        doc, rust_fields,
+        "docs/PROTOCOL.md's tables differ from the code"
+    );
+}
+
+#[test]
+fn c_reader_verifies_every_byte_from_a_rust_writer() {
+    for copy in ["view", "copy"] {
+        let root = TempRoot::new(&format!("creader-{copy}"));
+        let exe = compile("reader", &[]);
+        let mut w = root
+            .cli()
+            .args([
+                "testsrc",
+                "cam",
+                "--size",
+                "1920x1080",
+                "--fps",
+                "120",
+                "--frames",
+                "150",
+                "--wait-ms",
+                "500",
+            ])
+            .spawn()
+            .unwrap();
+        let out = run_c(&root, &exe, &["cam", "150", copy]);
+        assert!(w.wait().unwrap().success());
+        assert!(
+            out.status.success(),
+            "{copy}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("read 150 frames, last seq 149"), "{text}");
+    }
+}
+
+#[test]
+fn c_writer_is_read_back_by_the_rust_reader() {
+    let root = TempRoot::new("cwriter");
+    let exe = compile("writer", &[]);
+    // 7 frames fit a depth-8 ring whole, so a reader after the writer sees all of them.
+    let out = run_c(&root, &exe, &["fromc", "7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = root
+        .cli()
+        .args([
+            "verify",
+            "fromc",
+            "--json",
+            "--start",
+            "oldest",
+            "--timeout-ms",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let j = verify_json(&v);
+    assert!(v.status.success(), "{j}");
+    assert_eq!(
+        (j["good"].as_u64(), j["last_seq"].as_u64()),
+        (Some(7), Some(6)),
+        "{j}"
+    );
+    let info = framecache::ring::slot_info(root.path(), "fromc").unwrap();
+    assert_eq!(
+        (info.format.as_str(), info.width, info.height, info.depth),
+        ("NV12", 320, 180, 8)
+    );
+    assert_eq!(info.labels, "lang=c\nuse=test");
+    assert!(!info.writer_alive);
+}
+
+#[test]
+fn c_programs_are_clean_under_address_sanitizer() {
+    let root = TempRoot::new("asan");
+    let writer = compile("writer", ASAN);
+    let out = run_c(&root, &writer, &["asan", "7"]);
+    assert!(
+        out.status.success(),
+        "writer under ASan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["view", "copy"] {
+        let reader = compile("reader", ASAN);
+        let out = run_c(&root, &reader, &["asan", "7", mode]);
+        assert!(
+            out.status.success(),
+            "reader ({mode}) under ASan: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn installed_library_is_found_through_pkg_config() {
+    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let profile = target_dir()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let st = Command::new("bash")
+        .arg(manifest().join("capi/install.sh"))
+        .args(["--no-build", "--profile", &profile, "--prefix"])
+        .arg(&prefix)
+        .status()
+        .unwrap();
+    assert!(st.success(), "install.sh failed");
+    let pc = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "framecache"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("pkg-config (install pkgconf)");
+    assert!(
+        pc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pc.stderr)
+    );
+    let flags = String::from_utf8(pc.stdout).unwrap();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pc-writer");
+    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(STRICT)
+        .arg(manifest().join("capi/tests/writer.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(flags.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = TempRoot::new("pkgconfig");
+    let out = run_c(&root, &exe, &["viapc", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It runs against the installed copy, found by its soname.
+    let ldd = Command::new("ldd").arg(&exe).output().unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    assert!(
+        ldd.contains(&format!(
+            "libframecache.so.0 => {}",
+            prefix.join("lib").display()
+        )),
+        "{ldd}"
+    );
+}
+
+#[test]
+fn the_c_example_compiles_cleanly() {
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("read_frames_example");
+    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(STRICT)
+        .arg("-I")
+        .arg(manifest().join("include"))
+        .arg(manifest().join("examples/read_frames.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(lib_dir())
+        .arg("-lframecache")
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "examples/read_frames.c does not compile against the header"
+    );
+}

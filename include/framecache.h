@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 #include <stddef.h>
+/* pts/dts value meaning "no timestamp". */
+#define FC_NOPTS INT64_MIN
 
 // `fc_consumer_config.mode`: every frame in order (skipping, and counting, when a ring behind).
 #define FC_MODE_SEQUENTIAL 0
@@ -36,6 +38,18 @@
 
 // `fc_slot_status.kind`: a frame ring.
 #define FC_KIND_FRAMES 1
+
+// `fc_packet_reader_config.start`: the most recent keyframe of the primary stream.
+#define FC_PACKET_START_KEYFRAME 0
+
+// `fc_packet_reader_config.start`: the oldest keyframe still in the ring.
+#define FC_PACKET_START_OLDEST_KEYFRAME 1
+
+// `fc_packet_reader_config.start`: the next packet published.
+#define FC_PACKET_START_NEXT 2
+
+// `fc_slot_status.kind`: a packet ring.
+#define FC_KIND_PACKETS 2
 
 // Success.
 #define FC_OK 0
@@ -97,6 +111,18 @@
 // See [`Error::WrongKind`].
 #define FC_ERR_WRONG_KIND -19
 
+// See [`Error::Oversized`].
+#define FC_ERR_OVERSIZED -20
+
+// See [`Error::NoPacketRing`].
+#define FC_ERR_NO_PACKET_RING -21
+
+// See [`Error::NoCodecParams`].
+#define FC_ERR_NO_CODEC_PARAMS -22
+
+// See [`Error::PacketOverrun`].
+#define FC_ERR_PACKET_OVERRUN -23
+
 // Packed 4:2:2, 8 bit, byte order U0 Y0 V0 Y1 (ffmpeg `uyvy422`).
 #define FC_FOURCC_UYVY 1498831189
 
@@ -123,6 +149,97 @@
 
 // Largest width or height accepted (16K); keeps every size computation far from overflow.
 #define FC_MAX_DIMENSION 16384
+
+// Wire-protocol version of the packet ring. Bumped only on incompatible changes.
+#define FC_PACKET_PROTO_VERSION 1
+
+// Size of [`PacketRingHeader`].
+#define FC_PACKET_HEADER_SIZE 1024
+
+// Streams a packet slot can describe.
+#define FC_MAX_STREAMS 8
+
+// Size of one [`StreamDesc`].
+#define FC_STREAM_DESC_SIZE 128
+
+// Size of one [`PacketDesc`].
+#define FC_PACKET_DESC_SIZE 64
+
+// Size of the header of one codec-parameter slot (lock, size, generation); data follows.
+#define FC_PARAMS_SLOT_HEADER 16
+
+// Parameter generations kept per stream, so a reader holding an older packet still finds the
+// parameters that apply to it.
+#define FC_PARAMS_HISTORY 4
+
+// Default bytes of one codec-parameter slot.
+#define FC_DEFAULT_PARAMS_CAPACITY 4096
+
+// Default payload byte ring: 32 MiB.
+#define FC_DEFAULT_PAYLOAD_SIZE (32 << 20)
+
+// Default number of packet descriptors.
+#define FC_DEFAULT_DESC_COUNT 16384
+
+// Packet flag: a sync point (video keyframe; every audio/data packet).
+#define FC_PACKET_KEYFRAME 1
+
+// Packet flag: a discontinuity (timestamps or content) precedes this packet.
+#define FC_PACKET_DISCONTINUITY 2
+
+// Packet flag: the stream's codec parameters changed; this is the first packet using them.
+#define FC_PACKET_CONFIG_CHANGE 4
+
+// Packet flag: the source marked the payload as possibly corrupt.
+#define FC_PACKET_CORRUPT 8
+
+// Codec: H.264 / AVC, Annex-B access units.
+#define FC_CODEC_H264 1
+
+// Codec: H.265 / HEVC, Annex-B access units.
+#define FC_CODEC_HEVC 2
+
+// Codec: AAC, raw frames (no ADTS header); parameters = AudioSpecificConfig.
+#define FC_CODEC_AAC 3
+
+// Codec: Opus packets; parameters = OpusHead.
+#define FC_CODEC_OPUS 4
+
+// Codec: MPEG-1/2 audio layer II.
+#define FC_CODEC_MP2 5
+
+// Codec: MPEG-1/2 audio layer III.
+#define FC_CODEC_MP3 6
+
+// Codec: AC-3.
+#define FC_CODEC_AC3 7
+
+// Codec: opaque data (SCTE-35, KLV, ...).
+#define FC_CODEC_DATA 8
+
+// Media kind of a stream: video.
+#define FC_MEDIA_VIDEO 1
+
+// Media kind of a stream: audio.
+#define FC_MEDIA_AUDIO 2
+
+// Media kind of a stream: data.
+#define FC_MEDIA_DATA 3
+
+// Smallest payload ring accepted.
+#define FC_MIN_PAYLOAD_SIZE (64 << 10)
+
+// Largest payload ring accepted (4 GiB).
+#define FC_MAX_PAYLOAD_SIZE (4 << 30)
+
+// Descriptor count bounds.
+#define FC_MIN_DESC_COUNT 16
+
+// Descriptor count bounds.
+#define FC_MAX_DESC_COUNT (1 << 22)
+
+// Largest parameter slot.
+#define FC_MAX_PARAMS_CAPACITY (1 << 20)
 
 // Wire-protocol version of the frame ring. Bumped only on incompatible changes.
 #define FC_FRAME_PROTO_VERSION 1
@@ -156,6 +273,12 @@
 
 // An open frame-slot reader. Opaque.
 typedef struct fc_consumer fc_consumer;
+
+// An open packet-slot reader. Opaque.
+typedef struct fc_packet_reader fc_packet_reader;
+
+// An open packet-slot writer. Opaque.
+typedef struct fc_packet_writer fc_packet_writer;
 
 // An open frame-slot writer. Opaque.
 typedef struct fc_producer fc_producer;
@@ -290,13 +413,136 @@ typedef struct fc_slot_status {
   uint32_t writer_alive;
   // Bytes per frame.
   uint64_t frame_size;
-  // Frames published.
+  // Frames (frame slot) or packets (packet slot) published.
   uint64_t frames_written;
   // Creation time, CLOCK_REALTIME ns.
   uint64_t epoch_ns;
   // CLOCK_MONOTONIC ns of the last publish.
   uint64_t last_publish_ns;
+  // Packet slots: number of streams (0 for frame slots).
+  uint32_t stream_count;
+  // Packet slots: `FC_CODEC_*` of each stream.
+  uint32_t codecs[8];
+  // Packet slots: payload bytes published.
+  uint64_t bytes_published;
 } fc_slot_status;
+
+// One elementary stream of a packet slot (input to `fc_packet_writer_create`, output of
+// `fc_packet_get_stream`). Set `struct_size = sizeof(fc_stream_info)`.
+typedef struct fc_stream_info {
+  // `sizeof(fc_stream_info)`.
+  uint32_t struct_size;
+  // `FC_CODEC_*`.
+  uint32_t codec;
+  // `FC_MEDIA_*` (output only; derived from the codec).
+  uint32_t media;
+  // Timebase numerator (0 with `timebase_den` 0 = 1/90000).
+  uint32_t timebase_num;
+  // Timebase denominator.
+  uint32_t timebase_den;
+  // Video width (0 = unknown).
+  uint32_t width;
+  // Video height (0 = unknown).
+  uint32_t height;
+  // Video frame rate numerator (0 = unknown).
+  uint32_t fps_num;
+  // Video frame rate denominator.
+  uint32_t fps_den;
+  // Audio sample rate (0 = unknown).
+  uint32_t sample_rate;
+  // Audio channels (0 = unknown).
+  uint32_t channels;
+  // Current codec-parameter generation (output only).
+  uint32_t params_gen;
+  // Language/name tag, NUL-terminated.
+  char tag[16];
+} fc_stream_info;
+
+// How to create a packet slot. Set `struct_size`; zeroed sizes take their defaults.
+typedef struct fc_packet_slot_config {
+  // `sizeof(fc_packet_slot_config)`.
+  uint32_t struct_size;
+  // Streams in `streams` (1..=8).
+  uint32_t stream_count;
+  // The streams; each with its `struct_size` set. Copied.
+  const struct fc_stream_info *streams;
+  // Payload ring bytes, a multiple of 4096 (0 = 32 MiB).
+  uint64_t payload_size;
+  // Packet descriptors (0 = 16384).
+  uint32_t desc_count;
+  // Bytes per codec-parameter slot (0 = 4096).
+  uint32_t params_capacity;
+  // File mode (0 = 0660).
+  uint32_t mode;
+  // `FC_SLOT_*` flags.
+  uint32_t flags;
+  // Source-type label or NULL. Copied.
+  const char *source_type;
+  // `key=value` labels separated by newlines, or NULL. Copied.
+  const char *labels;
+} fc_packet_slot_config;
+
+// A packet: input to `fc_packet_publish` (`stream`, `flags`, `pts`, `dts`, `data`, `size`)
+// and output of `fc_packet_next` / `fc_packet_next_copy`. Set `struct_size`.
+typedef struct fc_packet {
+  // `sizeof(fc_packet)`.
+  uint32_t struct_size;
+  // Stream index.
+  uint32_t stream;
+  // `FC_PACKET_*` flags.
+  uint32_t flags;
+  // Codec-parameter generation that applies (output).
+  uint32_t params_gen;
+  // Presentation timestamp (`FC_NOPTS` = none).
+  int64_t pts;
+  // Decoding timestamp (`FC_NOPTS` = none).
+  int64_t dts;
+  // Payload. For views from `fc_packet_next`: valid until the next call on the reader, and
+  // only trustworthy if `fc_packet_check` says `FC_OK` after use.
+  const uint8_t *data;
+  // Payload bytes.
+  uint64_t size;
+  // Sequence number (output).
+  uint64_t seq;
+  // Publish time, CLOCK_MONOTONIC ns (output).
+  uint64_t publish_ns;
+  // Packets skipped before this one (output).
+  uint64_t skipped;
+  // Absolute payload position (output; used by `fc_packet_check`).
+  uint64_t pos;
+} fc_packet;
+
+// Packet reader options (NULL = start at the most recent keyframe).
+typedef struct fc_packet_reader_config {
+  // `sizeof(fc_packet_reader_config)`.
+  uint32_t struct_size;
+  // `FC_PACKET_START_*`.
+  uint32_t start;
+} fc_packet_reader_config;
+
+// Packet reader counters. Set `struct_size`.
+typedef struct fc_packet_reader_counters {
+  // `sizeof(fc_packet_reader_counters)`.
+  uint32_t struct_size;
+  // 1 if the writer is alive.
+  uint32_t writer_alive;
+  // Packets delivered.
+  uint64_t packets_read;
+  // Packets passed over.
+  uint64_t packets_skipped;
+  // Reads found overwritten.
+  uint64_t overruns;
+  // Re-attachments.
+  uint64_t reattached;
+  // Packets the writer published.
+  uint64_t writer_packets;
+  // Published but not yet read.
+  uint64_t lag;
+  // Publish→read latency of the last packet, ns.
+  uint64_t latency_last_ns;
+  // Largest publish→read latency, ns.
+  uint64_t latency_max_ns;
+} fc_packet_reader_counters;
 
 // The frame ring's header at offset 0 of the slot file (1024 bytes).
 //
@@ -388,6 +634,128 @@ typedef struct fc_frame_desc {
   // Reserved, 0.
   uint8_t reserved[16];
 } fc_frame_desc;
+
+// The packet ring's header at offset 0 (1024 bytes). Fields before `write_seq` are immutable
+// after the file is published, except the atomic `state`.
+typedef struct fc_packet_ring_header {
+  // `"FCPACKET"`.
+  uint8_t magic[8];
+  // [`PACKET_PROTO_VERSION`].
+  uint32_t proto_version;
+  // Size of this header (1024 in version 1).
+  uint32_t header_size;
+  // Size of the whole file.
+  uint64_t file_size;
+  // Creation time, CLOCK_REALTIME ns.
+  uint64_t epoch_ns;
+  // Pid of the writer that created the file.
+  uint32_t writer_pid;
+  // Atomic. 1 = live, 2 = closed cleanly.
+  uint32_t state;
+  // Reserved, 0.
+  uint32_t flags;
+  // Streams described in the stream table (1..=8).
+  uint32_t stream_count;
+  // NUL-terminated source-type label.
+  uint8_t source_type[16];
+  // Number of packet descriptors.
+  uint32_t desc_count;
+  // Bytes of each codec-parameter slot's data area.
+  uint32_t params_capacity;
+  // Parameter slots per stream ([`PARAMS_HISTORY`]).
+  uint32_t params_history;
+  // Index of the primary stream: its keyframes are the join points (first video stream).
+  uint32_t primary_stream;
+  // Bytes of the payload ring (a multiple of 4096).
+  uint64_t payload_size;
+  // Offset of the stream table (8 entries of 128 bytes).
+  uint64_t streams_offset;
+  // Offset of the codec-parameter slots.
+  uint64_t params_offset;
+  // Offset of descriptor 0.
+  uint64_t desc_offset;
+  // Offset of the payload ring (a multiple of 4096).
+  uint64_t payload_offset;
+  // Largest packet accepted (a quarter of the payload ring).
+  uint64_t max_packet;
+  // Reserved, 0.
+  uint8_t reserved1[128];
+  // Free labels: `key=value` entries separated by `\n`, NUL-terminated.
+  uint8_t labels[256];
+  // Atomic. Packets published; packet `s` is described by descriptor `s % desc_count`.
+  uint64_t write_seq;
+  // Atomic. Futex word incremented after every publish and at close.
+  uint32_t wake;
+  // Reserved, 0.
+  uint32_t reserved2;
+  // Atomic. Absolute byte position up to which the writer has reserved the payload ring:
+  // payload bytes at positions below `write_reserve - payload_size` are gone.
+  uint64_t write_reserve;
+  // Atomic. 1 + sequence of the last keyframe of the primary stream (0 = none yet).
+  uint64_t last_keyframe;
+  // Atomic. CLOCK_MONOTONIC ns of the last publish.
+  uint64_t last_publish_ns;
+  // Atomic. Payload bytes published (without padding).
+  uint64_t bytes_published;
+  // Reserved, 0.
+  uint8_t reserved3[464];
+} fc_packet_ring_header;
+
+// One entry of the stream table (128 bytes), immutable after creation except `params_gen`.
+typedef struct fc_stream_desc {
+  // `FC_CODEC_*`.
+  uint32_t codec;
+  // `FC_MEDIA_*`.
+  uint32_t media;
+  // Timebase numerator of pts/dts (e.g. 1).
+  uint32_t timebase_num;
+  // Timebase denominator (e.g. 90000).
+  uint32_t timebase_den;
+  // Video width (0 = unknown).
+  uint32_t width;
+  // Video height (0 = unknown).
+  uint32_t height;
+  // Video frame rate numerator (0 = unknown).
+  uint32_t fps_num;
+  // Video frame rate denominator.
+  uint32_t fps_den;
+  // Audio sample rate (0 = unknown).
+  uint32_t sample_rate;
+  // Audio channels (0 = unknown).
+  uint32_t channels;
+  // Atomic. Current codec-parameter generation (0 = none yet).
+  uint32_t params_gen;
+  // Reserved, 0.
+  uint32_t reserved0;
+  // NUL-terminated language or name tag.
+  uint8_t tag[16];
+  // Reserved, 0.
+  uint8_t reserved[64];
+} fc_stream_desc;
+
+// Descriptor of one packet (64 bytes), guarded by its seqlock `lock`.
+typedef struct fc_packet_desc {
+  // Atomic seqlock: `2*seq + 1` while packet `seq` is written, `2*seq + 2` once complete.
+  uint64_t lock;
+  // Sequence number.
+  uint64_t seq;
+  // Presentation timestamp in the stream's timebase ([`FC_NOPTS`] = none).
+  int64_t pts;
+  // Decoding timestamp ([`FC_NOPTS`] = none).
+  int64_t dts;
+  // Absolute byte position of the payload; its offset in the ring is `pos % payload_size`.
+  uint64_t pos;
+  // Payload bytes.
+  uint32_t size;
+  // `FC_PACKET_*` flags.
+  uint32_t flags;
+  // Stream index.
+  uint32_t stream;
+  // Codec-parameter generation that applies to this packet (0 = none).
+  uint32_t params_gen;
+  // CLOCK_MONOTONIC ns of the publish.
+  uint64_t publish_ns;
+} fc_packet_desc;
 
 
 
@@ -512,20 +880,139 @@ int fc_consumer_stats(struct fc_consumer *consumer, struct fc_consumer_counters 
 // `consumer` NULL or from `fc_consumer_open`, not used again.
 void fc_consumer_close(struct fc_consumer *consumer);
 
-// Describes slot `slot` in `*out` without changing it.
+// Describes slot `slot` in `*out` without changing it: its frame slot, or its packet slot
+// when the id has no frame slot.
 //
 // # Safety
 // `slot` NUL-terminated; `out` writable with `struct_size` set.
 int fc_slot_info(const char *slot, struct fc_slot_status *out);
 
-// Lists the readable slots of the root directory (a scan; there is no registry): fills up to
+// Lists the readable slots (frame slots first, then packet slots) of the root directory (a scan; there is no registry): fills up to
 // `cap` entries of `out` (each gets `struct_size` from `out[0]`) and sets `*count` to the number
 // of slots found, which may exceed `cap` (call again with a bigger array). `out` may be NULL
 // when `cap` is 0. Unreadable files are skipped.
 //
 // # Safety
 // `out` writable for `cap` entries; `count` writable.
-int fc_slot_list(struct fc_slot_status *out, size_t cap, size_t *count);
+int fc_slot_list(struct fc_slot_status *out,
+                 size_t cap,
+                 size_t *count);
+
+// Creates packet slot `slot` and returns its writer in `*out` (owned by the caller until
+// `fc_packet_writer_close`; NULL on failure). A live writer gives `FC_ERR_BUSY`.
+//
+// # Safety
+// `slot` NUL-terminated; `config` valid with `stream_count` readable `streams`; `out` writable.
+int fc_packet_writer_create(const char *slot,
+                            const struct fc_packet_slot_config *config,
+                            struct fc_packet_writer **out);
+
+// Publishes codec parameters for `stream` (`size` bytes at `data`; at most the slot's
+// parameter capacity, else `FC_ERR_OVERSIZED`); their generation goes to `*gen_out` if not NULL.
+//
+// # Safety
+// `writer` valid and open; `data` readable for `size` bytes.
+int fc_packet_set_codec_params(struct fc_packet_writer *writer,
+                               uint32_t stream,
+                               const uint8_t *data,
+                               size_t size,
+                               uint32_t *gen_out);
+
+// Publishes one packet (`packet->stream`, `flags`, `pts`, `dts`, `data`, `size`; the payload
+// is copied into the ring). Its sequence number goes to `*seq_out` if not NULL. Never waits
+// for readers. `FC_ERR_OVERSIZED` if larger than a quarter of the payload ring.
+//
+// # Safety
+// `writer` valid and open; `packet` valid with `data` readable for `size` bytes.
+int fc_packet_publish(struct fc_packet_writer *writer,
+                      const struct fc_packet *packet,
+                      uint64_t *seq_out);
+
+// Closes a packet writer (readers see the writer gone; the file is removed unless
+// `FC_SLOT_KEEP_ON_CLOSE`). NULL is ignored.
+//
+// # Safety
+// `writer` NULL or from `fc_packet_writer_create`, not used again.
+void fc_packet_writer_close(struct fc_packet_writer *writer);
+
+// Opens packet slot `slot` for reading; `config` NULL = start at the most recent keyframe.
+// `FC_ERR_NO_PACKET_RING` if the id has no packet slot. The caller owns `*out`.
+//
+// # Safety
+// `slot` NUL-terminated; `config` NULL or valid; `out` writable.
+int fc_packet_reader_open(const char *slot,
+                          const struct fc_packet_reader_config *config,
+                          struct fc_packet_reader **out);
+
+// Number of streams of the slot in `*count`.
+//
+// # Safety
+// `reader` valid and open; `count` writable.
+int fc_packet_stream_count(struct fc_packet_reader *reader, uint32_t *count);
+
+// Describes stream `index` in `*out`.
+//
+// # Safety
+// `reader` valid and open; `out` writable with `struct_size` set.
+int fc_packet_get_stream(struct fc_packet_reader *reader,
+                         uint32_t index,
+                         struct fc_stream_info *out);
+
+// Waits up to `timeout_ms` (negative = forever) for the next packet and fills `*packet` with a
+// zero-copy view of it. `FC_ERR_TIMEOUT`, or `FC_ERR_WRITER_GONE` when the writer is gone and
+// nothing is left. Call `fc_packet_check` after using the payload.
+//
+// # Safety
+// `reader` valid and open; `packet` writable with `struct_size` set.
+int fc_packet_next(struct fc_packet_reader *reader, struct fc_packet *packet, int timeout_ms);
+
+// `FC_OK` if the view `packet` (from `fc_packet_next` on this reader) was not overwritten
+// since, else `FC_ERR_PACKET_OVERRUN`.
+//
+// # Safety
+// `reader` valid and open; `packet` valid.
+int fc_packet_check(struct fc_packet_reader *reader, const struct fc_packet *packet);
+
+// Waits like `fc_packet_next`, then copies the payload into `buf` (`cap` bytes;
+// `FC_ERR_BUFFER_TOO_SMALL` leaves the packet for a retry). `FC_ERR_PACKET_OVERRUN` if it was
+// overwritten during the copy (the reader moves on to the next keyframe).
+//
+// # Safety
+// `reader` valid and open; `buf` writable for `cap` bytes; `packet` writable with `struct_size`.
+int fc_packet_next_copy(struct fc_packet_reader *reader,
+                        uint8_t *buf,
+                        size_t cap,
+                        struct fc_packet *packet,
+                        int timeout_ms);
+
+// Copies the codec parameters of `stream`, generation `gen` (0 = current; a packet's
+// `params_gen` names the ones that apply to it) into `buf` (`cap` bytes). `*size_out` gets the
+// size (also when `FC_ERR_BUFFER_TOO_SMALL`), `*gen_out` the generation if not NULL.
+// `FC_ERR_NO_CODEC_PARAMS` if there are none or that generation is gone.
+//
+// # Safety
+// `reader` valid and open; `buf` writable for `cap` bytes (may be NULL if `cap` is 0);
+// `size_out` writable.
+int fc_packet_get_codec_params(struct fc_packet_reader *reader,
+                               uint32_t stream,
+                               uint32_t gen,
+                               uint8_t *buf,
+                               size_t cap,
+                               size_t *size_out,
+                               uint32_t *gen_out);
+
+// Fills `*stats` with the reader's counters.
+//
+// # Safety
+// `reader` valid and open; `stats` writable with `struct_size` set.
+int fc_packet_reader_stats(struct fc_packet_reader *reader,
+                           struct fc_packet_reader_counters *stats);
+
+// Closes a packet reader; views it handed out become invalid. NULL is ignored.
+//
+// # Safety
+// `reader` NULL or from `fc_packet_reader_open`, not used again.
+void fc_packet_reader_close(struct fc_packet_reader *reader);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use crate::error::{self, Error, Result};
 use crate::format::PixelFormat;
+use crate::packet::{
+    Packet, PacketInfo, PacketReader, PacketReaderConfig, PacketSlotConfig, PacketStart,
+    PacketWriter, StreamConfig, MAX_STREAMS,
+};
 use crate::ring::{
     self, Consumer, ConsumerConfig, FrameInfo, FrameMeta, Producer, ReadMode, SlotConfig, StartAt,
 };
@@ -31,6 +35,9 @@ pub use crate::error::{
     FC_ERR_INVALID_ARG, FC_ERR_IO, FC_ERR_NOT_FOUND, FC_ERR_NO_SPACE, FC_ERR_OVERWRITTEN,
     FC_ERR_PANIC, FC_ERR_PERMISSION, FC_ERR_STATE, FC_ERR_TIMEOUT, FC_ERR_TRUNCATED,
     FC_ERR_UNSUPPORTED_FORMAT, FC_ERR_VERSION, FC_ERR_WRITER_GONE, FC_ERR_WRONG_KIND, FC_OK,
+};
+pub use crate::error::{
+    FC_ERR_NO_CODEC_PARAMS, FC_ERR_NO_PACKET_RING, FC_ERR_OVERSIZED, FC_ERR_PACKET_OVERRUN,
 };
 
 /// `fc_consumer_config.mode`: every frame in order (skipping, and counting, when a ring behind).
@@ -193,12 +200,18 @@ pub struct fc_slot_status {
     pub writer_alive: u32,
     /// Bytes per frame.
     pub frame_size: u64,
-    /// Frames published.
+    /// Frames (frame slot) or packets (packet slot) published.
     pub frames_written: u64,
     /// Creation time, CLOCK_REALTIME ns.
     pub epoch_ns: u64,
     /// CLOCK_MONOTONIC ns of the last publish.
     pub last_publish_ns: u64,
+    /// Packet slots: number of streams (0 for frame slots).
+    pub stream_count: u32,
+    /// Packet slots: `FC_CODEC_*` of each stream.
+    pub codecs: [u32; 8],
+    /// Packet slots: payload bytes published.
+    pub bytes_published: u64,
 }
 
 thread_local! {
@@ -262,6 +275,28 @@ fn opt_c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
         Ok("")
     } else {
         c_str(p, what)
+    }
+}
+
+/// `key=value` lines (the C form of labels) as pairs.
+fn parse_labels(text: &str) -> Result<Vec<(String, String)>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| Error::InvalidArg(format!("label {line:?} is not key=value")))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Copies `s` into a fixed C string field, truncated, NUL-terminated.
+fn copy_c_str(dst: &mut [c_char], s: &str) {
+    dst.fill(0);
+    let n = dst.len() - 1;
+    for (d, b) in dst.iter_mut().zip(s.bytes().take(n)) {
+        *d = b as c_char;
     }
 }
 
@@ -632,17 +667,17 @@ pub unsafe extern "C" fn fc_consumer_close(consumer: *mut fc_consumer) {
     }
 }
 
+fn blank_status(size: u32) -> fc_slot_status {
+    // SAFETY: plain old data; all-zero is a valid value.
+    let mut s: fc_slot_status = unsafe { std::mem::zeroed() };
+    s.struct_size = size;
+    s
+}
+
 fn fill_status(out: &mut fc_slot_status, i: &ring::SlotInfo) {
-    let copy = |dst: &mut [c_char], s: &str| {
-        dst.fill(0);
-        let n = dst.len() - 1;
-        for (d, b) in dst.iter_mut().zip(s.bytes().take(n)) {
-            *d = b as c_char;
-        }
-    };
     out.kind = FC_KIND_FRAMES;
-    copy(&mut out.id, &i.id);
-    copy(&mut out.source_type, &i.source_type);
+    copy_c_str(&mut out.id, &i.id);
+    copy_c_str(&mut out.source_type, &i.source_type);
     out.fourcc = i.fourcc;
     out.width = i.width;
     out.height = i.height;
@@ -657,7 +692,28 @@ fn fill_status(out: &mut fc_slot_status, i: &ring::SlotInfo) {
     out.last_publish_ns = i.last_publish_ns;
 }
 
-/// Describes slot `slot` in `*out` without changing it.
+fn fill_packet_status(out: &mut fc_slot_status, i: &crate::packet::PacketSlotInfo) {
+    out.kind = FC_KIND_PACKETS;
+    copy_c_str(&mut out.id, &i.id);
+    copy_c_str(&mut out.source_type, &i.source_type);
+    out.writer_pid = i.writer_pid;
+    out.writer_alive = i.writer_alive.into();
+    out.frames_written = i.packets_written;
+    out.epoch_ns = i.epoch_ns;
+    out.last_publish_ns = i.last_publish_ns;
+    out.stream_count = i.streams.len() as u32;
+    out.codecs = [0; 8];
+    for (c, st) in out.codecs.iter_mut().zip(&i.streams) {
+        *c = st.codec;
+    }
+    out.bytes_published = i.bytes_published;
+    if let Some(v) = i.streams.iter().find(|s| s.width > 0) {
+        (out.width, out.height, out.fps_num, out.fps_den) = (v.width, v.height, v.fps.0, v.fps.1);
+    }
+}
+
+/// Describes slot `slot` in `*out` without changing it: its frame slot, or its packet slot
+/// when the id has no frame slot.
 ///
 /// # Safety
 /// `slot` NUL-terminated; `out` writable with `struct_size` set.
@@ -667,13 +723,20 @@ pub unsafe extern "C" fn fc_slot_info(slot: *const c_char, out: *mut fc_slot_sta
         let id = c_str(slot, "slot")?;
         let out = arg_mut(out, "out")?;
         sized::<fc_slot_status>(out.struct_size, "out")?;
-        let info = ring::slot_info(&slot::root_dir(), id)?;
-        fill_status(out, &info);
+        // A frame slot if the id has one, else its packet slot.
+        let root = slot::root_dir();
+        match ring::slot_info(&root, id) {
+            Ok(info) => fill_status(out, &info),
+            Err(Error::NotFound(_)) => {
+                fill_packet_status(out, &crate::packet::slot_info(&root, id)?)
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     })
 }
 
-/// Lists the readable slots of the root directory (a scan; there is no registry): fills up to
+/// Lists the readable slots (frame slots first, then packet slots) of the root directory (a scan; there is no registry): fills up to
 /// `cap` entries of `out` (each gets `struct_size` from `out[0]`) and sets `*count` to the number
 /// of slots found, which may exceed `cap` (call again with a bigger array). `out` may be NULL
 /// when `cap` is 0. Unreadable files are skipped.
@@ -689,24 +752,584 @@ pub unsafe extern "C" fn fc_slot_list(
     boundary(|| {
         let count = arg_mut(count, "count")?;
         *count = 0;
-        let slots: Vec<ring::SlotInfo> = ring::list_slots(&slot::root_dir())?
+        let root = slot::root_dir();
+        let frames: Vec<ring::SlotInfo> = ring::list_slots(&root)?
             .into_iter()
             .filter_map(|(_, r)| r.ok())
             .collect();
+        let packets: Vec<crate::packet::PacketSlotInfo> = crate::packet::list_slots(&root)?
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .collect();
+        let total = frames.len() + packets.len();
         if cap > 0 {
             let first = arg_mut(out, "out")?;
             sized::<fc_slot_status>(first.struct_size, "out[0]")?;
             let size = first.struct_size;
             // SAFETY: caller guarantees `cap` writable entries.
             let all = unsafe { std::slice::from_raw_parts_mut(out, cap) };
-            for (o, i) in all.iter_mut().zip(&slots) {
-                o.struct_size = size;
+            let mut entries = all.iter_mut();
+            for (o, i) in entries.by_ref().zip(&frames) {
+                *o = blank_status(size);
                 fill_status(o, i);
             }
+            for (o, i) in entries.zip(&packets) {
+                *o = blank_status(size);
+                fill_packet_status(o, i);
+            }
         }
-        *count = slots.len();
+        *count = total;
         Ok(())
     })
+}
+
+/// An open packet-slot writer. Opaque.
+pub struct fc_packet_writer {
+    inner: Mutex<PacketWriter>,
+}
+
+/// An open packet-slot reader. Opaque.
+pub struct fc_packet_reader {
+    inner: Mutex<PacketReader>,
+}
+
+/// One elementary stream of a packet slot (input to `fc_packet_writer_create`, output of
+/// `fc_packet_get_stream`). Set `struct_size = sizeof(fc_stream_info)`.
+#[repr(C)]
+pub struct fc_stream_info {
+    /// `sizeof(fc_stream_info)`.
+    pub struct_size: u32,
+    /// `FC_CODEC_*`.
+    pub codec: u32,
+    /// `FC_MEDIA_*` (output only; derived from the codec).
+    pub media: u32,
+    /// Timebase numerator (0 with `timebase_den` 0 = 1/90000).
+    pub timebase_num: u32,
+    /// Timebase denominator.
+    pub timebase_den: u32,
+    /// Video width (0 = unknown).
+    pub width: u32,
+    /// Video height (0 = unknown).
+    pub height: u32,
+    /// Video frame rate numerator (0 = unknown).
+    pub fps_num: u32,
+    /// Video frame rate denominator.
+    pub fps_den: u32,
+    /// Audio sample rate (0 = unknown).
+    pub sample_rate: u32,
+    /// Audio channels (0 = unknown).
+    pub channels: u32,
+    /// Current codec-parameter generation (output only).
+    pub params_gen: u32,
+    /// Language/name tag, NUL-terminated.
+    pub tag: [c_char; 16],
+}
+
+/// How to create a packet slot. Set `struct_size`; zeroed sizes take their defaults.
+#[repr(C)]
+pub struct fc_packet_slot_config {
+    /// `sizeof(fc_packet_slot_config)`.
+    pub struct_size: u32,
+    /// Streams in `streams` (1..=8).
+    pub stream_count: u32,
+    /// The streams; each with its `struct_size` set. Copied.
+    pub streams: *const fc_stream_info,
+    /// Payload ring bytes, a multiple of 4096 (0 = 32 MiB).
+    pub payload_size: u64,
+    /// Packet descriptors (0 = 16384).
+    pub desc_count: u32,
+    /// Bytes per codec-parameter slot (0 = 4096).
+    pub params_capacity: u32,
+    /// File mode (0 = 0660).
+    pub mode: u32,
+    /// `FC_SLOT_*` flags.
+    pub flags: u32,
+    /// Source-type label or NULL. Copied.
+    pub source_type: *const c_char,
+    /// `key=value` labels separated by newlines, or NULL. Copied.
+    pub labels: *const c_char,
+}
+
+/// A packet: input to `fc_packet_publish` (`stream`, `flags`, `pts`, `dts`, `data`, `size`)
+/// and output of `fc_packet_next` / `fc_packet_next_copy`. Set `struct_size`.
+#[repr(C)]
+pub struct fc_packet {
+    /// `sizeof(fc_packet)`.
+    pub struct_size: u32,
+    /// Stream index.
+    pub stream: u32,
+    /// `FC_PACKET_*` flags.
+    pub flags: u32,
+    /// Codec-parameter generation that applies (output).
+    pub params_gen: u32,
+    /// Presentation timestamp (`FC_NOPTS` = none).
+    pub pts: i64,
+    /// Decoding timestamp (`FC_NOPTS` = none).
+    pub dts: i64,
+    /// Payload. For views from `fc_packet_next`: valid until the next call on the reader, and
+    /// only trustworthy if `fc_packet_check` says `FC_OK` after use.
+    pub data: *const u8,
+    /// Payload bytes.
+    pub size: u64,
+    /// Sequence number (output).
+    pub seq: u64,
+    /// Publish time, CLOCK_MONOTONIC ns (output).
+    pub publish_ns: u64,
+    /// Packets skipped before this one (output).
+    pub skipped: u64,
+    /// Absolute payload position (output; used by `fc_packet_check`).
+    pub pos: u64,
+}
+
+/// Packet reader options (NULL = start at the most recent keyframe).
+#[repr(C)]
+pub struct fc_packet_reader_config {
+    /// `sizeof(fc_packet_reader_config)`.
+    pub struct_size: u32,
+    /// `FC_PACKET_START_*`.
+    pub start: u32,
+}
+
+/// `fc_packet_reader_config.start`: the most recent keyframe of the primary stream.
+pub const FC_PACKET_START_KEYFRAME: u32 = 0;
+/// `fc_packet_reader_config.start`: the oldest keyframe still in the ring.
+pub const FC_PACKET_START_OLDEST_KEYFRAME: u32 = 1;
+/// `fc_packet_reader_config.start`: the next packet published.
+pub const FC_PACKET_START_NEXT: u32 = 2;
+/// `fc_slot_status.kind`: a packet ring.
+pub const FC_KIND_PACKETS: u32 = 2;
+
+/// Packet reader counters. Set `struct_size`.
+#[repr(C)]
+pub struct fc_packet_reader_counters {
+    /// `sizeof(fc_packet_reader_counters)`.
+    pub struct_size: u32,
+    /// 1 if the writer is alive.
+    pub writer_alive: u32,
+    /// Packets delivered.
+    pub packets_read: u64,
+    /// Packets passed over.
+    pub packets_skipped: u64,
+    /// Reads found overwritten.
+    pub overruns: u64,
+    /// Re-attachments.
+    pub reattached: u64,
+    /// Packets the writer published.
+    pub writer_packets: u64,
+    /// Published but not yet read.
+    pub lag: u64,
+    /// Publish→read latency of the last packet, ns.
+    pub latency_last_ns: u64,
+    /// Largest publish→read latency, ns.
+    pub latency_max_ns: u64,
+}
+
+fn stream_config(s: &fc_stream_info, i: usize) -> Result<StreamConfig> {
+    sized::<fc_stream_info>(s.struct_size, &format!("streams[{i}]"))?;
+    let mut c = StreamConfig::new(s.codec);
+    if s.timebase_num != 0 || s.timebase_den != 0 {
+        c.timebase = (s.timebase_num, s.timebase_den);
+    }
+    c.width = s.width;
+    c.height = s.height;
+    c.fps = (s.fps_num, if s.fps_den == 0 { 1 } else { s.fps_den });
+    c.sample_rate = s.sample_rate;
+    c.channels = s.channels;
+    // SAFETY: a fixed array; CStr stops at the first NUL or we take nothing.
+    let tag: Vec<u8> = s
+        .tag
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    c.tag = String::from_utf8(tag)
+        .map_err(|_| Error::InvalidArg(format!("streams[{i}].tag is not UTF-8")))?;
+    Ok(c)
+}
+
+/// Creates packet slot `slot` and returns its writer in `*out` (owned by the caller until
+/// `fc_packet_writer_close`; NULL on failure). A live writer gives `FC_ERR_BUSY`.
+///
+/// # Safety
+/// `slot` NUL-terminated; `config` valid with `stream_count` readable `streams`; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_writer_create(
+    slot: *const c_char,
+    config: *const fc_packet_slot_config,
+    out: *mut *mut fc_packet_writer,
+) -> c_int {
+    boundary(|| {
+        let out = arg_mut(out, "out")?;
+        *out = std::ptr::null_mut();
+        let id = c_str(slot, "slot")?;
+        let c = arg(config, "config")?;
+        sized::<fc_packet_slot_config>(c.struct_size, "config")?;
+        if c.stream_count == 0 || c.stream_count as usize > MAX_STREAMS || c.streams.is_null() {
+            return Err(Error::InvalidArg(format!(
+                "{} streams (1..={MAX_STREAMS}, non-NULL)",
+                c.stream_count
+            )));
+        }
+        // SAFETY: caller guarantees `stream_count` readable entries.
+        let streams = unsafe { std::slice::from_raw_parts(c.streams, c.stream_count as usize) };
+        let streams = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| stream_config(s, i))
+            .collect::<Result<Vec<_>>>()?;
+        let mut cfg = PacketSlotConfig::new(streams);
+        if c.payload_size != 0 {
+            cfg.payload_size = c.payload_size;
+        }
+        if c.desc_count != 0 {
+            cfg.desc_count = c.desc_count;
+        }
+        if c.params_capacity != 0 {
+            cfg.params_capacity = c.params_capacity;
+        }
+        cfg.mode = c.mode;
+        cfg.keep_on_close = c.flags & FC_SLOT_KEEP_ON_CLOSE != 0;
+        cfg.source_type = opt_c_str(c.source_type, "source_type")?.to_string();
+        cfg.labels = parse_labels(opt_c_str(c.labels, "labels")?)?;
+        let w = PacketWriter::create(id, &cfg)?;
+        *out = Box::into_raw(Box::new(fc_packet_writer {
+            inner: Mutex::new(w),
+        }));
+        Ok(())
+    })
+}
+
+/// Publishes codec parameters for `stream` (`size` bytes at `data`; at most the slot's
+/// parameter capacity, else `FC_ERR_OVERSIZED`); their generation goes to `*gen_out` if not NULL.
+///
+/// # Safety
+/// `writer` valid and open; `data` readable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_set_codec_params(
+    writer: *mut fc_packet_writer,
+    stream: u32,
+    data: *const u8,
+    size: usize,
+    gen_out: *mut u32,
+) -> c_int {
+    boundary(|| {
+        let w = arg(writer, "writer")?;
+        if data.is_null() && size > 0 {
+            return Err(Error::InvalidArg("data is NULL".into()));
+        }
+        // SAFETY: caller guarantees `size` readable bytes.
+        let bytes = if size == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(data, size) }
+        };
+        let gen = lock(&w.inner).set_codec_params(stream, bytes)?;
+        if let Some(g) = unsafe { gen_out.as_mut() } {
+            *g = gen;
+        }
+        Ok(())
+    })
+}
+
+/// Publishes one packet (`packet->stream`, `flags`, `pts`, `dts`, `data`, `size`; the payload
+/// is copied into the ring). Its sequence number goes to `*seq_out` if not NULL. Never waits
+/// for readers. `FC_ERR_OVERSIZED` if larger than a quarter of the payload ring.
+///
+/// # Safety
+/// `writer` valid and open; `packet` valid with `data` readable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_publish(
+    writer: *mut fc_packet_writer,
+    packet: *const fc_packet,
+    seq_out: *mut u64,
+) -> c_int {
+    boundary(|| {
+        let w = arg(writer, "writer")?;
+        let p = arg(packet, "packet")?;
+        sized::<fc_packet>(p.struct_size, "packet")?;
+        if p.data.is_null() {
+            return Err(Error::InvalidArg("packet->data is NULL".into()));
+        }
+        let size = usize::try_from(p.size).map_err(|_| Error::InvalidArg("size".into()))?;
+        // SAFETY: caller guarantees `size` readable bytes.
+        let data = unsafe { std::slice::from_raw_parts(p.data, size) };
+        let seq = lock(&w.inner).publish(&Packet {
+            stream: p.stream,
+            pts: p.pts,
+            dts: p.dts,
+            flags: p.flags,
+            data,
+        })?;
+        if let Some(s) = unsafe { seq_out.as_mut() } {
+            *s = seq;
+        }
+        Ok(())
+    })
+}
+
+/// Closes a packet writer (readers see the writer gone; the file is removed unless
+/// `FC_SLOT_KEEP_ON_CLOSE`). NULL is ignored.
+///
+/// # Safety
+/// `writer` NULL or from `fc_packet_writer_create`, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_writer_close(writer: *mut fc_packet_writer) {
+    if !writer.is_null() {
+        // SAFETY: ownership returns to us exactly once, per the contract.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(writer) })));
+    }
+}
+
+/// Opens packet slot `slot` for reading; `config` NULL = start at the most recent keyframe.
+/// `FC_ERR_NO_PACKET_RING` if the id has no packet slot. The caller owns `*out`.
+///
+/// # Safety
+/// `slot` NUL-terminated; `config` NULL or valid; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_reader_open(
+    slot: *const c_char,
+    config: *const fc_packet_reader_config,
+    out: *mut *mut fc_packet_reader,
+) -> c_int {
+    boundary(|| {
+        let out = arg_mut(out, "out")?;
+        *out = std::ptr::null_mut();
+        let id = c_str(slot, "slot")?;
+        let mut cfg = PacketReaderConfig::default();
+        // SAFETY: NULL or valid per the contract.
+        if let Some(c) = unsafe { config.as_ref() } {
+            sized::<fc_packet_reader_config>(c.struct_size, "config")?;
+            cfg.start = match c.start {
+                FC_PACKET_START_KEYFRAME => PacketStart::Keyframe,
+                FC_PACKET_START_OLDEST_KEYFRAME => PacketStart::OldestKeyframe,
+                FC_PACKET_START_NEXT => PacketStart::Next,
+                s => return Err(Error::InvalidArg(format!("start {s}"))),
+            };
+        }
+        let r = PacketReader::open(id, cfg)?;
+        *out = Box::into_raw(Box::new(fc_packet_reader {
+            inner: Mutex::new(r),
+        }));
+        Ok(())
+    })
+}
+
+/// Number of streams of the slot in `*count`.
+///
+/// # Safety
+/// `reader` valid and open; `count` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_stream_count(
+    reader: *mut fc_packet_reader,
+    count: *mut u32,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        *arg_mut(count, "count")? = lock(&r.inner).layout().stream_count;
+        Ok(())
+    })
+}
+
+/// Describes stream `index` in `*out`.
+///
+/// # Safety
+/// `reader` valid and open; `out` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_get_stream(
+    reader: *mut fc_packet_reader,
+    index: u32,
+    out: *mut fc_stream_info,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let o = arg_mut(out, "out")?;
+        sized::<fc_stream_info>(o.struct_size, "out")?;
+        let streams = lock(&r.inner).streams();
+        let s = streams
+            .get(index as usize)
+            .ok_or_else(|| Error::InvalidArg(format!("stream {index}")))?;
+        o.codec = s.codec;
+        o.media = s.media;
+        (o.timebase_num, o.timebase_den) = s.timebase;
+        o.width = s.width;
+        o.height = s.height;
+        (o.fps_num, o.fps_den) = s.fps;
+        o.sample_rate = s.sample_rate;
+        o.channels = s.channels;
+        o.params_gen = s.params_gen;
+        copy_c_str(&mut o.tag, &s.tag);
+        Ok(())
+    })
+}
+
+fn fill_packet(p: &mut fc_packet, i: &PacketInfo, data: *const u8) {
+    p.stream = i.stream;
+    p.flags = i.flags;
+    p.params_gen = i.params_gen;
+    p.pts = i.pts;
+    p.dts = i.dts;
+    p.data = data;
+    p.size = u64::from(i.size);
+    p.seq = i.seq;
+    p.publish_ns = i.publish_ns;
+    p.skipped = i.skipped;
+    p.pos = i.pos;
+}
+
+/// Waits up to `timeout_ms` (negative = forever) for the next packet and fills `*packet` with a
+/// zero-copy view of it. `FC_ERR_TIMEOUT`, or `FC_ERR_WRITER_GONE` when the writer is gone and
+/// nothing is left. Call `fc_packet_check` after using the payload.
+///
+/// # Safety
+/// `reader` valid and open; `packet` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_next(
+    reader: *mut fc_packet_reader,
+    packet: *mut fc_packet,
+    timeout_ms: c_int,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let p = arg_mut(packet, "packet")?;
+        sized::<fc_packet>(p.struct_size, "packet")?;
+        let mut g = lock(&r.inner);
+        let v = g.next(timeout(timeout_ms))?;
+        fill_packet(p, &v.info, v.data().as_ptr());
+        Ok(())
+    })
+}
+
+/// `FC_OK` if the view `packet` (from `fc_packet_next` on this reader) was not overwritten
+/// since, else `FC_ERR_PACKET_OVERRUN`.
+///
+/// # Safety
+/// `reader` valid and open; `packet` valid.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_check(
+    reader: *mut fc_packet_reader,
+    packet: *const fc_packet,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let p = arg(packet, "packet")?;
+        sized::<fc_packet>(p.struct_size, "packet")?;
+        if lock(&r.inner).check_view(p.seq, p.pos) {
+            Ok(())
+        } else {
+            Err(Error::PacketOverrun)
+        }
+    })
+}
+
+/// Waits like `fc_packet_next`, then copies the payload into `buf` (`cap` bytes;
+/// `FC_ERR_BUFFER_TOO_SMALL` leaves the packet for a retry). `FC_ERR_PACKET_OVERRUN` if it was
+/// overwritten during the copy (the reader moves on to the next keyframe).
+///
+/// # Safety
+/// `reader` valid and open; `buf` writable for `cap` bytes; `packet` writable with `struct_size`.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_next_copy(
+    reader: *mut fc_packet_reader,
+    buf: *mut u8,
+    cap: usize,
+    packet: *mut fc_packet,
+    timeout_ms: c_int,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let p = arg_mut(packet, "packet")?;
+        sized::<fc_packet>(p.struct_size, "packet")?;
+        if buf.is_null() {
+            return Err(Error::InvalidArg("buf is NULL".into()));
+        }
+        // SAFETY: caller guarantees `cap` writable bytes.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
+        let info = lock(&r.inner).next_copy(out, timeout(timeout_ms))?;
+        fill_packet(p, &info, buf);
+        Ok(())
+    })
+}
+
+/// Copies the codec parameters of `stream`, generation `gen` (0 = current; a packet's
+/// `params_gen` names the ones that apply to it) into `buf` (`cap` bytes). `*size_out` gets the
+/// size (also when `FC_ERR_BUFFER_TOO_SMALL`), `*gen_out` the generation if not NULL.
+/// `FC_ERR_NO_CODEC_PARAMS` if there are none or that generation is gone.
+///
+/// # Safety
+/// `reader` valid and open; `buf` writable for `cap` bytes (may be NULL if `cap` is 0);
+/// `size_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_get_codec_params(
+    reader: *mut fc_packet_reader,
+    stream: u32,
+    gen: u32,
+    buf: *mut u8,
+    cap: usize,
+    size_out: *mut usize,
+    gen_out: *mut u32,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let size_out = arg_mut(size_out, "size_out")?;
+        let (g, data) = lock(&r.inner).codec_params(stream, gen)?;
+        *size_out = data.len();
+        if let Some(o) = unsafe { gen_out.as_mut() } {
+            *o = g;
+        }
+        if data.len() > cap {
+            return Err(Error::BufferTooSmall {
+                need: data.len(),
+                got: cap,
+            });
+        }
+        if !data.is_empty() {
+            if buf.is_null() {
+                return Err(Error::InvalidArg("buf is NULL".into()));
+            }
+            // SAFETY: caller guarantees `cap` >= len writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+        }
+        Ok(())
+    })
+}
+
+/// Fills `*stats` with the reader's counters.
+///
+/// # Safety
+/// `reader` valid and open; `stats` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_reader_stats(
+    reader: *mut fc_packet_reader,
+    stats: *mut fc_packet_reader_counters,
+) -> c_int {
+    boundary(|| {
+        let r = arg(reader, "reader")?;
+        let s = arg_mut(stats, "stats")?;
+        sized::<fc_packet_reader_counters>(s.struct_size, "stats")?;
+        let st = lock(&r.inner).stats();
+        s.writer_alive = st.writer_alive.into();
+        s.packets_read = st.packets_read;
+        s.packets_skipped = st.packets_skipped;
+        s.overruns = st.overruns;
+        s.reattached = st.reattached;
+        s.writer_packets = st.writer_packets;
+        s.lag = st.lag;
+        s.latency_last_ns = st.latency_last_ns;
+        s.latency_max_ns = st.latency_max_ns;
+        Ok(())
+    })
+}
+
+/// Closes a packet reader; views it handed out become invalid. NULL is ignored.
+///
+/// # Safety
+/// `reader` NULL or from `fc_packet_reader_open`, not used again.
+#[no_mangle]
+pub unsafe extern "C" fn fc_packet_reader_close(reader: *mut fc_packet_reader) {
+    if !reader.is_null() {
+        // SAFETY: ownership returns to us exactly once, per the contract.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(reader) })));
+    }
 }
 
 #[cfg(test)]

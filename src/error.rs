@@ -82,6 +82,23 @@ pub enum Error {
     /// The slot exists but is of another kind (e.g. a packet ring opened as a frame ring).
     #[error("slot is of another kind: {0}")]
     WrongKind(String),
+    /// A packet larger than the packet ring allows.
+    #[error("packet of {size} bytes is larger than the ring allows ({max})")]
+    Oversized {
+        /// Size of the packet.
+        size: u64,
+        /// Largest packet the ring takes.
+        max: u64,
+    },
+    /// There is no packet ring under this id.
+    #[error("no packet ring for slot {0}")]
+    NoPacketRing(String),
+    /// No codec parameters (of that generation) are available for the stream.
+    #[error("no codec parameters: {0}")]
+    NoCodecParams(String),
+    /// The packet was overwritten while (or before) it was read.
+    #[error("packet was overwritten while it was read")]
+    PacketOverrun,
 }
 
 /// Success.
@@ -124,10 +141,18 @@ pub const FC_ERR_PANIC: i32 = -17;
 pub const FC_ERR_STATE: i32 = -18;
 /// See [`Error::WrongKind`].
 pub const FC_ERR_WRONG_KIND: i32 = -19;
+/// See [`Error::Oversized`].
+pub const FC_ERR_OVERSIZED: i32 = -20;
+/// See [`Error::NoPacketRing`].
+pub const FC_ERR_NO_PACKET_RING: i32 = -21;
+/// See [`Error::NoCodecParams`].
+pub const FC_ERR_NO_CODEC_PARAMS: i32 = -22;
+/// See [`Error::PacketOverrun`].
+pub const FC_ERR_PACKET_OVERRUN: i32 = -23;
 
 /// Human-readable text of every code, indexed by `-code`. Static so `fc_strerror` can hand out
 /// pointers that live for the whole process.
-pub(crate) const MESSAGES: [&str; 20] = [
+pub(crate) const MESSAGES: [&str; 24] = [
     "success\0",
     "invalid argument\0",
     "slot not found\0",
@@ -148,6 +173,10 @@ pub(crate) const MESSAGES: [&str; 20] = [
     "internal panic caught at the C boundary\0",
     "call not allowed in this state\0",
     "slot is of another kind\0",
+    "packet is larger than the ring allows\0",
+    "no packet ring for this slot\0",
+    "no codec parameters for the stream\0",
+    "packet was overwritten while it was read\0",
 ];
 
 /// The static message for a code (`"unknown error"` for codes this version does not know).
@@ -184,6 +213,10 @@ impl Error {
             Error::Panic => FC_ERR_PANIC,
             Error::State(_) => FC_ERR_STATE,
             Error::WrongKind(_) => FC_ERR_WRONG_KIND,
+            Error::Oversized { .. } => FC_ERR_OVERSIZED,
+            Error::NoPacketRing(_) => FC_ERR_NO_PACKET_RING,
+            Error::NoCodecParams(_) => FC_ERR_NO_CODEC_PARAMS,
+            Error::PacketOverrun => FC_ERR_PACKET_OVERRUN,
         }
     }
 
@@ -214,9 +247,7 @@ mod tests {
         }
         assert_eq!(strerror(1), "unknown error\0");
         assert_eq!(strerror(i32::MIN), "unknown error\0");
-        assert_eq!(
-            Error::WrongKind(String::new()).code(),
-            -(MESSAGES.len() as i32 - 1)
-        );
+        // The last code has the last message: no code was added without its text.
+        assert_eq!(Error::PacketOverrun.code(), -(MESSAGES.len() as i32 - 1));
     }
 }

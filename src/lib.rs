@@ -6,6 +6,8 @@
 //! - [`slot`]: slot ids, the root directory (`$FC_SHM_DIR`, default `/dev/shm/framecache`),
 //!   atomic creation, writer liveness and discovery.
 //! - [`format`]: pixel formats by FourCC and frame geometry.
+//! - [`packet`]: the packet ring, encoded access units of up to 8 streams with their codec
+//!   parameters; readers join at a keyframe.
 //! - [`capi`]: the C ABI exported in `include/framecache.h`.
 //!
 //! ```no_run
@@ -32,9 +34,11 @@ pub mod capi;
 pub mod error;
 pub mod format;
 mod futex;
+pub mod packet;
 pub mod ring;
 pub mod slot;
 pub mod testsrc;
+pub mod ts;
 
 pub use error::{Error, Result};
 pub use format::{FrameGeometry, PixelFormat};

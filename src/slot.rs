@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -29,6 +30,8 @@ pub const DEFAULT_MODE: u32 = 0o660;
 pub enum SlotKind {
     /// A raw frame ring (`ID.frames`).
     Frames,
+    /// An encoded packet ring (`ID.packets`).
+    Packets,
 }
 
 impl SlotKind {
@@ -36,6 +39,7 @@ impl SlotKind {
     pub const fn suffix(self) -> &'static str {
         match self {
             SlotKind::Frames => ".frames",
+            SlotKind::Packets => ".packets",
         }
     }
 }
@@ -141,6 +145,26 @@ impl Mapping {
         self.len == 0
     }
 
+    /// The atomic u64 at `offset` (8-aligned, in bounds: the rings' validated layouts ensure it).
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "atomic u64 at {offset}"
+        );
+        // SAFETY: in bounds and aligned (the mapping is page-aligned); lives as long as &self.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(offset).cast()) }
+    }
+
+    /// The atomic u32 at `offset` (4-aligned, in bounds).
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
+            "atomic u32 at {offset}"
+        );
+        // SAFETY: as above.
+        unsafe { AtomicU32::from_ptr(self.ptr.add(offset).cast()) }
+    }
+
     /// The mapping as bytes. Bytes a writer changes concurrently may change under the slice:
     /// callers use it only for immutable header parts and validation.
     pub fn bytes(&self) -> &[u8] {
@@ -160,19 +184,19 @@ impl Drop for Mapping {
 /// query (`F_OFD_GETLK`), which takes nothing and works on a read-only descriptor.
 pub fn writer_lock_held(file: &File) -> bool {
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as _;
-    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
     // SAFETY: valid fd and flock struct.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
-    r == 0 && fl.l_type != libc::F_UNLCK as _
+    r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// Takes the writer's liveness lock: an exclusive OFD lock that the kernel drops when the
 /// writer's descriptor closes or the process dies, so liveness needs no daemon.
 fn take_writer_lock(file: &File) -> io::Result<bool> {
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as _;
-    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
     // SAFETY: valid fd and flock struct.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
     if r == 0 {
@@ -345,6 +369,50 @@ pub fn stale_temporaries(root: &Path) -> Vec<PathBuf> {
             (!alive).then(|| e.path())
         })
         .collect()
+}
+
+/// Joins `key=value` labels into the header's text form (one per line, at most 255 bytes).
+pub(crate) fn labels_text(labels: &[(String, String)]) -> Result<String> {
+    let mut s = String::new();
+    for (k, v) in labels {
+        if k.is_empty() || k.contains(['\n', '\0', '=']) || v.contains(['\n', '\0']) {
+            return Err(Error::InvalidArg(format!("label {k:?}={v:?}")));
+        }
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(&format!("{k}={v}"));
+    }
+    if s.len() > 255 {
+        return Err(Error::InvalidArg("labels longer than 255 bytes".into()));
+    }
+    Ok(s)
+}
+
+/// Reads a little-endian u32 at `offset` of a file (e.g. the writer pid, for `Busy` errors).
+pub(crate) fn read_u32_at(file: &File, offset: usize) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 4];
+    match file.read_exact_at(&mut b, offset as u64) {
+        Ok(()) => u32::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
+/// Unlinks a closing writer's slot file, only if `path` still names it. The liveness lock the
+/// writer still holds keeps any new writer out until this returns; readers that have the file
+/// mapped keep reading what is left.
+pub(crate) fn unlink_if_ours(file: &File, path: &Path) {
+    if let (Ok(ours), Ok(now)) = (file.metadata(), fs::metadata(path)) {
+        if file_identity(&ours) == file_identity(&now) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Whether `path` now names a different file than `identity` (a re-created slot).
+pub(crate) fn replaced(path: &Path, identity: (u64, u64)) -> bool {
+    fs::metadata(path).is_ok_and(|md| file_identity(&md) != identity)
 }
 
 /// Identity of a slot file (device, inode): a re-created slot is a new inode.

@@ -79,6 +79,45 @@ pub fn count_mismatches(g: &FrameGeometry, seq: u64, frame: &[u8]) -> u64 {
     bad
 }
 
+/// Size of synthetic packet `seq` (deterministic, 1..=max; mostly small, sometimes max-sized),
+/// so tests and `framecache testsrc --packets` exercise every packet size and the ring's wrap.
+pub fn packet_size(seq: u64, max: usize) -> usize {
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 29;
+    let max = max.max(1);
+    match x % 16 {
+        0 => max,
+        1 => 1,
+        2..=5 => 1 + (x >> 8) as usize % max,
+        _ => 1 + (x >> 8) as usize % (max / 16).max(1),
+    }
+}
+
+/// Fills a synthetic packet: the first 8 bytes are `seq` (little-endian, as much as fits), the
+/// rest `(i*13 + seq*7) mod 256`, so a reader can check both content and identity.
+pub fn fill_packet(seq: u64, buf: &mut [u8]) {
+    let id = seq.to_le_bytes();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = if i < 8 {
+            id[i]
+        } else {
+            (i as u64 * 13 + seq * 7) as u8
+        };
+    }
+}
+
+/// Whether `data` is synthetic packet `seq` (see [`fill_packet`]).
+pub fn packet_ok(seq: u64, data: &[u8]) -> bool {
+    let id = seq.to_le_bytes();
+    data.iter().enumerate().all(|(i, &b)| {
+        b == if i < 8 {
+            id[i]
+        } else {
+            (i as u64 * 13 + seq * 7) as u8
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,8 @@ fn manifest() -> PathBuf {
 /// A directory with `libframecache.so` and its soname `libframecache.so.0` pointing at the
 /// built library, as an installed copy would look (cargo's output has no soname link).
 fn lib_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lib-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lib-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["libframecache.so", "libframecache.so.0"] {
         let link = dir.join(name);

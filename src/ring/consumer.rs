@@ -325,6 +325,7 @@ impl Consumer {
     /// Finds the next frame to deliver: `(seq, frames skipped to get there)`.
     fn next(&mut self, timeout: Duration) -> Result<(u64, u64)> {
         let deadline = deadline_after(timeout);
+        let mut quiet = false;
         loop {
             let ws = self.ring.write_seq().load(Ordering::Acquire);
             let depth = u64::from(self.ring.layout.depth);
@@ -351,7 +352,13 @@ impl Consumer {
                 continue;
             }
             let now = Instant::now();
-            let alive = self.writer_alive();
+            // The lock query is a syscall: only after a wait slice that saw no publish (a
+            // SIGKILLed writer wakes nobody) or at the deadline. A clean close is seen at once.
+            let alive = if quiet || now >= deadline {
+                self.writer_alive()
+            } else {
+                self.ring.state().load(Ordering::Acquire) != layout::STATE_CLOSED
+            };
             self.stats.writer_alive = alive;
             if !alive {
                 if self.try_reattach()? {
@@ -371,16 +378,14 @@ impl Consumer {
                 continue;
             }
             futex::wait(self.ring.wake(), w, LIVENESS_SLICE.min(deadline - now));
+            quiet = self.ring.wake().load(Ordering::Acquire) == w;
         }
     }
 
     /// If the slot path now holds a different, valid slot file (a new writer), switch to it and
     /// start at its first frame.
     fn try_reattach(&mut self) -> Result<bool> {
-        let Ok(md) = std::fs::metadata(&self.path) else {
-            return Ok(false);
-        };
-        if slot::file_identity(&md) == self.identity {
+        if !slot::replaced(&self.path, self.identity) {
             return Ok(false);
         }
         match attach(&self.path, &self.id) {

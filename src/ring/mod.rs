@@ -14,6 +14,7 @@ mod producer;
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+pub(crate) use consumer::deadline_after;
 pub use consumer::{Consumer, ConsumerConfig, Frame, FrameInfo, ReadMode, StartAt, Stats};
 pub use layout::{FrameDesc, FrameRingHeader, RingLayout, FC_FRAME_DISCONTINUITY};
 pub use producer::{FrameMeta, FrameWriter, Producer, SlotConfig};
@@ -32,15 +33,11 @@ impl Ring {
     }
 
     fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.map.len());
-        // SAFETY: in-bounds, 8-aligned (mapping is page-aligned), lives as long as &self.
-        unsafe { AtomicU64::from_ptr(self.map.ptr().add(offset).cast()) }
+        self.map.atomic_u64(offset)
     }
 
     fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len());
-        // SAFETY: as above.
-        unsafe { AtomicU32::from_ptr(self.map.ptr().add(offset).cast()) }
+        self.map.atomic_u32(offset)
     }
 
     fn write_seq(&self) -> &AtomicU64 {
@@ -84,13 +81,13 @@ impl Ring {
     }
 }
 
-/// Seqlock value of frame `seq` once complete.
-const fn complete(seq: u64) -> u64 {
+/// Seqlock value of item `seq` once complete (shared by the rings).
+pub(crate) const fn complete(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(2)
 }
 
-/// Seqlock value of frame `seq` while it is being written.
-const fn writing(seq: u64) -> u64 {
+/// Seqlock value of item `seq` while it is being written.
+pub(crate) const fn writing(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(1)
 }
 

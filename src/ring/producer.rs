@@ -56,24 +56,6 @@ impl SlotConfig {
             keep_on_close: false,
         }
     }
-
-    fn labels_text(&self) -> Result<String> {
-        let mut s = String::new();
-        for (k, v) in &self.labels {
-            let bad = |t: &str| t.contains(['\n', '\0']) || t.is_empty();
-            if bad(k) || k.contains('=') || v.contains(['\n', '\0']) {
-                return Err(Error::InvalidArg(format!("label {k:?}={v:?}")));
-            }
-            if !s.is_empty() {
-                s.push('\n');
-            }
-            s.push_str(&format!("{k}={v}"));
-        }
-        if s.len() > 255 {
-            return Err(Error::InvalidArg("labels longer than 255 bytes".into()));
-        }
-        Ok(s)
-    }
 }
 
 /// Per-frame metadata given at publish time.
@@ -126,7 +108,7 @@ impl Producer {
         let geometry =
             FrameGeometry::new(config.format, config.width, config.height, config.row_align)?;
         let layout = RingLayout::new(geometry, config.depth)?;
-        let labels = config.labels_text()?;
+        let labels = slot::labels_text(&config.labels)?;
         let created = slot::create(
             root,
             &path,
@@ -136,7 +118,7 @@ impl Producer {
             } else {
                 config.mode
             },
-            owner_pid,
+            |f| slot::read_u32_at(f, std::mem::offset_of!(FrameRingHeader, writer_pid)),
             |bytes| {
                 init_header(bytes, &layout, config, &labels);
                 Ok(())
@@ -277,14 +259,7 @@ impl Drop for Producer {
         self.ring.wake().fetch_add(1, Ordering::Release);
         futex::wake_all(self.ring.wake());
         if !self.keep_on_close {
-            // Unlink only our own file: the liveness lock we still hold keeps any new writer out
-            // until this returns, and the identity check guards against a path now pointing at
-            // another file. Readers that have it mapped keep reading what is left.
-            if let (Ok(ours), Ok(now)) = (self.file.metadata(), std::fs::metadata(&self.path)) {
-                if slot::file_identity(&ours) == slot::file_identity(&now) {
-                    let _ = std::fs::remove_file(&self.path);
-                }
-            }
+            slot::unlink_if_ours(&self.file, &self.path);
         }
     }
 }
@@ -316,19 +291,6 @@ impl Drop for FrameWriter<'_> {
         if !self.done {
             self.producer.abort();
         }
-    }
-}
-
-/// Reads the writer pid out of an existing slot file, for `Busy` errors.
-fn owner_pid(file: &File) -> u32 {
-    use std::os::unix::fs::FileExt;
-    let mut b = [0u8; 4];
-    match file.read_exact_at(
-        &mut b,
-        std::mem::offset_of!(FrameRingHeader, writer_pid) as u64,
-    ) {
-        Ok(()) => u32::from_le_bytes(b),
-        Err(_) => 0,
     }
 }
 

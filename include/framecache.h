@@ -967,7 +967,8 @@ int fc_packet_get_stream(struct fc_packet_reader *reader,
 int fc_packet_next(struct fc_packet_reader *reader, struct fc_packet *packet, int timeout_ms);
 
 // `FC_OK` if the view `packet` (from `fc_packet_next` on this reader) was not overwritten
-// since, else `FC_ERR_PACKET_OVERRUN`.
+// since, else `FC_ERR_PACKET_OVERRUN`; then the reader also moves on to the next keyframe, so
+// the packets it delivers next never continue a GOP that lost a packet.
 //
 // # Safety
 // `reader` valid and open; `packet` valid.

@@ -727,9 +727,11 @@ pub unsafe extern "C" fn fc_slot_info(slot: *const c_char, out: *mut fc_slot_sta
         let root = slot::root_dir();
         match ring::slot_info(&root, id) {
             Ok(info) => fill_status(out, &info),
-            Err(Error::NotFound(_)) => {
-                fill_packet_status(out, &crate::packet::slot_info(&root, id)?)
-            }
+            Err(Error::NotFound(_)) => match crate::packet::slot_info(&root, id) {
+                Ok(info) => fill_packet_status(out, &info),
+                Err(Error::NoPacketRing(_)) => return Err(Error::NotFound(id.to_string())),
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
         }
         Ok(())
@@ -1200,7 +1202,8 @@ pub unsafe extern "C" fn fc_packet_next(
 }
 
 /// `FC_OK` if the view `packet` (from `fc_packet_next` on this reader) was not overwritten
-/// since, else `FC_ERR_PACKET_OVERRUN`.
+/// since, else `FC_ERR_PACKET_OVERRUN`; then the reader also moves on to the next keyframe, so
+/// the packets it delivers next never continue a GOP that lost a packet.
 ///
 /// # Safety
 /// `reader` valid and open; `packet` valid.
@@ -1213,7 +1216,12 @@ pub unsafe extern "C" fn fc_packet_check(
         let r = arg(reader, "reader")?;
         let p = arg(packet, "packet")?;
         sized::<fc_packet>(p.struct_size, "packet")?;
-        if lock(&r.inner).check_view(p.seq, p.pos) {
+        let info = PacketInfo {
+            seq: p.seq,
+            pos: p.pos,
+            ..Default::default()
+        };
+        if lock(&r.inner).check_view(&info) {
             Ok(())
         } else {
             Err(Error::PacketOverrun)

@@ -93,28 +93,33 @@ pub fn packet_size(seq: u64, max: usize) -> usize {
     }
 }
 
+/// One 256-byte period of a synthetic packet's pattern at offset 0 (bytes 0..8 before the id).
+fn packet_period(seq: u64) -> [u8; 256] {
+    std::array::from_fn(|i| (i as u64 * 13 + seq * 7) as u8)
+}
+
 /// Fills a synthetic packet: the first 8 bytes are `seq` (little-endian, as much as fits), the
-/// rest `(i*13 + seq*7) mod 256`, so a reader can check both content and identity.
+/// rest `(i*13 + seq*7) mod 256`, so a reader can check both content and identity. The pattern
+/// repeats every 256 bytes, so it is filled (and checked) in 256-byte copies.
 pub fn fill_packet(seq: u64, buf: &mut [u8]) {
-    let id = seq.to_le_bytes();
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = if i < 8 {
-            id[i]
-        } else {
-            (i as u64 * 13 + seq * 7) as u8
-        };
+    let period = packet_period(seq);
+    for chunk in buf.chunks_mut(256) {
+        chunk.copy_from_slice(&period[..chunk.len()]);
     }
+    let n = buf.len().min(8);
+    buf[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
 }
 
 /// Whether `data` is synthetic packet `seq` (see [`fill_packet`]).
 pub fn packet_ok(seq: u64, data: &[u8]) -> bool {
-    let id = seq.to_le_bytes();
-    data.iter().enumerate().all(|(i, &b)| {
-        b == if i < 8 {
-            id[i]
-        } else {
-            (i as u64 * 13 + seq * 7) as u8
-        }
+    let n = data.len().min(8);
+    if data[..n] != seq.to_le_bytes()[..n] {
+        return false;
+    }
+    let period = packet_period(seq);
+    data.chunks(256).enumerate().all(|(k, chunk)| {
+        let skip = if k == 0 { n } else { 0 };
+        chunk[skip..] == period[skip..chunk.len()]
     })
 }
 
@@ -122,6 +127,36 @@ pub fn packet_ok(seq: u64, data: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::format::ALL_FORMATS;
+
+    #[test]
+    fn packet_pattern_matches_its_definition() {
+        for (seq, len) in [
+            (0u64, 0usize),
+            (1, 1),
+            (5, 7),
+            (300, 8),
+            (1 << 40, 1000),
+            (9, 4096),
+        ] {
+            let mut b = vec![0u8; len];
+            fill_packet(seq, &mut b);
+            for (i, &x) in b.iter().enumerate() {
+                let want = if i < 8 {
+                    seq.to_le_bytes()[i]
+                } else {
+                    (i as u64 * 13 + seq * 7) as u8
+                };
+                assert_eq!(x, want, "seq {seq} byte {i}");
+            }
+            assert!(packet_ok(seq, &b));
+            if len > 0 {
+                assert!(!packet_ok(seq + 1, &b) || len < 1);
+                let last = b.len() - 1;
+                b[last] ^= 0x40;
+                assert!(!packet_ok(seq, &b));
+            }
+        }
+    }
 
     #[test]
     fn fill_matches_the_formula_for_every_format() {

@@ -27,7 +27,7 @@ fn publish(w: &mut PacketWriter, seq: u64, size: usize, gop: u64) {
     let mut data = vec![0u8; size];
     testsrc::fill_packet(seq, &mut data);
     let stream = if seq % 3 == 2 { 1 } else { 0 };
-    let flags = if stream == 0 && seq % gop == 0 {
+    let flags = if stream == 0 && seq.is_multiple_of(gop) {
         FC_PACKET_KEYFRAME
     } else {
         0
@@ -228,7 +228,6 @@ fn payload_overwritten_before_the_descriptor_is_detected() {
         publish(&mut w, seq, 16 << 10, 1);
     }
     assert!(!v.is_intact());
-    drop(v);
     // A copy read of a packet whose bytes are gone is never returned: the reader resyncs.
     let mut late = PacketReader::open_in(
         root.path(),

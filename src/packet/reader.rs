@@ -333,11 +333,23 @@ impl PacketReader {
         })
     }
 
-    /// Counts a failed check of a view this reader handed out (used by the C API).
-    pub(crate) fn check_view(&mut self, seq: u64, pos: u64) -> bool {
-        let ok = self.ring.intact(seq, pos);
+    /// Reports that the view of packet `info` turned out overwritten ([`PacketView::is_intact`]
+    /// was false): counts it as an overrun and skipped instead of read, and moves the reader to
+    /// the next keyframe, so a decoder fed by this reader never continues mid-GOP.
+    pub fn overrun(&mut self, info: &PacketInfo) {
+        self.stats.overruns += 1;
+        self.stats.packets_read = self.stats.packets_read.saturating_sub(1);
+        self.stats.packets_skipped += 1;
+        let ws = self.writer_packets();
+        self.resync(info.seq + 1, ws);
+    }
+
+    /// Checks a view this reader handed out (the C API's `fc_packet_check`); on failure as
+    /// [`PacketReader::overrun`].
+    pub(crate) fn check_view(&mut self, info: &PacketInfo) -> bool {
+        let ok = self.ring.intact(info.seq, info.pos);
         if !ok {
-            self.stats.overruns += 1;
+            self.overrun(info);
         }
         ok
     }
@@ -348,6 +360,8 @@ impl PacketReader {
     pub fn next_copy(&mut self, buf: &mut [u8], timeout: Duration) -> Result<PacketInfo> {
         let (seq, desc, skipped) = self.find(timeout)?;
         if buf.len() < desc.size as usize {
+            // The packet stays at the cursor; what was skipped to reach it stays counted.
+            self.stats.packets_skipped += skipped;
             return Err(Error::BufferTooSmall {
                 need: desc.size as usize,
                 got: buf.len(),
@@ -365,8 +379,9 @@ impl PacketReader {
         };
         if !self.ring.intact(seq, desc.pos) {
             self.stats.overruns += 1;
+            self.stats.packets_skipped += skipped + 1;
             let ws = self.writer_packets();
-            self.resync(seq, ws);
+            self.resync(seq + 1, ws);
             return Err(Error::PacketOverrun);
         }
         Ok(self.deliver(seq, &desc, skipped))
@@ -504,6 +519,7 @@ impl PacketReader {
                 self.cursor = 0;
                 self.need_key = true;
                 self.stats.reattached += 1;
+                self.stats.writer_alive = self.writer_alive();
                 true
             }
             Err(_) => false,

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod packets;
 use framecache::format::{fourcc_str, ALL_FORMATS};
 use framecache::ring::{self, SlotInfo};
 use framecache::{
@@ -74,6 +76,53 @@ enum Cmd {
         /// Wait this long after creating the slot before the first frame (lets readers attach).
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Publish synthetic packets into a packet slot instead of frames (--fps = packets/s).
+        #[arg(long)]
+        packets: bool,
+        /// Packets: largest packet in KiB.
+        #[arg(long, default_value_t = 64)]
+        max_kb: usize,
+        /// Packets: payload ring in KiB.
+        #[arg(long, default_value_t = 32768)]
+        payload_kb: u64,
+        /// Packets: descriptors in the ring.
+        #[arg(long, default_value_t = 16384)]
+        descs: u32,
+        /// Packets: video keyframe interval in packets.
+        #[arg(long, default_value_t = 30)]
+        gop: u64,
+    },
+    /// Demux an MPEG-TS file into a packet slot (H.264/HEVC/AAC/MP2/MP3/AC-3/Opus streams).
+    Import {
+        /// The .ts file.
+        file: String,
+        /// Slot id.
+        slot: String,
+        /// Publish at the stream's own pace (by dts) instead of as fast as possible.
+        #[arg(long)]
+        realtime: bool,
+        /// Keep the slot file after exit.
+        #[arg(long)]
+        keep: bool,
+        /// Payload ring in MiB.
+        #[arg(long, default_value_t = 32)]
+        payload_mb: u64,
+    },
+    /// Write a packet slot's streams to an MPEG-TS file.
+    Export {
+        /// Slot id.
+        slot: String,
+        /// Output .ts file.
+        out: String,
+        /// Stop after this many packets.
+        #[arg(long)]
+        packets: Option<u64>,
+        /// Stop after this long without a packet, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Start at the oldest keyframe in the ring instead of the most recent one.
+        #[arg(long)]
+        oldest: bool,
     },
     /// Read frames of a `testsrc` slot and verify every byte against the pattern.
     Verify {
@@ -103,6 +152,9 @@ enum Cmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Verify a `testsrc --packets` packet slot.
+        #[arg(long)]
+        packets: bool,
     },
     /// The demo: a `testsrc` writer process (1080p UYVY at 60 fps into slot `demo`) and its live
     /// statistics read from this process, until interrupted.
@@ -132,7 +184,7 @@ enum Start {
     Next,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
@@ -166,15 +218,62 @@ fn main() -> ExitCode {
             depth,
             keep,
             wait_ms,
+            packets,
+            max_kb,
+            payload_kb,
+            descs,
+            gop,
         } => {
-            let opts = TestsrcOpts {
-                unpaced,
-                frames,
-                depth,
-                keep,
-                wait_ms,
-            };
-            testsrc_cmd(&slot, &size, &format, &fps, &opts)
+            if packets {
+                let rate = parse_fps(&fps).map(|(n, d)| f64::from(n) / f64::from(d));
+                match rate {
+                    Ok(rate) => {
+                        let o = packets::PacketSrcOpts {
+                            rate,
+                            unpaced,
+                            packets: frames,
+                            max_kb,
+                            payload_kb,
+                            descs,
+                            wait_ms,
+                            keep,
+                            gop: gop.max(1),
+                        };
+                        catch_signals();
+                        packets::testsrc_packets(&slot, &o)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            } else {
+                let opts = TestsrcOpts {
+                    unpaced,
+                    frames,
+                    depth,
+                    keep,
+                    wait_ms,
+                };
+                testsrc_cmd(&slot, &size, &format, &fps, &opts)
+            }
+        }
+        Cmd::Import {
+            file,
+            slot,
+            realtime,
+            keep,
+            payload_mb,
+        } => {
+            catch_signals();
+            packets::import(&file, &slot, realtime, keep, payload_mb)
+        }
+        Cmd::Export {
+            slot,
+            out,
+            packets,
+            timeout_ms,
+            oldest,
+        } => {
+            catch_signals();
+            packets::export(&slot, &out, packets, timeout_ms, oldest)
         }
         Cmd::Verify {
             slot,
@@ -186,9 +285,16 @@ fn main() -> ExitCode {
             wait_ms,
             delay_us,
             json,
-        } => verify(
-            &slot, frames, mode, start, copy, timeout_ms, wait_ms, delay_us, json,
-        ),
+            packets,
+        } => {
+            if packets {
+                packets::verify(&slot, frames, copy, timeout_ms, wait_ms, delay_us, json)
+            } else {
+                verify(
+                    &slot, frames, mode, start, copy, timeout_ms, wait_ms, delay_us, json,
+                )
+            }
+        }
         Cmd::Demo { seconds } => demo(seconds),
         Cmd::Gc { dry_run } => gc(dry_run),
     };
@@ -201,9 +307,9 @@ fn main() -> ExitCode {
     }
 }
 
-type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+pub(crate) type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn ago(mono_ns: u64) -> String {
+pub(crate) fn ago(mono_ns: u64) -> String {
     if mono_ns == 0 {
         return "never".into();
     }
@@ -215,28 +321,30 @@ fn ls(json: bool) -> CliResult {
     let root = slot::root_dir();
     let slots = ring::list_slots(&root)?;
     if json {
-        let rows: Vec<serde_json::Value> = slots
+        let mut rows: Vec<serde_json::Value> = slots
             .iter()
             .map(|(id, r)| match r {
                 Ok(i) => serde_json::json!({"kind": "frames", "info": i}),
                 Err(e) => serde_json::json!({"kind": "frames", "id": id, "error": e.to_string(), "code": e.code()}),
             })
             .collect();
+        rows.extend(packets::ls_rows(&root)?);
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if slots.is_empty() {
+    let packet_rows = packets::ls_table(&root)?;
+    if slots.is_empty() && packet_rows.is_empty() {
         println!("no slots in {}", root.display());
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} LAST",
+        "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} LAST",
         "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "WRITER", "SOURCE"
     );
     for (id, r) in &slots {
         match r {
             Ok(i) => println!(
-                "{:<24} {:<7} {:<6} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
+                "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
                 i.id,
                 "frames",
                 i.format,
@@ -250,6 +358,9 @@ fn ls(json: bool) -> CliResult {
             ),
             Err(e) => println!("{id:<24} {:<7} unreadable: {e}", "frames"),
         }
+    }
+    for row in packet_rows {
+        println!("{row}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -301,6 +412,13 @@ fn demo(seconds: Option<u64>) -> CliResult {
 }
 
 fn stat(id: &str, once: bool, interval_ms: u64, json: bool, limit: Option<Duration>) -> CliResult {
+    catch_signals();
+    let root = slot::root_dir();
+    if !slot::slot_path(&root, id, slot::SlotKind::Frames)?.exists()
+        && slot::slot_path(&root, id, slot::SlotKind::Packets)?.exists()
+    {
+        return packets::stat(id, once, interval_ms, json);
+    }
     let started = Instant::now();
     catch_signals();
     let mut c = Consumer::open(
@@ -580,15 +698,18 @@ fn verify(
 fn gc(dry_run: bool) -> CliResult {
     let root = slot::root_dir();
     let mut removed = 0;
-    for (id, info) in ring::list_slots(&root)? {
-        let stale = match &info {
-            Ok(i) => !i.writer_alive,
-            Err(_) => true, // unreadable: removed below only if no writer holds its lock
-        };
-        if !stale {
+    // Unreadable files count as stale too: removed only if no writer holds their lock.
+    let frames = ring::list_slots(&root)?
+        .into_iter()
+        .map(|(id, i)| (id, slot::SlotKind::Frames, i.map(|i| i.writer_alive)));
+    let packets = framecache::packet::list_slots(&root)?
+        .into_iter()
+        .map(|(id, i)| (id, slot::SlotKind::Packets, i.map(|i| i.writer_alive)));
+    for (id, kind, alive) in frames.chain(packets) {
+        if matches!(alive, Ok(true)) {
             continue;
         }
-        let path = slot::slot_path(&root, &id, slot::SlotKind::Frames)?;
+        let path = slot::slot_path(&root, &id, kind)?;
         if dry_run {
             println!("would remove {}", path.display());
         } else {

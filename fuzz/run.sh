@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
-#   fuzz/run.sh [SECONDS]     (default 60)
+#   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
+target=${2:-frame_header}
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 # An explicit --target keeps RUSTFLAGS off build scripts, which cannot link the sancov hooks.
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo build --release --quiet --target "$host" --target-dir target --bin frame_header
-mkdir -p corpus/frame_header artifacts
+cargo build --release --quiet --target "$host" --target-dir target --bin "$target"
+mkdir -p "corpus/$target" artifacts
 # Seed with a real slot file so the fuzzer starts past the magic and version checks.
-if [ -z "$(ls corpus/frame_header)" ]; then
+if [ "$target" = frame_header ] && [ -z "$(ls corpus/frame_header)" ]; then
   seed=$(mktemp -d)
   env -u RUSTFLAGS FC_SHM_DIR=$seed bash -c 'cd .. && cargo run --quiet -- testsrc seed --size 16x16 --depth 2 --frames 1 --unpaced --keep' >/dev/null 2>&1
   cp "$seed/seed.frames" corpus/frame_header/seed && rm -rf "$seed"
 fi
-"./target/$host/release/frame_header" -max_total_time="$secs" -max_len=16384 -artifact_prefix=artifacts/ \
-  corpus/frame_header 2>&1 | tail -n 5
+"./target/$host/release/$target" -max_total_time="$secs" -max_len=16384 -artifact_prefix=artifacts/ \
+  "corpus/$target" 2>&1 | tail -n 5

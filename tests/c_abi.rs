@@ -102,7 +102,14 @@ fn c_layout() -> BTreeMap<(String, String), (usize, usize)> {
 
 fn rust_layout() -> BTreeMap<(String, String), (usize, usize)> {
     let mut m = BTreeMap::new();
-    for (tag, fields) in [("header", HEADER_FIELDS), ("desc", DESC_FIELDS)] {
+    use framecache::packet::layout as pl;
+    for (tag, fields) in [
+        ("header", HEADER_FIELDS),
+        ("desc", DESC_FIELDS),
+        ("pheader", pl::HEADER_FIELDS),
+        ("stream", pl::STREAM_FIELDS),
+        ("pdesc", pl::DESC_FIELDS),
+    ] {
         for (name, off, size) in fields {
             m.insert((tag.to_string(), name.to_string()), (*off, *size));
         }
@@ -114,6 +121,18 @@ fn rust_layout() -> BTreeMap<(String, String), (usize, usize)> {
     m.insert(
         ("desc".into(), "sizeof".into()),
         (0, std::mem::size_of::<framecache::ring::FrameDesc>()),
+    );
+    m.insert(
+        ("pheader".into(), "sizeof".into()),
+        (0, std::mem::size_of::<pl::PacketRingHeader>()),
+    );
+    m.insert(
+        ("stream".into(), "sizeof".into()),
+        (0, std::mem::size_of::<pl::StreamDesc>()),
+    );
+    m.insert(
+        ("pdesc".into(), "sizeof".into()),
+        (0, std::mem::size_of::<pl::PacketDesc>()),
     );
     m
 }
@@ -127,12 +146,13 @@ fn doc_layout() -> BTreeMap<(String, String), (usize, usize)> {
     let mut tag = None;
     for line in doc.lines() {
         if line.starts_with('#') {
-            tag = if line.trim() == "### Header (fc_frame_ring_header)" {
-                Some("header")
-            } else if line.trim() == "### Frame descriptor (fc_frame_desc)" {
-                Some("desc")
-            } else {
-                None
+            tag = match line.trim() {
+                "### Header (fc_frame_ring_header)" => Some("header"),
+                "### Frame descriptor (fc_frame_desc)" => Some("desc"),
+                "### Packet header (fc_packet_ring_header)" => Some("pheader"),
+                "### Stream entry (fc_stream_desc)" => Some("stream"),
+                "### Packet descriptor (fc_packet_desc)" => Some("pdesc"),
+                _ => None,
             };
             continue;
         }
@@ -342,4 +362,90 @@ fn the_c_example_compiles_cleanly() {
         st.success(),
         "examples/read_frames.c does not compile against the header"
     );
+}
+
+#[test]
+fn c_packet_reader_verifies_synthetic_and_real_packets_under_asan() {
+    let root = TempRoot::new("cpacket");
+    let exe = compile("packet_reader", ASAN);
+    // Synthetic packets from another process, read while they are published.
+    let mut w = root
+        .cli()
+        .args([
+            "testsrc",
+            "syn",
+            "--packets",
+            "--fps",
+            "1000",
+            "--frames",
+            "400",
+            "--wait-ms",
+            "500",
+            "--max-kb",
+            "32",
+        ])
+        .spawn()
+        .unwrap();
+    let out = run_c(&root, &exe, &["syn", "400", "synthetic"]);
+    assert!(w.wait().unwrap().success());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read 400 packets, last seq 399"));
+    // A real H.264+AAC stream imported from ffmpeg: parameters and keyframe start from C.
+    let ts = root.path().join("in.ts");
+    let st = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            "sine",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+        ])
+        .arg(&ts)
+        .status()
+        .expect("ffmpeg (CI installs it: see .ci/run)");
+    assert!(st.success());
+    let imp = root
+        .cli()
+        .arg("import")
+        .arg(&ts)
+        .args(["real", "--keep"])
+        .output()
+        .unwrap();
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
+    let out = run_c(&root, &exe, &["real", "100", "media"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("stream 0 codec 1 media 1 320x240"), "{text}");
+    assert!(text.contains("codec 3 media 2 0x0 44100 Hz 1 ch"), "{text}");
 }

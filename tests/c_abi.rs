@@ -23,6 +23,22 @@ fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `cargo test` builds the library as an rlib for the tests, not the cdylib and staticlib a C
+/// program links: build them once, with the same cargo, target dir and profile.
+fn ensure_libraries() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--lib", "--quiet", "--manifest-path"])
+            .arg(manifest().join("Cargo.toml"));
+        if target_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo");
+        assert!(st.success(), "cargo build --lib failed");
+    });
+}
+
 /// A directory with `libframecache.so` and its soname `libframecache.so.0` pointing at the
 /// built library, as an installed copy would look (cargo's output has no soname link).
 fn lib_dir() -> PathBuf {
@@ -40,12 +56,9 @@ fn lib_dir() -> PathBuf {
 
 /// Compiles capi/tests/NAME.c with the strict flags (plus `extra`) into the test's temp dir.
 fn compile(name: &str, extra: &[&str]) -> PathBuf {
+    ensure_libraries();
     let so = target_dir().join("libframecache.so");
-    assert!(
-        so.exists(),
-        "{} is missing: cargo builds the cdylib with the tests",
-        so.display()
-    );
+    assert!(so.exists(), "{} is missing after building it", so.display());
     let suffix = if extra.is_empty() { "" } else { "-asan" };
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{suffix}"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
@@ -290,6 +303,7 @@ fn c_programs_are_clean_under_address_sanitizer() {
 fn installed_library_is_found_through_pkg_config() {
     let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("prefix");
     let _ = std::fs::remove_dir_all(&prefix);
+    ensure_libraries();
     let profile = target_dir()
         .file_name()
         .unwrap()

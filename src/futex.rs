@@ -4,7 +4,7 @@
 //! the same slot file meet on the same word. Readers map the slot read-only: `FUTEX_WAIT` only
 //! reads the word, which the kernel allows on read-only shared mappings.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Blocks while `*word == expected`, at most `timeout`. Returns on wake, value change, timeout
@@ -42,4 +42,30 @@ pub fn wake_all(word: &AtomicU32) {
             0u32,
         );
     }
+}
+
+/// Longest single wait of a reader: bounds how late it notices a writer killed by SIGKILL
+/// (which wakes nobody).
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(100);
+/// Poll period while the writer is gone and a reader waits for a new one.
+pub(crate) const REATTACH_POLL: Duration = Duration::from_millis(10);
+
+/// A reader's wait for the next publish, shared by both rings: sleeps on `wake` for at most
+/// one liveness slice (and at most `left`) unless `write_seq` already moved past `seen`.
+/// Returns whether the slice was quiet (no publish or close woke it), which is when a reader
+/// should make the full liveness check.
+pub(crate) fn wait_for_publish(
+    wake: &AtomicU32,
+    write_seq: &AtomicU64,
+    seen: u64,
+    left: Duration,
+) -> bool {
+    // Read `wake` before re-checking `write_seq`: a publish in between changes `wake`, so the
+    // wait returns at once (no lost wake-up).
+    let w = wake.load(Ordering::Acquire);
+    if write_seq.load(Ordering::Acquire) != seen {
+        return false;
+    }
+    wait(wake, w, LIVENESS_SLICE.min(left));
+    wake.load(Ordering::Acquire) == w
 }

@@ -152,9 +152,6 @@ impl std::fmt::Debug for PacketReader {
     }
 }
 
-const LIVENESS_SLICE: Duration = Duration::from_millis(100);
-const REATTACH_POLL: Duration = Duration::from_millis(10);
-
 impl PacketReader {
     /// Opens packet slot `id` under the root directory.
     pub fn open(id: &str, config: PacketReaderConfig) -> Result<PacketReader> {
@@ -484,19 +481,14 @@ impl PacketReader {
                 if now >= deadline {
                     return Err(Error::WriterGone);
                 }
-                std::thread::sleep(REATTACH_POLL.min(deadline - now));
+                std::thread::sleep(futex::REATTACH_POLL.min(deadline - now));
                 continue;
             }
             if now >= deadline {
                 return Err(Error::Timeout);
             }
-            let wake = self.ring.wake();
-            let w = wake.load(Ordering::Acquire);
-            if self.writer_packets() != ws {
-                continue;
-            }
-            futex::wait(wake, w, LIVENESS_SLICE.min(deadline - now));
-            quiet = self.ring.wake().load(Ordering::Acquire) == w;
+            let write_seq = self.ring.atomic(offset_of!(PacketRingHeader, write_seq));
+            quiet = futex::wait_for_publish(self.ring.wake(), write_seq, ws, deadline - now);
         }
     }
 

@@ -139,12 +139,6 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// Longest single futex wait: bounds how late a reader notices a writer killed by SIGKILL
-/// (which wakes nobody).
-const LIVENESS_SLICE: Duration = Duration::from_millis(100);
-/// Poll period while the writer is gone and the reader waits for a new one.
-const REATTACH_POLL: Duration = Duration::from_millis(10);
-
 impl Consumer {
     /// Opens slot `id` under the root directory for reading.
     pub fn open(id: &str, config: ConsumerConfig) -> Result<Consumer> {
@@ -367,18 +361,18 @@ impl Consumer {
                 if now >= deadline {
                     return Err(Error::WriterGone);
                 }
-                std::thread::sleep(REATTACH_POLL.min(deadline - now));
+                std::thread::sleep(futex::REATTACH_POLL.min(deadline - now));
                 continue;
             }
             if now >= deadline {
                 return Err(Error::Timeout);
             }
-            let w = self.ring.wake().load(Ordering::Acquire);
-            if self.ring.write_seq().load(Ordering::Acquire) != ws {
-                continue;
-            }
-            futex::wait(self.ring.wake(), w, LIVENESS_SLICE.min(deadline - now));
-            quiet = self.ring.wake().load(Ordering::Acquire) == w;
+            quiet = futex::wait_for_publish(
+                self.ring.wake(),
+                self.ring.write_seq(),
+                ws,
+                deadline - now,
+            );
         }
     }
 

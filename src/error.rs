@@ -99,6 +99,18 @@ pub enum Error {
     /// The packet was overwritten while (or before) it was read.
     #[error("packet was overwritten while it was read")]
     PacketOverrun,
+    /// The URL is malformed, of an unknown scheme, or not allowed (file outside a mount).
+    #[error("bad URL: {0}")]
+    BadUrl(String),
+    /// A peer or a request was refused (unknown stream key, key in use, wrong passphrase).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A protocol peer sent something we cannot use, or the connection failed.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A system library this feature needs (libsrt) is not installed.
+    #[error("library not available: {0}")]
+    NoLibrary(String),
 }
 
 /// Success.
@@ -149,10 +161,18 @@ pub const FC_ERR_NO_PACKET_RING: i32 = -21;
 pub const FC_ERR_NO_CODEC_PARAMS: i32 = -22;
 /// See [`Error::PacketOverrun`].
 pub const FC_ERR_PACKET_OVERRUN: i32 = -23;
+/// See [`Error::BadUrl`].
+pub const FC_ERR_BAD_URL: i32 = -24;
+/// See [`Error::Rejected`].
+pub const FC_ERR_REJECTED: i32 = -25;
+/// See [`Error::Protocol`].
+pub const FC_ERR_PROTOCOL: i32 = -26;
+/// See [`Error::NoLibrary`].
+pub const FC_ERR_NO_LIBRARY: i32 = -27;
 
 /// Human-readable text of every code, indexed by `-code`. Static so `fc_strerror` can hand out
 /// pointers that live for the whole process.
-pub(crate) const MESSAGES: [&str; 24] = [
+pub(crate) const MESSAGES: [&str; 28] = [
     "success\0",
     "invalid argument\0",
     "slot not found\0",
@@ -177,6 +197,10 @@ pub(crate) const MESSAGES: [&str; 24] = [
     "no packet ring for this slot\0",
     "no codec parameters for the stream\0",
     "packet was overwritten while it was read\0",
+    "bad or unsupported URL\0",
+    "rejected by the peer or the key registry\0",
+    "protocol error\0",
+    "a system library is missing (e.g. libsrt)\0",
 ];
 
 /// The static message for a code (`"unknown error"` for codes this version does not know).
@@ -217,6 +241,10 @@ impl Error {
             Error::NoPacketRing(_) => FC_ERR_NO_PACKET_RING,
             Error::NoCodecParams(_) => FC_ERR_NO_CODEC_PARAMS,
             Error::PacketOverrun => FC_ERR_PACKET_OVERRUN,
+            Error::BadUrl(_) => FC_ERR_BAD_URL,
+            Error::Rejected(_) => FC_ERR_REJECTED,
+            Error::Protocol(_) => FC_ERR_PROTOCOL,
+            Error::NoLibrary(_) => FC_ERR_NO_LIBRARY,
         }
     }
 
@@ -248,6 +276,9 @@ mod tests {
         assert_eq!(strerror(1), "unknown error\0");
         assert_eq!(strerror(i32::MIN), "unknown error\0");
         // The last code has the last message: no code was added without its text.
-        assert_eq!(Error::PacketOverrun.code(), -(MESSAGES.len() as i32 - 1));
+        assert_eq!(
+            Error::NoLibrary(String::new()).code(),
+            -(MESSAGES.len() as i32 - 1)
+        );
     }
 }

@@ -34,6 +34,7 @@ pub mod capi;
 pub mod error;
 pub mod format;
 mod futex;
+pub mod ingest;
 pub mod packet;
 pub mod ring;
 pub mod slot;

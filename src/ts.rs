@@ -1101,7 +1101,7 @@ fn finish_pes(es: &mut Es, clock: &mut Clock, ev: &mut Vec<Event>) -> bool {
 
 /// The NAL units of an Annex-B buffer, without start codes (trailing zero bytes, which belong
 /// to the next 4-byte start code, removed).
-fn nal_units(d: &[u8]) -> Vec<&[u8]> {
+pub fn nal_units(d: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 2 < d.len() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod ingest;
 mod packets;
 use framecache::format::{fourcc_str, ALL_FORMATS};
 use framecache::ring::{self, SlotInfo};
@@ -163,6 +164,34 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Run the ingest engine until interrupted: listener URLs (`rtmp://ADDR:PORT`,
+    /// `srt://0.0.0.0:PORT`) start push listeners routed by stream key; `publish://KEY` accepts
+    /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
+    /// rtmp://HOST/APP/KEY, http://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
+    /// --slot, highest priority first, with failover and failback.
+    Ingest {
+        /// URLs (see above).
+        #[arg(required = true)]
+        urls: Vec<String>,
+        /// Packet slot fed by publish:// keys and pull inputs.
+        #[arg(long)]
+        slot: Option<String>,
+        /// A stream key for the listeners: KEY=SLOT or KEY=SLOT:SRT_PASSPHRASE (repeatable).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Accept any stream key (each feeds the slot of its own name).
+        #[arg(long)]
+        any_key: bool,
+        /// A directory file:// inputs may read: NAME=DIR (repeatable).
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
+        /// Payload ring of each slot in MiB.
+        #[arg(long, default_value_t = 32)]
+        payload_mb: u64,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Remove slots whose writer is gone, and leftovers of crashed creators.
     Gc {
         /// Only show what would be removed.
@@ -254,6 +283,26 @@ fn main() -> ExitCode {
                 };
                 testsrc_cmd(&slot, &size, &format, &fps, &opts)
             }
+        }
+        Cmd::Ingest {
+            urls,
+            slot,
+            keys,
+            any_key,
+            mounts,
+            payload_mb,
+            seconds,
+        } => {
+            catch_signals();
+            ingest::run(ingest::IngestOpts {
+                urls,
+                slot,
+                keys,
+                any_key,
+                mounts,
+                payload_mb,
+                seconds,
+            })
         }
         Cmd::Import {
             file,

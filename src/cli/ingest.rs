@@ -1,0 +1,147 @@
+//! `framecache ingest`: the ingest engine from the command line.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use framecache::ingest::{Endpoint, Engine, IngestEvent, KeyConfig, SinkOptions};
+
+use crate::{CliResult, STOP};
+
+/// Options of `framecache ingest`.
+pub struct IngestOpts {
+    /// URLs.
+    pub urls: Vec<String>,
+    /// Slot of publish:// keys and pull inputs.
+    pub slot: Option<String>,
+    /// KEY=SLOT[:PASSPHRASE].
+    pub keys: Vec<String>,
+    /// Accept any key.
+    pub any_key: bool,
+    /// NAME=DIR.
+    pub mounts: Vec<String>,
+    /// Payload ring MiB.
+    pub payload_mb: u64,
+    /// Stop after.
+    pub seconds: Option<u64>,
+}
+
+fn parse_key(k: &str) -> Result<(String, KeyConfig), String> {
+    let (key, rest) = k
+        .split_once('=')
+        .ok_or_else(|| format!("--key {k}: expected KEY=SLOT[:PASSPHRASE]"))?;
+    let (slot, pass) = match rest.split_once(':') {
+        Some((s, p)) => (s, Some(p.to_string())),
+        None => (rest, None),
+    };
+    let mut c = KeyConfig::new(slot);
+    c.passphrase = pass;
+    Ok((key.to_string(), c))
+}
+
+/// Runs until interrupted (or `seconds`).
+pub fn run(o: IngestOpts) -> CliResult {
+    let mut engine = Engine::new()?;
+    engine.set_sink_options(SinkOptions {
+        payload_size: o.payload_mb.max(1) << 20,
+        ..SinkOptions::default()
+    });
+    engine.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
+        IngestEvent::Connected { input } => eprintln!("framecache: ingest: connected {input}"),
+        IngestEvent::Disconnected { input, reason } => {
+            eprintln!("framecache: ingest: disconnected {input}: {reason}")
+        }
+        IngestEvent::MediaInfo(mi) => {
+            let s: Vec<String> = mi
+                .streams
+                .iter()
+                .map(|s| {
+                    let name = framecache::packet::codec_name(s.codec);
+                    if s.width > 0 {
+                        format!("{name} {}x{}", s.width, s.height)
+                    } else if s.sample_rate > 0 {
+                        format!("{name} {} Hz {} ch", s.sample_rate, s.channels)
+                    } else {
+                        name.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("framecache: ingest: streams: {}", s.join(", "));
+        }
+        IngestEvent::Packet { .. } => {}
+    })));
+    for m in &o.mounts {
+        let (name, dir) = m
+            .split_once('=')
+            .ok_or_else(|| format!("--mount {m}: expected NAME=DIR"))?;
+        engine.mounts().add(name, std::path::Path::new(dir))?;
+    }
+    for k in &o.keys {
+        let (key, cfg) = parse_key(k)?;
+        engine.registry().register(&key, cfg)?;
+    }
+    let mut listeners = Vec::new();
+    let mut inputs = Vec::new();
+    for u in &o.urls {
+        match Endpoint::parse(u)? {
+            Endpoint::RtmpListen(a) => {
+                let b = engine.listen_rtmp(a)?;
+                println!("listening rtmp {b}");
+                listeners.push(b);
+            }
+            Endpoint::SrtListen(a) => {
+                let b = engine.listen_srt(a)?;
+                println!("listening srt {b}");
+                listeners.push(b);
+            }
+            _ => inputs.push(u.as_str()),
+        }
+    }
+    if !inputs.is_empty() {
+        let slot = o
+            .slot
+            .as_deref()
+            .ok_or("publish:// keys and pull inputs need --slot ID")?;
+        engine.add(slot, &inputs)?;
+    }
+    if !listeners.is_empty() && engine.registry().keys().is_empty() {
+        if o.any_key || listeners.iter().all(|a| a.ip().is_loopback()) {
+            engine.registry().set_allow_any(true);
+            eprintln!(
+                "framecache: ingest: no keys configured: accepting any key (each feeds the slot of its name){}",
+                if o.any_key { "" } else { " because the listeners are on loopback only" }
+            );
+        } else {
+            return Err("no stream keys configured for a listener open beyond loopback: give --key KEY=SLOT or --any-key".into());
+        }
+    } else if o.any_key {
+        engine.registry().set_allow_any(true);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let start = Instant::now();
+    let mut last_print = Instant::now();
+    while !STOP.load(Ordering::Relaxed)
+        && o.seconds
+            .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            last_print = Instant::now();
+            for (name, s) in engine.streams().snapshot() {
+                eprintln!(
+                    "framecache: ingest: {name}: {} packets, {} kbit/s, {} dropped, {} reconnects, input {}{}",
+                    s.packets,
+                    s.bitrate / 1000,
+                    s.dropped,
+                    s.reconnects,
+                    s.current_input,
+                    if s.connected { "" } else { " (not connected)" }
+                );
+            }
+        }
+    }
+    drop(engine);
+    Ok(ExitCode::SUCCESS)
+}

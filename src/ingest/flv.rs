@@ -1,0 +1,553 @@
+//! FLV tag bodies, as RTMP carries them and FLV files store them (sans-IO): parsing into access
+//! units in the packet ring's format, and building tag bodies back for RTMP play.
+//!
+//! Video: legacy AVC (codec id 7), the common HEVC extension (codec id 12) and Enhanced RTMP
+//! (`avc1`, `hvc1` FourCC). Audio: AAC (sound format 10), MP3 (2 and 14) and Enhanced RTMP
+//! audio (`Opus`, `mp4a`, `.mp3`). Video leaves as Annex-B, AAC as raw frames with the
+//! AudioSpecificConfig as codec parameters, Opus as raw packets with `OpusHead`.
+
+use crate::packet::{FC_CODEC_AAC, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3, FC_CODEC_OPUS};
+use crate::ts::nal_units;
+
+/// Why a tag body was refused. The stream goes on: the caller logs and drops the tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlvError {
+    /// The body is shorter than its headers say.
+    #[error("truncated {0} tag")]
+    Truncated(&'static str),
+    /// A codec or packet type we do not carry (named).
+    #[error("unsupported {0}")]
+    Unsupported(String),
+    /// A NAL length runs past the end of the tag, or the configuration record is malformed.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// Coded frames arrived before the sequence header that says how to read them.
+    #[error("{0} frame before its sequence header")]
+    NoConfig(&'static str),
+}
+
+/// What one tag body holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlvMedia {
+    /// Codec configuration: Annex-B parameter sets (video), AudioSpecificConfig (AAC) or
+    /// `OpusHead` (Opus).
+    Config {
+        /// `FC_CODEC_*`.
+        codec: u32,
+        /// The parameters.
+        data: Vec<u8>,
+    },
+    /// One access unit.
+    Frame {
+        /// `FC_CODEC_*`.
+        codec: u32,
+        /// Composition offset in ms (pts = tag timestamp + cts).
+        cts: i32,
+        /// Key frame (video frame type 1); always true for audio.
+        keyframe: bool,
+        /// Annex-B access unit, raw AAC frame, MP3 frame(s) or Opus packet.
+        data: Vec<u8>,
+    },
+    /// Nothing to carry (end of sequence, metadata, command frame, empty body).
+    Nothing,
+}
+
+/// Per-connection parser state: the NAL length size comes from the decoder configuration.
+#[derive(Debug, Clone, Default)]
+pub struct FlvParser {
+    nal_len: Option<usize>,
+}
+
+fn fourcc(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+        .collect()
+}
+
+fn need(b: &[u8], n: usize, what: &'static str) -> Result<(), FlvError> {
+    if b.len() < n {
+        Err(FlvError::Truncated(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn si24(b: &[u8]) -> i32 {
+    (((b[0] as i32) << 24) | ((b[1] as i32) << 16) | ((b[2] as i32) << 8)) >> 8
+}
+
+impl FlvParser {
+    /// A parser with no configuration seen yet.
+    pub fn new() -> FlvParser {
+        FlvParser::default()
+    }
+
+    /// Parses a video tag body.
+    pub fn video(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
+        if b.is_empty() {
+            return Ok(FlvMedia::Nothing);
+        }
+        if b[0] & 0x80 != 0 {
+            return self.enhanced_video(b);
+        }
+        let frame_type = b[0] >> 4;
+        let codec = match b[0] & 0x0F {
+            7 => FC_CODEC_H264,
+            12 => FC_CODEC_HEVC,
+            c => return Err(FlvError::Unsupported(format!("FLV video codec id {c}"))),
+        };
+        if frame_type == 5 {
+            return Ok(FlvMedia::Nothing); // video info / command frame
+        }
+        need(b, 5, "video")?;
+        match b[1] {
+            0 => self.config(codec, &b[5..]),
+            1 => self.frame(codec, si24(&b[2..5]), frame_type == 1, &b[5..]),
+            2 => Ok(FlvMedia::Nothing),
+            t => Err(FlvError::Unsupported(format!("AVC packet type {t}"))),
+        }
+    }
+
+    fn enhanced_video(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
+        need(b, 5, "enhanced video")?;
+        let frame_type = (b[0] >> 4) & 7;
+        let packet_type = b[0] & 0x0F;
+        let codec = match &b[1..5] {
+            b"avc1" => FC_CODEC_H264,
+            b"hvc1" => FC_CODEC_HEVC,
+            other => {
+                return Err(FlvError::Unsupported(format!(
+                    "video FourCC {}",
+                    fourcc(other)
+                )))
+            }
+        };
+        if frame_type == 5 {
+            return Ok(FlvMedia::Nothing);
+        }
+        let body = &b[5..];
+        match packet_type {
+            0 => self.config(codec, body),
+            1 => {
+                need(body, 3, "enhanced video")?;
+                self.frame(codec, si24(body), frame_type == 1, &body[3..])
+            }
+            2 | 4 => Ok(FlvMedia::Nothing), // sequence end, metadata
+            3 => self.frame(codec, 0, frame_type == 1, body),
+            t => Err(FlvError::Unsupported(format!(
+                "enhanced video packet type {t}"
+            ))),
+        }
+    }
+
+    fn config(&mut self, codec: u32, rec: &[u8]) -> Result<FlvMedia, FlvError> {
+        let (nal_len, nals) = if codec == FC_CODEC_H264 {
+            avcc_record(rec)?
+        } else {
+            hvcc_record(rec)?
+        };
+        self.nal_len = Some(nal_len);
+        let mut data = Vec::new();
+        for n in nals {
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(n);
+        }
+        Ok(FlvMedia::Config { codec, data })
+    }
+
+    fn frame(
+        &mut self,
+        codec: u32,
+        cts: i32,
+        keyframe: bool,
+        body: &[u8],
+    ) -> Result<FlvMedia, FlvError> {
+        let nal_len = self.nal_len.ok_or(FlvError::NoConfig("video"))?;
+        let mut data = Vec::with_capacity(body.len() + 16);
+        let mut rest = body;
+        while !rest.is_empty() {
+            need(rest, nal_len, "video")?;
+            let n = rest[..nal_len]
+                .iter()
+                .fold(0usize, |a, &x| (a << 8) | x as usize);
+            rest = &rest[nal_len..];
+            if n > rest.len() {
+                return Err(FlvError::Malformed("NAL unit length"));
+            }
+            if n > 0 {
+                data.extend_from_slice(&[0, 0, 0, 1]);
+                data.extend_from_slice(&rest[..n]);
+            }
+            rest = &rest[n..];
+        }
+        if data.is_empty() {
+            return Ok(FlvMedia::Nothing);
+        }
+        Ok(FlvMedia::Frame {
+            codec,
+            cts,
+            keyframe,
+            data,
+        })
+    }
+
+    /// Parses an audio tag body.
+    pub fn audio(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
+        if b.is_empty() {
+            return Ok(FlvMedia::Nothing);
+        }
+        let frame = |codec, data: &[u8]| {
+            if data.is_empty() {
+                FlvMedia::Nothing
+            } else {
+                FlvMedia::Frame {
+                    codec,
+                    cts: 0,
+                    keyframe: true,
+                    data: data.to_vec(),
+                }
+            }
+        };
+        match b[0] >> 4 {
+            10 => {
+                need(b, 2, "AAC")?;
+                match b[1] {
+                    0 => aac_config(&b[2..]),
+                    1 => Ok(frame(FC_CODEC_AAC, &b[2..])),
+                    t => Err(FlvError::Unsupported(format!("AAC packet type {t}"))),
+                }
+            }
+            2 | 14 => Ok(frame(FC_CODEC_MP3, &b[1..])),
+            9 => {
+                need(b, 5, "enhanced audio")?;
+                let codec = match &b[1..5] {
+                    b"Opus" => FC_CODEC_OPUS,
+                    b"mp4a" => FC_CODEC_AAC,
+                    b".mp3" => FC_CODEC_MP3,
+                    other => {
+                        return Err(FlvError::Unsupported(format!(
+                            "audio FourCC {}",
+                            fourcc(other)
+                        )))
+                    }
+                };
+                let body = &b[5..];
+                match b[0] & 0x0F {
+                    0 if codec == FC_CODEC_AAC => aac_config(body),
+                    0 => Ok(FlvMedia::Config {
+                        codec,
+                        data: body.to_vec(),
+                    }),
+                    1 => Ok(frame(codec, body)),
+                    2 | 4 => Ok(FlvMedia::Nothing),
+                    t => Err(FlvError::Unsupported(format!(
+                        "enhanced audio packet type {t}"
+                    ))),
+                }
+            }
+            f => Err(FlvError::Unsupported(format!("FLV sound format {f}"))),
+        }
+    }
+}
+
+fn aac_config(asc: &[u8]) -> Result<FlvMedia, FlvError> {
+    if crate::ts::aac_config_info(asc).is_none() {
+        return Err(FlvError::Malformed("AudioSpecificConfig"));
+    }
+    Ok(FlvMedia::Config {
+        codec: FC_CODEC_AAC,
+        data: asc.to_vec(),
+    })
+}
+
+/// AVCDecoderConfigurationRecord → (NAL length size, SPS and PPS units).
+fn avcc_record(r: &[u8]) -> Result<(usize, Vec<&[u8]>), FlvError> {
+    need(r, 6, "AVC sequence header")?;
+    if r[0] != 1 {
+        return Err(FlvError::Malformed("AVCDecoderConfigurationRecord version"));
+    }
+    let nal_len = usize::from(r[4] & 3) + 1;
+    if nal_len == 3 {
+        return Err(FlvError::Malformed("NAL length size"));
+    }
+    let mut nals = Vec::new();
+    let mut p = &r[5..];
+    for mask in [0x1F, 0xFF] {
+        need(p, 1, "AVC sequence header")?;
+        let count = usize::from(p[0] & mask);
+        p = &p[1..];
+        for _ in 0..count {
+            need(p, 2, "AVC sequence header")?;
+            let n = usize::from(u16::from_be_bytes([p[0], p[1]]));
+            need(p, 2 + n, "AVC sequence header")?;
+            if n > 0 {
+                nals.push(&p[2..2 + n]);
+            }
+            p = &p[2 + n..];
+        }
+    }
+    if !nals.iter().any(|n| n[0] & 0x1F == 7) {
+        return Err(FlvError::Malformed("AVC sequence header without SPS"));
+    }
+    Ok((nal_len, nals))
+}
+
+/// HEVCDecoderConfigurationRecord → (NAL length size, VPS/SPS/PPS/SEI units).
+fn hvcc_record(r: &[u8]) -> Result<(usize, Vec<&[u8]>), FlvError> {
+    need(r, 23, "HEVC sequence header")?;
+    if r[0] != 1 {
+        return Err(FlvError::Malformed(
+            "HEVCDecoderConfigurationRecord version",
+        ));
+    }
+    let nal_len = usize::from(r[21] & 3) + 1;
+    if nal_len == 3 {
+        return Err(FlvError::Malformed("NAL length size"));
+    }
+    let arrays = r[22];
+    let mut p = &r[23..];
+    let mut nals = Vec::new();
+    for _ in 0..arrays {
+        need(p, 3, "HEVC sequence header")?;
+        let count = u16::from_be_bytes([p[1], p[2]]);
+        p = &p[3..];
+        for _ in 0..count {
+            need(p, 2, "HEVC sequence header")?;
+            let n = usize::from(u16::from_be_bytes([p[0], p[1]]));
+            need(p, 2 + n, "HEVC sequence header")?;
+            if n > 0 {
+                nals.push(&p[2..2 + n]);
+            }
+            p = &p[2 + n..];
+        }
+    }
+    if !nals.iter().any(|n| (n[0] >> 1) & 0x3F == 33) {
+        return Err(FlvError::Malformed("HEVC sequence header without SPS"));
+    }
+    Ok((nal_len, nals))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building tag bodies (RTMP play)
+// ---------------------------------------------------------------------------------------------
+
+/// The legacy AVC sequence-header tag body for Annex-B `params` (SPS and PPS), or `None`
+/// when they hold no SPS.
+pub fn avc_sequence_header(params: &[u8]) -> Option<Vec<u8>> {
+    let nals = nal_units(params);
+    let sps: Vec<&[u8]> = nals
+        .iter()
+        .copied()
+        .filter(|n| !n.is_empty() && n[0] & 0x1F == 7)
+        .collect();
+    let pps: Vec<&[u8]> = nals
+        .iter()
+        .copied()
+        .filter(|n| !n.is_empty() && n[0] & 0x1F == 8)
+        .collect();
+    let first = sps.first()?;
+    if first.len() < 4 || sps.len() > 31 || pps.len() > 255 {
+        return None;
+    }
+    let mut b = vec![0x17, 0, 0, 0, 0, 1, first[1], first[2], first[3], 0xFF];
+    b.push(0xE0 | sps.len() as u8);
+    for s in &sps {
+        b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        b.extend_from_slice(s);
+    }
+    b.push(pps.len() as u8);
+    for p in &pps {
+        b.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        b.extend_from_slice(p);
+    }
+    Some(b)
+}
+
+/// A legacy AVC coded-frame tag body from an Annex-B access unit (4-byte NAL lengths; access
+/// unit delimiters and in-band parameter sets left out, the sequence header carries them).
+pub fn avc_frame(annexb: &[u8], keyframe: bool, cts_ms: i32) -> Vec<u8> {
+    let cts = cts_ms.clamp(-(1 << 23), (1 << 23) - 1);
+    let mut b = Vec::with_capacity(annexb.len() + 16);
+    b.push(if keyframe { 0x17 } else { 0x27 });
+    b.push(1);
+    b.extend_from_slice(&cts.to_be_bytes()[1..]);
+    for n in nal_units(annexb) {
+        if n.is_empty() || matches!(n[0] & 0x1F, 7..=9) {
+            continue;
+        }
+        b.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        b.extend_from_slice(n);
+    }
+    b
+}
+
+/// The AAC sequence-header tag body (sound format 10, 44 kHz/16-bit/stereo flags as the FLV
+/// specification requires for AAC).
+pub fn aac_sequence_header(asc: &[u8]) -> Vec<u8> {
+    let mut b = vec![0xAF, 0];
+    b.extend_from_slice(asc);
+    b
+}
+
+/// An AAC raw-frame tag body.
+pub fn aac_frame(frame: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(frame.len() + 2);
+    b.extend_from_slice(&[0xAF, 1]);
+    b.extend_from_slice(frame);
+    b
+}
+
+/// An MP3 tag body (the decoder reads rate and channels from the frame header).
+pub fn mp3_frame(frame: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(frame.len() + 1);
+    b.push(0x2F);
+    b.extend_from_slice(frame);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: &[u8] = &[0x67, 0x42, 0xC0, 0x1F, 0xDA, 0x01, 0x40, 0x16, 0xE8];
+    const PPS: &[u8] = &[0x68, 0xCE, 0x3C, 0x80];
+
+    fn annexb(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+            .collect()
+    }
+
+    #[test]
+    fn avc_round_trip() {
+        let params = annexb(&[SPS, PPS]);
+        let seq = avc_sequence_header(&params).unwrap();
+        let mut p = FlvParser::new();
+        assert_eq!(
+            p.video(&seq).unwrap(),
+            FlvMedia::Config {
+                codec: FC_CODEC_H264,
+                data: params.clone()
+            }
+        );
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33];
+        let au = annexb(&[&[0x09, 0xF0], SPS, PPS, idr]);
+        let tag = avc_frame(&au, true, -40);
+        assert_eq!(
+            p.video(&tag).unwrap(),
+            FlvMedia::Frame {
+                codec: FC_CODEC_H264,
+                cts: -40,
+                keyframe: true,
+                data: annexb(&[idr]),
+            }
+        );
+    }
+
+    #[test]
+    fn frame_before_config_and_bad_lengths() {
+        let mut p = FlvParser::new();
+        let tag = avc_frame(&annexb(&[&[0x41, 1, 2]]), false, 0);
+        assert_eq!(p.video(&tag), Err(FlvError::NoConfig("video")));
+        p.video(&avc_sequence_header(&annexb(&[SPS, PPS])).unwrap())
+            .unwrap();
+        // Length field says 255 bytes, 3 present.
+        assert_eq!(
+            p.video(&[0x27, 1, 0, 0, 0, 0, 0, 0, 0xFF, 1, 2, 3]),
+            Err(FlvError::Malformed("NAL unit length"))
+        );
+        assert_eq!(p.video(&[0x27, 1, 0]), Err(FlvError::Truncated("video")));
+        assert!(matches!(p.video(&[0x22, 0]), Err(FlvError::Unsupported(_))));
+        // A truncated sequence header.
+        assert!(p
+            .video(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1F, 0xFF, 0xE1, 0, 9])
+            .is_err());
+    }
+
+    #[test]
+    fn enhanced_hevc() {
+        let vps: &[u8] = &[0x40, 0x01, 0x0C];
+        let sps: &[u8] = &[0x42, 0x01, 0x01, 0x01];
+        let pps: &[u8] = &[0x44, 0x01, 0xC1];
+        let mut rec = vec![1u8; 23];
+        rec[21] = 0x0F; // 4-byte lengths
+        rec[22] = 3;
+        for n in [vps, sps, pps] {
+            rec.push((n[0] >> 1) & 0x3F);
+            rec.extend_from_slice(&1u16.to_be_bytes());
+            rec.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            rec.extend_from_slice(n);
+        }
+        let mut tag = vec![0x90]; // ex header, key frame, sequence start
+        tag.extend_from_slice(b"hvc1");
+        tag.extend_from_slice(&rec);
+        let mut p = FlvParser::new();
+        assert_eq!(
+            p.video(&tag).unwrap(),
+            FlvMedia::Config {
+                codec: FC_CODEC_HEVC,
+                data: annexb(&[vps, sps, pps])
+            }
+        );
+        // CodedFramesX: no composition time.
+        let idr: &[u8] = &[0x26, 0x01, 0xAF];
+        let mut f = vec![0x93];
+        f.extend_from_slice(b"hvc1");
+        f.extend_from_slice(&(idr.len() as u32).to_be_bytes());
+        f.extend_from_slice(idr);
+        assert_eq!(
+            p.video(&f).unwrap(),
+            FlvMedia::Frame {
+                codec: FC_CODEC_HEVC,
+                cts: 0,
+                keyframe: true,
+                data: annexb(&[idr])
+            }
+        );
+        let mut av1 = vec![0x90];
+        av1.extend_from_slice(b"av01");
+        assert!(matches!(p.video(&av1), Err(FlvError::Unsupported(_))));
+    }
+
+    #[test]
+    fn audio() {
+        let mut p = FlvParser::new();
+        let asc = [0x12, 0x10];
+        assert_eq!(
+            p.audio(&aac_sequence_header(&asc)).unwrap(),
+            FlvMedia::Config {
+                codec: FC_CODEC_AAC,
+                data: asc.to_vec()
+            }
+        );
+        assert!(p.audio(&[0xAF, 0, 0xFF]).is_err()); // not an ASC
+        assert_eq!(
+            p.audio(&aac_frame(&[1, 2, 3])).unwrap(),
+            FlvMedia::Frame {
+                codec: FC_CODEC_AAC,
+                cts: 0,
+                keyframe: true,
+                data: vec![1, 2, 3]
+            }
+        );
+        assert!(matches!(
+            p.audio(&mp3_frame(&[0xFF, 0xFB, 0x90])).unwrap(),
+            FlvMedia::Frame {
+                codec: FC_CODEC_MP3,
+                ..
+            }
+        ));
+        let mut opus = vec![0x90];
+        opus.extend_from_slice(b"Opus");
+        opus.extend_from_slice(b"OpusHead");
+        assert!(matches!(
+            p.audio(&opus).unwrap(),
+            FlvMedia::Config {
+                codec: FC_CODEC_OPUS,
+                ..
+            }
+        ));
+        assert!(matches!(p.audio(&[0x6F, 1]), Err(FlvError::Unsupported(_))));
+        assert!(p.audio(&[0x9F]).is_err());
+    }
+}

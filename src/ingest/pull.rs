@@ -1,0 +1,1081 @@
+//! Pull inputs: each reads one URL with blocking I/O on its own thread and hands [`Media`] to a
+//! callback until the input fails, ends or is told to stop.
+//!
+//! `udp://` MPEG-TS (unicast, multicast), `srt://` caller, `rtmp://host/app/key` play,
+//! `http://…m3u8` HLS (TS segments), `file://MOUNT/path` (`.ts` or `.flv`, paced at real time)
+//! and `copy://SLOT`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::rtmp::FlvToMedia;
+use super::sink::{Media, Track};
+use crate::error::{Error, Result};
+use crate::packet::*;
+use crate::ts::{Codec, Demuxer, Event};
+
+/// An input URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputUrl {
+    /// `udp://[SOURCE@]ADDR:PORT[?localaddr=IP]`: MPEG-TS datagrams; a multicast ADDR is joined.
+    Udp {
+        /// Group or local address and port to bind.
+        addr: SocketAddr,
+        /// Interface address for multicast.
+        localaddr: Option<std::net::Ipv4Addr>,
+    },
+    /// `srt://HOST:PORT?streamid=...&passphrase=...&latency=MS`: SRT caller.
+    SrtCaller {
+        /// Remote address.
+        addr: String,
+        /// Stream id sent to the listener.
+        streamid: Option<String>,
+        /// Passphrase.
+        passphrase: Option<String>,
+        /// Latency in ms.
+        latency_ms: Option<u32>,
+    },
+    /// `rtmp://HOST[:PORT]/APP/KEY`: RTMP play from a server.
+    RtmpPull {
+        /// host:port.
+        addr: String,
+        /// Application name.
+        app: String,
+        /// Stream key.
+        key: String,
+    },
+    /// `http://HOST[:PORT]/path.m3u8`: HLS.
+    Hls {
+        /// The playlist URL.
+        url: String,
+    },
+    /// `file://MOUNT/relative/path`.
+    File {
+        /// Mount name.
+        mount: String,
+        /// Path below the mount.
+        path: String,
+    },
+    /// `copy://SLOT`: relay another packet slot.
+    Copy {
+        /// Source slot.
+        slot: String,
+    },
+}
+
+fn query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), percent_decode(v)),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl InputUrl {
+    /// Parses a pull URL. Listener URLs (`rtmp://0.0.0.0:1935`, `srt://0.0.0.0:9000`,
+    /// `publish://KEY`) are the engine's business and give [`Error::BadUrl`] here.
+    pub fn parse(url: &str) -> Result<InputUrl> {
+        let bad = |why: &str| Error::BadUrl(format!("{url}: {why}"));
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (rest, q) = rest.split_once('?').unwrap_or((rest, ""));
+        let q = query(q);
+        match scheme {
+            "udp" => {
+                let hostport = rest
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or(rest)
+                    .trim_end_matches('/');
+                let addr: SocketAddr = hostport
+                    .to_socket_addrs()
+                    .map_err(|e| bad(&e.to_string()))?
+                    .next()
+                    .ok_or_else(|| bad("no address"))?;
+                let localaddr = match q.get("localaddr") {
+                    Some(a) => Some(a.parse().map_err(|_| bad("bad localaddr"))?),
+                    None => None,
+                };
+                Ok(InputUrl::Udp { addr, localaddr })
+            }
+            "srt" => {
+                let addr = rest.trim_end_matches('/').to_string();
+                if addr.is_empty() || !addr.contains(':') {
+                    return Err(bad("srt needs HOST:PORT"));
+                }
+                let latency_ms = match q.get("latency") {
+                    Some(l) => Some(l.parse().map_err(|_| bad("bad latency"))?),
+                    None => None,
+                };
+                Ok(InputUrl::SrtCaller {
+                    addr,
+                    streamid: q.get("streamid").cloned(),
+                    passphrase: q.get("passphrase").cloned(),
+                    latency_ms,
+                })
+            }
+            "rtmp" => {
+                let mut parts = rest.splitn(2, '/');
+                let host = parts.next().unwrap_or("");
+                let path = parts.next().unwrap_or("");
+                let (app, key) = path.rsplit_once('/').ok_or_else(|| {
+                    bad("an RTMP pull needs rtmp://HOST/APP/KEY (a listener is rtmp://ADDR:PORT)")
+                })?;
+                if host.is_empty() || app.is_empty() || key.is_empty() {
+                    return Err(bad("empty host, app or key"));
+                }
+                let addr = if host.contains(':') {
+                    host.to_string()
+                } else {
+                    format!("{host}:1935")
+                };
+                Ok(InputUrl::RtmpPull {
+                    addr,
+                    app: app.to_string(),
+                    key: key.to_string(),
+                })
+            }
+            "http" => Ok(InputUrl::Hls {
+                url: url.to_string(),
+            }),
+            "https" => Err(bad("https is not supported yet; use http")),
+            "file" => {
+                let (mount, path) = rest
+                    .split_once('/')
+                    .ok_or_else(|| bad("file URLs are file://MOUNT/relative/path"))?;
+                if mount.is_empty() {
+                    return Err(bad("absolute file paths are not allowed; use a mount"));
+                }
+                check_relative(path).map_err(|w| bad(w))?;
+                Ok(InputUrl::File {
+                    mount: mount.to_string(),
+                    path: path.to_string(),
+                })
+            }
+            "copy" => {
+                let slot = rest.trim_end_matches('/');
+                crate::slot::validate_id(slot)?;
+                Ok(InputUrl::Copy {
+                    slot: slot.to_string(),
+                })
+            }
+            _ => Err(bad("unknown scheme")),
+        }
+    }
+}
+
+fn check_relative(path: &str) -> std::result::Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(_) => {}
+            Component::CurDir => {}
+            _ => return Err("the path must stay inside its mount (no '..', no absolute path)"),
+        }
+    }
+    Ok(())
+}
+
+/// Named directories that `file://` URLs may read from.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    inner: Arc<RwLock<HashMap<String, PathBuf>>>,
+}
+
+impl Mounts {
+    /// No mounts.
+    pub fn new() -> Mounts {
+        Mounts::default()
+    }
+
+    /// Registers `name` → `dir` (which must exist).
+    pub fn add(&self, name: &str, dir: &Path) -> Result<()> {
+        if name.is_empty() || name.contains('/') {
+            return Err(Error::InvalidArg(format!("bad mount name {name:?}")));
+        }
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::os(&dir.display().to_string(), e))?;
+        self.inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), dir);
+        Ok(())
+    }
+
+    /// Resolves `file://MOUNT/path`: the real path must stay inside the mount (symlinks
+    /// included).
+    pub fn resolve(&self, mount: &str, path: &str) -> Result<PathBuf> {
+        check_relative(path).map_err(|w| Error::BadUrl(w.into()))?;
+        let base = self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(mount)
+            .cloned()
+            .ok_or_else(|| Error::BadUrl(format!("no mount named {mount:?}")))?;
+        let full = base
+            .join(path)
+            .canonicalize()
+            .map_err(|e| Error::os(&format!("file://{mount}/{path}"), e))?;
+        if !full.starts_with(&base) {
+            return Err(Error::BadUrl(format!(
+                "file://{mount}/{path} leaves its mount"
+            )));
+        }
+        Ok(full)
+    }
+}
+
+/// Where an input's media go; an error from it stops the input.
+pub type MediaOut<'a> = &'a mut dyn FnMut(Media) -> Result<()>;
+
+/// What stops an input besides failures.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(pub Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Stop requested.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Requests the stop.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed)
+    }
+}
+
+/// Limits of one input.
+#[derive(Debug, Clone, Copy)]
+pub struct InputTimeouts {
+    /// Connect / first byte.
+    pub connect: Duration,
+    /// No data for this long is a failure.
+    pub idle: Duration,
+}
+
+impl Default for InputTimeouts {
+    fn default() -> Self {
+        InputTimeouts {
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        }
+    }
+}
+
+/// MPEG-TS bytes → [`Media`]: tracks from the PMT (timebase 1/90000), parameters, units.
+#[derive(Default)]
+pub struct TsToMedia {
+    demux: Demuxer,
+    pids: HashMap<u16, usize>,
+    /// Recoverable demux errors seen.
+    pub errors: u64,
+    /// The last one.
+    pub last_error: Option<String>,
+}
+
+fn fc_codec(c: Codec) -> u32 {
+    match c {
+        Codec::H264 => FC_CODEC_H264,
+        Codec::Hevc => FC_CODEC_HEVC,
+        Codec::Aac => FC_CODEC_AAC,
+        Codec::Opus => FC_CODEC_OPUS,
+        Codec::Mp2 => FC_CODEC_MP2,
+        Codec::Mp3 => FC_CODEC_MP3,
+        Codec::Ac3 => FC_CODEC_AC3,
+        Codec::Data => FC_CODEC_DATA,
+    }
+}
+
+impl TsToMedia {
+    /// A fresh demuxer.
+    pub fn new() -> TsToMedia {
+        TsToMedia::default()
+    }
+
+    fn convert(&mut self, events: Vec<Event>, out: MediaOut) -> Result<()> {
+        for ev in events {
+            match ev {
+                Event::Streams(s) => {
+                    self.pids = s.iter().enumerate().map(|(i, s)| (s.pid, i)).collect();
+                    out(Media::Tracks(
+                        s.iter()
+                            .map(|s| Track {
+                                codec: fc_codec(s.codec),
+                                timebase: (1, 90_000),
+                            })
+                            .collect(),
+                    ))?;
+                }
+                Event::Params { pid, data, .. } => {
+                    if let Some(&track) = self.pids.get(&pid) {
+                        out(Media::Params { track, data })?;
+                    }
+                }
+                Event::Unit(u) => {
+                    if let Some(&track) = self.pids.get(&u.pid) {
+                        out(Media::Frame {
+                            track,
+                            pts: u.pts.unwrap_or(FC_NOPTS),
+                            dts: u.dts.or(u.pts).unwrap_or(FC_NOPTS),
+                            keyframe: u.keyframe,
+                            discontinuity: u.discontinuity,
+                            data: u.data,
+                        })?;
+                    }
+                }
+                Event::Error(e) => {
+                    self.errors += 1;
+                    self.last_error = Some(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds TS bytes (cut anywhere).
+    pub fn push(&mut self, bytes: &[u8], out: MediaOut) -> Result<()> {
+        let ev = self.demux.push(bytes);
+        self.convert(ev, out)
+    }
+
+    /// Ends the input: the last unit of each stream comes out.
+    pub fn flush(&mut self, out: MediaOut) -> Result<()> {
+        let ev = self.demux.flush();
+        self.convert(ev, out)
+    }
+}
+
+/// Runs `url` until it fails, ends or `stop` is set. Returns why it ended.
+pub fn run_input(
+    url: &InputUrl,
+    mounts: &Mounts,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    match url {
+        InputUrl::Udp { addr, localaddr } => run_udp(*addr, *localaddr, t, stop, out),
+        InputUrl::File { mount, path } => {
+            let p = mounts.resolve(mount, path)?;
+            run_file(&p, stop, out)
+        }
+        InputUrl::Copy { slot } => run_copy(slot, t, stop, out),
+        InputUrl::Hls { url } => run_hls(url, t, stop, out),
+        InputUrl::RtmpPull { addr, app, key } => run_rtmp(addr, app, key, t, stop, out),
+        InputUrl::SrtCaller {
+            addr,
+            streamid,
+            passphrase,
+            latency_ms,
+        } => super::srt::run_caller(
+            addr,
+            streamid.as_deref(),
+            passphrase.as_deref(),
+            *latency_ms,
+            t,
+            stop,
+            out,
+        ),
+    }
+}
+
+fn run_udp(
+    addr: SocketAddr,
+    localaddr: Option<std::net::Ipv4Addr>,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    let multicast = addr.ip().is_multicast();
+    let bind: SocketAddr = if multicast {
+        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port())
+    } else {
+        addr
+    };
+    let sock = UdpSocket::bind(bind).map_err(|e| Error::os(&format!("udp bind {bind}"), e))?;
+    if let (true, std::net::IpAddr::V4(group)) = (multicast, addr.ip()) {
+        sock.join_multicast_v4(
+            &group,
+            &localaddr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        )
+        .map_err(|e| Error::os(&format!("join {group}"), e))?;
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut ts = TsToMedia::new();
+    let mut buf = vec![0u8; 65536];
+    let mut last = Instant::now();
+    let mut first = true;
+    while !stop.is_set() {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                last = Instant::now();
+                first = false;
+                ts.push(&buf[..n], out)?;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let limit = if first { t.connect } else { t.idle };
+                if last.elapsed() > limit {
+                    return Err(Error::Timeout);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Releases media at the pace of their timestamps.
+struct Pacer {
+    start: Instant,
+    first: Option<i64>,
+}
+
+impl Pacer {
+    fn wait(&mut self, dts90k: i64) {
+        if dts90k == FC_NOPTS {
+            return;
+        }
+        let f0 = *self.first.get_or_insert(dts90k);
+        let ahead = (dts90k - f0).clamp(0, 90_000 * 3600) as u64;
+        let due = self.start + Duration::from_micros(ahead * 100 / 9);
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+    }
+}
+
+/// Plays a `.ts` or `.flv` file at real time (by its timestamps), then ends (the worker's
+/// reconnect starts it again, so a file input loops).
+fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::os(&path.display().to_string(), e))?;
+    let mut pacer = Pacer {
+        start: Instant::now(),
+        first: None,
+    };
+    let is_flv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("flv"));
+    if is_flv {
+        let mut data = Vec::new();
+        f.read_to_end(&mut data)?;
+        let mut conv = FlvToMedia::new();
+        let mut media: Vec<Media> = Vec::new();
+        let mut p = flv_file_start(&data)?;
+        while p + 11 <= data.len() && !stop.is_set() {
+            let kind = data[p] & 0x1F;
+            let size = u32::from_be_bytes([0, data[p + 1], data[p + 2], data[p + 3]]) as usize;
+            let ts = u32::from_be_bytes([data[p + 7], data[p + 4], data[p + 5], data[p + 6]]);
+            let body = data
+                .get(p + 11..p + 11 + size)
+                .ok_or_else(|| Error::Truncated(format!("{}: FLV tag", path.display())))?;
+            if kind == 8 || kind == 9 {
+                conv.tag(kind == 9, body, ts, &mut media);
+                for m in media.drain(..) {
+                    if let Media::Frame { dts, .. } = &m {
+                        pacer.wait(dts.saturating_mul(90)); // FLV timestamps are ms
+                    }
+                    out(m)?;
+                }
+            }
+            p += 11 + size + 4;
+        }
+        return Err(Error::Protocol("end of file".into()));
+    }
+    let mut ts = TsToMedia::new();
+    let mut buf = vec![0u8; 188 * 256];
+    let mut paced = |m: Media| {
+        if let Media::Frame { dts, .. } = &m {
+            pacer.wait(*dts);
+        }
+        out(m)
+    };
+    loop {
+        if stop.is_set() {
+            return Ok(());
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            ts.flush(&mut paced)?;
+            return Err(Error::Protocol("end of file".into()));
+        }
+        ts.push(&buf[..n], &mut paced)?;
+    }
+}
+
+fn flv_file_start(d: &[u8]) -> Result<usize> {
+    if d.len() < 13 || &d[..3] != b"FLV" {
+        return Err(Error::Corrupt("not an FLV file".into()));
+    }
+    let off = u32::from_be_bytes([d[5], d[6], d[7], d[8]]) as usize;
+    if off < 9 || off + 4 > d.len() {
+        return Err(Error::Corrupt("bad FLV header".into()));
+    }
+    Ok(off + 4)
+}
+
+/// Relays packet slot `slot`: its streams, parameters (each new generation) and packets.
+fn run_copy(slot: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Result<()> {
+    let mut r = PacketReader::open(
+        slot,
+        PacketReaderConfig {
+            start: PacketStart::Keyframe,
+        },
+    )?;
+    let streams = r.streams();
+    out(Media::Tracks(
+        streams
+            .iter()
+            .map(|s| Track {
+                codec: s.codec,
+                timebase: s.timebase,
+            })
+            .collect(),
+    ))?;
+    let mut gens = vec![0u32; streams.len()];
+    let mut buf = Vec::new();
+    let mut last = Instant::now();
+    while !stop.is_set() {
+        let info = match r.next_copy(&mut buf, Duration::from_millis(200)) {
+            Ok(i) => i,
+            Err(Error::BufferTooSmall { need, .. }) => {
+                buf.resize(need, 0);
+                continue;
+            }
+            Err(Error::PacketOverrun) => continue,
+            Err(Error::Timeout) => {
+                if last.elapsed() > t.idle {
+                    return Err(Error::Timeout);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        last = Instant::now();
+        let s = info.stream as usize;
+        if info.params_gen != 0 && gens[s] != info.params_gen {
+            if let Ok((g, p)) = r.codec_params(info.stream, info.params_gen) {
+                gens[s] = g;
+                out(Media::Params { track: s, data: p })?;
+            }
+        }
+        out(Media::Frame {
+            track: s,
+            pts: info.pts,
+            dts: info.dts,
+            keyframe: info.flags & FC_PACKET_KEYFRAME != 0,
+            discontinuity: info.flags & FC_PACKET_DISCONTINUITY != 0 || info.skipped > 0,
+            data: buf[..info.size as usize].to_vec(),
+        })?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP (for HLS): a small HTTP/1.1 GET over plain TCP
+// ---------------------------------------------------------------------------------------------
+
+/// Largest playlist or segment accepted.
+const HTTP_MAX: usize = 64 << 20;
+
+struct HttpUrl {
+    host: String,
+    port: u16,
+    path: String,
+}
+
+fn parse_http(url: &str) -> Result<HttpUrl> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| Error::BadUrl(format!("{url}: only http:// is supported")))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse()
+                .map_err(|_| Error::BadUrl(format!("{url}: bad port")))?,
+        ),
+        None => (hostport.to_string(), 80),
+    };
+    if host.is_empty() {
+        return Err(Error::BadUrl(format!("{url}: no host")));
+    }
+    Ok(HttpUrl {
+        host,
+        port,
+        path: path.to_string(),
+    })
+}
+
+fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>> {
+    let u = parse_http(url)?;
+    let addr = (u.host.as_str(), u.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::BadUrl(format!("{url}: host not found")))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: framecache/{}\r\nConnection: close\r\n\r\n",
+        u.path,
+        u.host,
+        u.port,
+        env!("CARGO_PKG_VERSION")
+    )?;
+    let mut data = Vec::new();
+    s.take(HTTP_MAX as u64 + 65536).read_to_end(&mut data)?;
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| Error::Protocol(format!("{url}: no HTTP header")))?;
+    let head = String::from_utf8_lossy(&data[..end]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("");
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| Error::Protocol(format!("{url}: bad status line {status:?}")))?;
+    if code != 200 {
+        return Err(Error::Protocol(format!("{url}: HTTP {code}")));
+    }
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = data[end + 4..].to_vec();
+    if body.len() > HTTP_MAX {
+        return Err(Error::Protocol(format!("{url}: response too large")));
+    }
+    if chunked {
+        return dechunk(&body).ok_or_else(|| Error::Protocol(format!("{url}: bad chunked body")));
+    }
+    Ok(body)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_txt = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_txt.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Resolves a playlist entry against the playlist URL; it must stay on the same host and
+/// port and be http.
+fn resolve_uri(base: &str, uri: &str) -> Result<String> {
+    let b = parse_http(base)?;
+    let full = if uri.contains("://") {
+        uri.to_string()
+    } else if let Some(abs) = uri.strip_prefix('/') {
+        format!("http://{}:{}/{abs}", b.host, b.port)
+    } else {
+        let dir = match b.path.split('?').next().unwrap_or("").rfind('/') {
+            Some(i) => &b.path[..=i],
+            None => "/",
+        };
+        format!("http://{}:{}{dir}{uri}", b.host, b.port)
+    };
+    let u = parse_http(&full)
+        .map_err(|_| Error::BadUrl(format!("playlist entry {uri:?} is not an http URL")))?;
+    if u.host != b.host || u.port != b.port {
+        return Err(Error::BadUrl(format!(
+            "playlist entry {uri:?} points to another server"
+        )));
+    }
+    if u.path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .any(|c| c == "..")
+    {
+        return Err(Error::BadUrl(format!(
+            "playlist entry {uri:?} climbs with '..'"
+        )));
+    }
+    Ok(full)
+}
+
+/// A parsed playlist: media segments (sequence number, URI) or variant streams.
+struct Playlist {
+    variants: Vec<String>,
+    segments: Vec<(u64, String)>,
+    target: Duration,
+    ended: bool,
+}
+
+fn parse_playlist(text: &str) -> Result<Playlist> {
+    if !text.trim_start().starts_with("#EXTM3U") {
+        return Err(Error::Protocol("not an M3U8 playlist".into()));
+    }
+    let mut p = Playlist {
+        variants: Vec::new(),
+        segments: Vec::new(),
+        target: Duration::from_secs(2),
+        ended: false,
+    };
+    let mut seq = 0u64;
+    let mut next_is_variant = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            seq = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            if let Ok(s) = v.trim().parse::<f64>() {
+                p.target = Duration::from_secs_f64(s.clamp(0.1, 60.0));
+            }
+        } else if line.starts_with("#EXT-X-STREAM-INF") {
+            next_is_variant = true;
+        } else if line.starts_with("#EXT-X-ENDLIST") {
+            p.ended = true;
+        } else if line.starts_with("#EXT-X-MAP") {
+            return Err(Error::Protocol(
+                "fMP4 HLS segments are not supported yet (TS only)".into(),
+            ));
+        } else if !line.is_empty() && !line.starts_with('#') {
+            if next_is_variant {
+                p.variants.push(line.to_string());
+                next_is_variant = false;
+            } else {
+                p.segments.push((seq, line.to_string()));
+                seq += 1;
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// HLS: follows the first variant of a master playlist, starts near the live edge (the last
+/// three segments), fetches new segments in order and demuxes them as one TS stream.
+fn run_hls(url: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Result<()> {
+    let mut playlist_url = url.to_string();
+    let text = http_get(&playlist_url, t.connect)?;
+    let mut pl = parse_playlist(&String::from_utf8_lossy(&text))?;
+    if let Some(v) = pl.variants.first() {
+        playlist_url = resolve_uri(url, v)?;
+        pl = parse_playlist(&String::from_utf8_lossy(&http_get(
+            &playlist_url,
+            t.connect,
+        )?))?;
+    }
+    let mut ts = TsToMedia::new();
+    let mut next_seq: Option<u64> = None;
+    let mut queue: VecDeque<(u64, String)> = VecDeque::new();
+    let mut last_new = Instant::now();
+    loop {
+        if stop.is_set() {
+            return Ok(());
+        }
+        let start_at = pl.segments.len().saturating_sub(3);
+        for (i, (seq, uri)) in pl.segments.iter().enumerate() {
+            let take = match next_seq {
+                Some(n) => *seq >= n,
+                None => i >= start_at,
+            };
+            if take {
+                queue.push_back((*seq, uri.clone()));
+                next_seq = Some(seq + 1);
+                last_new = Instant::now();
+            }
+        }
+        while let Some((_, uri)) = queue.pop_front() {
+            if stop.is_set() {
+                return Ok(());
+            }
+            let seg_url = resolve_uri(&playlist_url, &uri)?;
+            let data = http_get(&seg_url, t.connect.max(pl.target * 2))?;
+            ts.push(&data, out)?;
+        }
+        if pl.ended {
+            ts.flush(out)?;
+            return Err(Error::Protocol("the playlist ended".into()));
+        }
+        if last_new.elapsed() > t.idle.max(pl.target * 3) {
+            return Err(Error::Protocol("the playlist stopped growing".into()));
+        }
+        let wait = (pl.target / 2).max(Duration::from_millis(100));
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.is_set() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pl = parse_playlist(&String::from_utf8_lossy(&http_get(
+            &playlist_url,
+            t.connect,
+        )?))?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RTMP pull (play from a server)
+// ---------------------------------------------------------------------------------------------
+
+fn run_rtmp(
+    addr: &str,
+    app: &str,
+    key: &str,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+    };
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::BadUrl(format!("{addr}: host not found")))?;
+    let mut s = TcpStream::connect_timeout(&sa, t.connect)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut hs = Handshake::new(PeerType::Client);
+    let p0 = hs
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| Error::Protocol(format!("{e:?}")))?;
+    s.write_all(&p0)?;
+    let mut buf = vec![0u8; 65536];
+    let begin = Instant::now();
+    let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
+        match s.read(buf) {
+            Ok(0) => Err(Error::Protocol("connection closed".into())),
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let remaining = loop {
+        if begin.elapsed() > t.connect || stop.is_set() {
+            return Err(Error::Timeout);
+        }
+        let Some(n) = read(&mut s, &mut buf)? else {
+            continue;
+        };
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| Error::Protocol(format!("{e:?}")))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes)?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes)?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut cfg = ClientSessionConfig::new();
+    cfg.tc_url = Some(format!("rtmp://{addr}/{app}"));
+    let proto = |e| Error::Protocol(format!("{e:?}"));
+    let (mut session, init) = ClientSession::new(cfg).map_err(proto)?;
+    let mut results: VecDeque<ClientSessionResult> = init.into();
+    results.push_back(session.request_connection(app.to_string()).map_err(proto)?);
+    let mut conv = FlvToMedia::new();
+    let mut pending = Vec::new();
+    let mut input = remaining;
+    let mut last = Instant::now();
+    let mut playing = false;
+    loop {
+        if !input.is_empty() {
+            results.extend(session.handle_input(&input).map_err(proto)?);
+            input.clear();
+        }
+        while let Some(r) = results.pop_front() {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes)?,
+                ClientSessionResult::RaisedEvent(ev) => match ev {
+                    ClientSessionEvent::ConnectionRequestAccepted => {
+                        results
+                            .push_back(session.request_playback(key.to_string()).map_err(proto)?);
+                    }
+                    ClientSessionEvent::ConnectionRequestRejected { description } => {
+                        return Err(Error::Rejected(description));
+                    }
+                    ClientSessionEvent::PlaybackRequestAccepted => playing = true,
+                    ClientSessionEvent::VideoDataReceived { timestamp, data } => {
+                        last = Instant::now();
+                        conv.tag(true, &data, timestamp.value, &mut pending);
+                    }
+                    ClientSessionEvent::AudioDataReceived { timestamp, data } => {
+                        last = Instant::now();
+                        conv.tag(false, &data, timestamp.value, &mut pending);
+                    }
+                    ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                        if code.contains("StreamNotFound")
+                            || code.contains("Failed")
+                            || code.contains("UnpublishNotify")
+                        {
+                            return Err(Error::Protocol(format!("server said {code}")));
+                        }
+                    }
+                    _ => {}
+                },
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        for m in pending.drain(..) {
+            out(m)?;
+        }
+        if stop.is_set() {
+            return Ok(());
+        }
+        let limit = if playing { t.idle } else { t.connect };
+        if last.elapsed() > limit {
+            return Err(Error::Timeout);
+        }
+        if let Some(n) = read(&mut s, &mut buf)? {
+            input.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(matches!(
+            InputUrl::parse("udp://239.1.1.1:5000?localaddr=127.0.0.1").unwrap(),
+            InputUrl::Udp {
+                localaddr: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            InputUrl::parse("udp://@127.0.0.1:5000").unwrap(),
+            InputUrl::Udp { .. }
+        ));
+        assert_eq!(
+            InputUrl::parse("rtmp://h/live/cam").unwrap(),
+            InputUrl::RtmpPull {
+                addr: "h:1935".into(),
+                app: "live".into(),
+                key: "cam".into()
+            }
+        );
+        assert!(matches!(
+            InputUrl::parse("srt://127.0.0.1:9000?streamid=%23!::r=a,m=request&latency=50").unwrap(),
+            InputUrl::SrtCaller { streamid: Some(ref s), latency_ms: Some(50), .. } if s == "#!::r=a,m=request"
+        ));
+        for bad in [
+            "gopher://x",
+            "nothing",
+            "file:///etc/passwd",
+            "file://m/../x",
+            "file://m//etc/passwd",
+            "rtmp://h",
+            "copy://bad/slot",
+            "https://x/a.m3u8",
+        ] {
+            assert!(
+                matches!(
+                    InputUrl::parse(bad),
+                    Err(Error::BadUrl(_)) | Err(Error::BadSlotId(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn playlist_entries_stay_on_the_server() {
+        let base = "http://127.0.0.1:8080/live/index.m3u8";
+        assert_eq!(
+            resolve_uri(base, "seg_001.ts").unwrap(),
+            "http://127.0.0.1:8080/live/seg_001.ts"
+        );
+        assert_eq!(
+            resolve_uri(base, "/other/s.ts").unwrap(),
+            "http://127.0.0.1:8080/other/s.ts"
+        );
+        for bad in [
+            "http://evil:80/x.ts",
+            "file:///etc/passwd",
+            "../../etc/passwd",
+            "http://127.0.0.1:8081/x.ts",
+        ] {
+            assert!(resolve_uri(base, bad).is_err(), "{bad}");
+        }
+        let p = parse_playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:1.0,\na.ts\n#EXTINF:1.0,\nb.ts\n#EXT-X-ENDLIST\n",
+        )
+        .unwrap();
+        assert_eq!(p.segments, vec![(7, "a.ts".into()), (8, "b.ts".into())]);
+        assert!(p.ended);
+        assert!(parse_playlist("garbage").is_err());
+        assert_eq!(dechunk(b"3\r\nabc\r\n0\r\n\r\n").unwrap(), b"abc");
+        assert!(dechunk(b"ff\r\nabc").is_none());
+    }
+
+    #[test]
+    fn mounts_confine_paths() {
+        let dir = std::env::temp_dir().join(format!("fc-mount-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a.ts"), b"x").unwrap();
+        let m = Mounts::new();
+        m.add("vod", &dir).unwrap();
+        assert!(m.resolve("vod", "sub/a.ts").is_ok());
+        assert!(m.resolve("vod", "../x").is_err());
+        assert!(m.resolve("other", "sub/a.ts").is_err());
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("sub/link")).unwrap();
+        assert!(matches!(
+            m.resolve("vod", "sub/link"),
+            Err(Error::BadUrl(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,638 @@
+//! RTMP: the push server (publish routed by stream key, play of any packet slot) and the pull
+//! client, on rml_rtmp's sans-IO sessions with tokio at the socket edge.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::flv::{self, FlvMedia, FlvParser};
+use super::registry::{KeyRegistry, PushGuard};
+use super::sink::{EventCallback, IngestEvent, Media, SinkOptions, SlotSink, Track};
+use super::Streams;
+use crate::error::{Error, Result};
+use crate::packet::*;
+
+/// A publisher that sends nothing for this long is dropped.
+const PUBLISH_IDLE: Duration = Duration::from_secs(20);
+/// Handshake and connect must be done within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// FLV tag bodies of one RTMP (or FLV file) source → [`Media`]: one video and one audio track,
+/// declared as they first appear, timestamps in ms unwrapped across the 32-bit wrap.
+#[derive(Debug, Default)]
+pub struct FlvToMedia {
+    parser: FlvParser,
+    video: Option<(usize, u32)>,
+    audio: Option<(usize, u32)>,
+    tracks: usize,
+    last_ts: Option<u32>,
+    wraps: i64,
+    /// Tags refused (bad or unsupported), for logs.
+    pub errors: u64,
+    /// Last error text.
+    pub last_error: Option<String>,
+}
+
+impl FlvToMedia {
+    /// A converter with nothing seen yet.
+    pub fn new() -> FlvToMedia {
+        FlvToMedia::default()
+    }
+
+    fn unwrap_ts(&mut self, ts: u32) -> i64 {
+        if let Some(last) = self.last_ts {
+            // A jump back by more than half the range is a wrap.
+            if ts < last && last - ts > 1 << 31 {
+                self.wraps += 1;
+            } else if ts > last && ts - last > 1 << 31 && self.wraps > 0 {
+                self.wraps -= 1;
+            }
+        }
+        self.last_ts = Some(ts);
+        i64::from(ts) + (self.wraps << 32)
+    }
+
+    /// Converts one tag body (`video` or audio) with its timestamp into media events.
+    pub fn tag(&mut self, video: bool, body: &[u8], ts: u32, out: &mut Vec<Media>) {
+        let parsed = if video {
+            self.parser.video(body)
+        } else {
+            self.parser.audio(body)
+        };
+        let m = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = Some(e.to_string());
+                return;
+            }
+        };
+        let codec = match &m {
+            FlvMedia::Config { codec, .. } | FlvMedia::Frame { codec, .. } => *codec,
+            FlvMedia::Nothing => return,
+        };
+        let slot = if video {
+            &mut self.video
+        } else {
+            &mut self.audio
+        };
+        let track = match *slot {
+            Some((t, c)) if c == codec => t,
+            Some(_) => {
+                // A codec switch mid-stream is not supported: keep the first.
+                self.errors += 1;
+                self.last_error = Some("codec changed mid-stream".into());
+                return;
+            }
+            None => {
+                let t = self.tracks;
+                self.tracks += 1;
+                *slot = Some((t, codec));
+                out.push(Media::AddTrack(Track {
+                    codec,
+                    timebase: (1, 1000),
+                }));
+                t
+            }
+        };
+        let dts = self.unwrap_ts(ts);
+        match m {
+            FlvMedia::Config { data, .. } => out.push(Media::Params { track, data }),
+            FlvMedia::Frame {
+                cts,
+                keyframe,
+                data,
+                ..
+            } => out.push(Media::Frame {
+                track,
+                pts: dts + i64::from(cts),
+                dts,
+                keyframe,
+                discontinuity: false,
+                data,
+            }),
+            FlvMedia::Nothing => {}
+        }
+    }
+}
+
+/// Settings of the RTMP server.
+#[derive(Clone)]
+pub struct RtmpServerConfig {
+    /// Keys that may publish.
+    pub registry: KeyRegistry,
+    /// How publish slots are created.
+    pub sink: SinkOptions,
+    /// Events of every publish.
+    pub events: Option<EventCallback>,
+    /// Serve `play` requests from packet slots.
+    pub play: bool,
+    /// Root directory of slots (None = the default).
+    pub root: Option<std::path::PathBuf>,
+}
+
+impl RtmpServerConfig {
+    /// Publish through `registry`, play enabled.
+    pub fn new(registry: KeyRegistry) -> RtmpServerConfig {
+        let sink = SinkOptions {
+            source_type: "rtmp".into(),
+            ..SinkOptions::default()
+        };
+        RtmpServerConfig {
+            registry,
+            sink,
+            events: None,
+            play: true,
+            root: None,
+        }
+    }
+}
+
+struct Ctx {
+    cfg: RtmpServerConfig,
+    streams: Streams,
+    conn_ids: AtomicU64,
+}
+
+/// Accepts RTMP connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Streams) {
+    let ctx = Arc::new(Ctx {
+        cfg,
+        streams,
+        conn_ids: AtomicU64::new(0),
+    });
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("framecache: rtmp: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let ctx = ctx.clone();
+        let n = ctx.conn_ids.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = connection(sock, peer, &ctx).await {
+                eprintln!("framecache: rtmp: {peer} (#{n}): {e}");
+            }
+        });
+    }
+}
+
+enum PlayMsg {
+    Meta(StreamMetadata),
+    Video(Bytes, u32),
+    Audio(Bytes, u32),
+    End(String),
+}
+
+struct Publish {
+    guard: PushGuard,
+    sink: SlotSink,
+    conv: FlvToMedia,
+    reported_errors: u64,
+}
+
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| Error::Protocol("RTMP library panicked on the input".into()))
+}
+
+async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> {
+    let (mut rd, mut wr) = sock.into_split();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut hs = Handshake::new(PeerType::Server);
+    let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return Err(Error::Protocol("closed during the handshake".into()));
+            }
+            let r = catch(|| hs.process_bytes(&buf[..n]))?
+                .map_err(|e| Error::Protocol(format!("handshake: {e:?}")))?;
+            match r {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    wr.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    wr.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| Error::Protocol("handshake timed out".into()))??;
+
+    let (mut session, init) = ServerSession::new(ServerSessionConfig::new())
+        .map_err(|e| Error::Protocol(format!("{e:?}")))?;
+    let mut publish: Option<Publish> = None;
+    let (play_tx, mut play_rx) = mpsc::channel::<PlayMsg>(256);
+    let mut play_stream: Option<u32> = None;
+    let mut out = Vec::new();
+    let mut queue: Vec<ServerSessionResult> = init;
+    let mut input: Option<Vec<u8>> = Some(remaining);
+    let result: Result<()> = loop {
+        if let Some(bytes) = input.take() {
+            if !bytes.is_empty() {
+                match catch(|| session.handle_input(&bytes))? {
+                    Ok(r) => queue.extend(r),
+                    Err(e) => break Err(Error::Protocol(format!("{e:?}"))),
+                }
+            }
+        }
+        // Results may raise requests whose answers are more results.
+        let mut stop = None;
+        let mut work: std::collections::VecDeque<_> = queue.drain(..).collect();
+        while let Some(r) = work.pop_front() {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ServerSessionResult::RaisedEvent(ev) => {
+                    let play = &mut play_stream;
+                    match on_event(ev, &mut session, ctx, peer, &mut publish, &play_tx, play) {
+                        Ok((more, end)) => {
+                            work.extend(more);
+                            if end.is_some() {
+                                stop = end;
+                            }
+                        }
+                        Err(e) => stop = Some(e),
+                    }
+                }
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = wr.write_all(&out).await {
+                break Err(e.into());
+            }
+            out.clear();
+        }
+        if let Some(e) = stop {
+            break Err(e);
+        }
+        let idle = if publish.is_some() || play_stream.is_none() {
+            PUBLISH_IDLE
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(&mut buf)) => {
+                match r {
+                    Err(_) => break Err(Error::Protocol("idle timeout".into())),
+                    Ok(Err(e)) => break Err(e.into()),
+                    Ok(Ok(0)) => break Ok(()),
+                    Ok(Ok(n)) => input = Some(buf[..n].to_vec()),
+                }
+            }
+            m = play_rx.recv(), if play_stream.is_some() => {
+                let sid = play_stream.expect("guarded");
+                let packet = match m {
+                    Some(PlayMsg::Meta(md)) => session.send_metadata(sid, &md),
+                    Some(PlayMsg::Video(b, ts)) => session.send_video_data(sid, b, RtmpTimestamp::new(ts), false),
+                    Some(PlayMsg::Audio(b, ts)) => session.send_audio_data(sid, b, RtmpTimestamp::new(ts), false),
+                    Some(PlayMsg::End(why)) => {
+                        // Tell the player the stream is over, then close.
+                        if let Ok(p) = session.finish_playing(sid) {
+                            let _ = wr.write_all(&p.bytes).await;
+                        }
+                        eprintln!("framecache: rtmp: {peer}: play ended: {why}");
+                        break Ok(());
+                    }
+                    None => break Ok(()),
+                };
+                match packet {
+                    Ok(p) => out.extend_from_slice(&p.bytes),
+                    Err(e) => break Err(Error::Protocol(format!("{e:?}"))),
+                }
+            }
+        }
+    };
+    if let Some(p) = publish.take() {
+        finish_publish(p, ctx, peer, result.as_ref().err());
+    }
+    result
+}
+
+fn finish_publish(mut p: Publish, ctx: &Ctx, peer: SocketAddr, err: Option<&Error>) {
+    p.sink.end_session(true);
+    p.sink.stats().connected.store(false, Ordering::Relaxed);
+    if let Some(cb) = &ctx.cfg.events {
+        cb(&IngestEvent::Disconnected {
+            input: format!("rtmp://{peer}/{}", p.guard.key()),
+            reason: err.map_or("publisher closed".into(), |e| e.to_string()),
+        });
+    }
+}
+
+/// What an event led to: results to process (responses to send) and, when the connection
+/// must end, why (sent after the responses, so a refusal reaches the peer).
+type Outcome = (Vec<ServerSessionResult>, Option<Error>);
+
+fn on_event(
+    ev: ServerSessionEvent,
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    peer: SocketAddr,
+    publish: &mut Option<Publish>,
+    play_tx: &mpsc::Sender<PlayMsg>,
+    play_stream: &mut Option<u32>,
+) -> Result<Outcome> {
+    let proto = |e| Error::Protocol(format!("{e:?}"));
+    match ev {
+        ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+            Ok((session.accept_request(request_id).map_err(proto)?, None))
+        }
+        ServerSessionEvent::PublishStreamRequested {
+            request_id,
+            stream_key,
+            ..
+        } => {
+            if publish.is_some() || play_stream.is_some() {
+                return Err(Error::Protocol("second stream on one connection".into()));
+            }
+            let guard = match ctx.cfg.registry.acquire(&stream_key, &peer.to_string()) {
+                Ok(g) => g,
+                Err(e) => {
+                    let r = session
+                        .reject_request(request_id, "NetStream.Publish.BadName", &e.to_string())
+                        .map_err(proto)?;
+                    return Ok((r, Some(e)));
+                }
+            };
+            let stats = ctx.streams.stats_for(guard.key());
+            let slot = guard.config().slot.clone();
+            let mut sink = match &ctx.cfg.root {
+                Some(root) => SlotSink::new_in(root, &slot, ctx.cfg.sink.clone(), stats.clone())?,
+                None => SlotSink::new(&slot, ctx.cfg.sink.clone(), stats.clone())?,
+            };
+            sink.set_events(ctx.cfg.events.clone(), false);
+            if stats.packets.load(Ordering::Relaxed) > 0 {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            stats.connected.store(true, Ordering::Relaxed);
+            if let Some(cb) = &ctx.cfg.events {
+                cb(&IngestEvent::Connected {
+                    input: format!("rtmp://{peer}/{}", guard.key()),
+                });
+            }
+            eprintln!(
+                "framecache: rtmp: {peer} publishes {:?} into slot {slot}",
+                guard.key()
+            );
+            *publish = Some(Publish {
+                guard,
+                sink,
+                conv: FlvToMedia::new(),
+                reported_errors: 0,
+            });
+            Ok((session.accept_request(request_id).map_err(proto)?, None))
+        }
+        ServerSessionEvent::VideoDataReceived {
+            data, timestamp, ..
+        } => media(publish, true, &data, timestamp.value),
+        ServerSessionEvent::AudioDataReceived {
+            data, timestamp, ..
+        } => media(publish, false, &data, timestamp.value),
+        ServerSessionEvent::PublishStreamFinished { .. } => {
+            if let Some(p) = publish.take() {
+                finish_publish(p, ctx, peer, None);
+            }
+            Ok((Vec::new(), None))
+        }
+        ServerSessionEvent::PlayStreamRequested {
+            request_id,
+            stream_key,
+            stream_id,
+            ..
+        } => {
+            if publish.is_some() || play_stream.is_some() {
+                return Err(Error::Protocol("second stream on one connection".into()));
+            }
+            let key = super::registry::normalize_key(&stream_key).to_string();
+            // A registered key plays its slot; otherwise the key names the slot itself.
+            let slot = ctx
+                .cfg
+                .registry
+                .lookup(&key)
+                .map_or(key.clone(), |c| c.slot);
+            let opened = if ctx.cfg.play {
+                open_play(&slot, ctx.cfg.root.as_deref())
+            } else {
+                Err(Error::Rejected("play is disabled".into()))
+            };
+            match opened {
+                Ok(reader) => {
+                    let tx = play_tx.clone();
+                    std::thread::Builder::new()
+                        .name("rtmp-play".into())
+                        .spawn(move || play_thread(reader, tx))
+                        .map_err(Error::Io)?;
+                    *play_stream = Some(stream_id);
+                    eprintln!("framecache: rtmp: {peer} plays slot {slot}");
+                    Ok((session.accept_request(request_id).map_err(proto)?, None))
+                }
+                Err(e) => {
+                    let r = session
+                        .reject_request(request_id, "NetStream.Play.StreamNotFound", &e.to_string())
+                        .map_err(proto)?;
+                    Ok((r, Some(Error::Rejected(format!("play {slot}: {e}")))))
+                }
+            }
+        }
+        _ => Ok((Vec::new(), None)),
+    }
+}
+
+fn media(publish: &mut Option<Publish>, video: bool, data: &[u8], ts: u32) -> Result<Outcome> {
+    let Some(p) = publish.as_mut() else {
+        return Ok((Vec::new(), None));
+    };
+    let mut out = Vec::with_capacity(2);
+    p.conv.tag(video, data, ts, &mut out);
+    if p.conv.errors > p.reported_errors {
+        // Log the first few refused tags, then every 100th.
+        if p.reported_errors < 5 || p.conv.errors % 100 == 0 {
+            eprintln!(
+                "framecache: rtmp: key {:?}: dropped a tag: {}",
+                p.guard.key(),
+                p.conv.last_error.as_deref().unwrap_or("?")
+            );
+        }
+        p.sink
+            .stats()
+            .dropped
+            .fetch_add(p.conv.errors - p.reported_errors, Ordering::Relaxed);
+        p.reported_errors = p.conv.errors;
+    }
+    for m in out {
+        p.sink.push(m)?;
+    }
+    Ok((Vec::new(), None))
+}
+
+fn open_play(slot: &str, root: Option<&std::path::Path>) -> Result<PacketReader> {
+    let cfg = PacketReaderConfig {
+        start: PacketStart::Keyframe,
+    };
+    match root {
+        Some(r) => PacketReader::open_in(r, slot, cfg),
+        None => PacketReader::open(slot, cfg),
+    }
+}
+
+/// Stream properties → `onMetaData`.
+fn metadata(streams: &[StreamInfo], video: Option<u32>, audio: Option<u32>) -> StreamMetadata {
+    let mut md = StreamMetadata::new();
+    if let Some(v) = video.map(|i| &streams[i as usize]) {
+        md.video_codec_id = Some(7);
+        if v.width > 0 {
+            md.video_width = Some(v.width);
+            md.video_height = Some(v.height);
+        }
+        if v.fps.0 > 0 && v.fps.1 > 0 {
+            md.video_frame_rate = Some(v.fps.0 as f32 / v.fps.1 as f32);
+        }
+    }
+    if let Some(a) = audio.map(|i| &streams[i as usize]) {
+        md.audio_codec_id = Some(if a.codec == FC_CODEC_AAC { 10 } else { 2 });
+        if a.sample_rate > 0 {
+            md.audio_sample_rate = Some(a.sample_rate);
+        }
+        if a.channels > 0 {
+            md.audio_channels = Some(a.channels);
+            md.audio_is_stereo = Some(a.channels > 1);
+        }
+    }
+    md.encoder = Some(format!("framecache {}", env!("CARGO_PKG_VERSION")));
+    md
+}
+
+/// Reads a packet slot and hands FLV tag bodies to the connection: metadata, then per stream
+/// its sequence header before its first packet (and again when the parameters change), then
+/// the packets, timestamps in ms from the first packet. The first video stream (H.264) and the
+/// first AAC or MP3 stream are played.
+fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
+    let streams = r.streams();
+    let video = streams
+        .iter()
+        .find(|s| s.codec == FC_CODEC_H264)
+        .map(|s| s.index);
+    let audio = streams
+        .iter()
+        .find(|s| matches!(s.codec, FC_CODEC_AAC | FC_CODEC_MP3))
+        .map(|s| s.index);
+    if video.is_none() && audio.is_none() {
+        let _ = tx.blocking_send(PlayMsg::End(
+            "the slot has no H.264, AAC or MP3 stream to play over RTMP".into(),
+        ));
+        return;
+    }
+    if tx
+        .blocking_send(PlayMsg::Meta(metadata(&streams, video, audio)))
+        .is_err()
+    {
+        return;
+    }
+    let mut sent_gen = vec![0u32; streams.len()];
+    let mut base: Option<i64> = None;
+    let mut buf = Vec::new();
+    loop {
+        let info = match r.next_copy(&mut buf, Duration::from_millis(500)) {
+            Ok(i) => i,
+            Err(Error::BufferTooSmall { need, .. }) => {
+                buf.resize(need, 0);
+                continue;
+            }
+            Err(Error::Timeout) | Err(Error::PacketOverrun) => {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(PlayMsg::End(e.to_string()));
+                return;
+            }
+        };
+        let si = info.stream as usize;
+        if Some(info.stream) != video && Some(info.stream) != audio {
+            continue;
+        }
+        let s = &streams[si];
+        let ms = |t: i64| {
+            (i128::from(t) * 1000 * i128::from(s.timebase.0) / i128::from(s.timebase.1.max(1)))
+                as i64
+        };
+        let t = if info.dts != FC_NOPTS {
+            info.dts
+        } else {
+            info.pts
+        };
+        if t == FC_NOPTS {
+            continue;
+        }
+        let dts_ms = ms(t);
+        let b = *base.get_or_insert(dts_ms);
+        let ts = (dts_ms - b).max(0) as u32;
+        let data = &buf[..info.size as usize];
+        let is_video = Some(info.stream) == video;
+        let mut msgs = Vec::with_capacity(2);
+        if s.codec != FC_CODEC_MP3 && info.params_gen != 0 && info.params_gen != sent_gen[si] {
+            if let Ok((g, p)) = r.codec_params(info.stream, info.params_gen) {
+                let seq = if is_video {
+                    flv::avc_sequence_header(&p)
+                } else {
+                    Some(flv::aac_sequence_header(&p))
+                };
+                if let Some(seq) = seq {
+                    msgs.push((Bytes::from(seq), ts));
+                    sent_gen[si] = g;
+                }
+            }
+        }
+        if s.codec != FC_CODEC_MP3 && sent_gen[si] == 0 {
+            continue; // nothing decodable without the sequence header
+        }
+        let body = if is_video {
+            let cts = if info.pts != FC_NOPTS && info.dts != FC_NOPTS {
+                ms(info.pts) - ms(info.dts)
+            } else {
+                0
+            };
+            flv::avc_frame(data, info.flags & FC_PACKET_KEYFRAME != 0, cts as i32)
+        } else if s.codec == FC_CODEC_AAC {
+            flv::aac_frame(data)
+        } else {
+            flv::mp3_frame(data)
+        };
+        msgs.push((Bytes::from(body), ts));
+        for (b, ts) in msgs {
+            let m = if is_video {
+                PlayMsg::Video(b, ts)
+            } else {
+                PlayMsg::Audio(b, ts)
+            };
+            if tx.blocking_send(m).is_err() {
+                return;
+            }
+        }
+    }
+}

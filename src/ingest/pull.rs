@@ -171,7 +171,7 @@ impl InputUrl {
                 if mount.is_empty() {
                     return Err(bad("absolute file paths are not allowed; use a mount"));
                 }
-                check_relative(path).map_err(|w| bad(w))?;
+                check_relative(path).map_err(bad)?;
                 Ok(InputUrl::File {
                     mount: mount.to_string(),
                     path: path.to_string(),
@@ -433,12 +433,17 @@ fn run_udp(
     let mut buf = vec![0u8; 65536];
     let mut last = Instant::now();
     let mut first = true;
-    while !stop.is_set() {
+    let r = loop {
+        if stop.is_set() {
+            break Ok(());
+        }
         match sock.recv(&mut buf) {
             Ok(n) => {
                 last = Instant::now();
                 first = false;
-                ts.push(&buf[..n], out)?;
+                if let Err(e) = ts.push(&buf[..n], out) {
+                    break Err(e);
+                }
             }
             Err(e)
                 if matches!(
@@ -448,13 +453,17 @@ fn run_udp(
             {
                 let limit = if first { t.connect } else { t.idle };
                 if last.elapsed() > limit {
-                    return Err(Error::Timeout);
+                    break Err(Error::Timeout);
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => break Err(e.into()),
         }
+    };
+    // The demuxer holds the last unit of each stream until the next one starts.
+    if !first {
+        ts.flush(out)?;
     }
-    Ok(())
+    r
 }
 
 /// Releases media at the pace of their timestamps.
@@ -953,13 +962,12 @@ fn run_rtmp(
                         last = Instant::now();
                         conv.tag(false, &data, timestamp.value, &mut pending);
                     }
-                    ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                    ClientSessionEvent::UnhandleableOnStatusCode { code }
                         if code.contains("StreamNotFound")
                             || code.contains("Failed")
-                            || code.contains("UnpublishNotify")
-                        {
-                            return Err(Error::Protocol(format!("server said {code}")));
-                        }
+                            || code.contains("UnpublishNotify") =>
+                    {
+                        return Err(Error::Protocol(format!("server said {code}")));
                     }
                     _ => {}
                 },

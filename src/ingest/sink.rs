@@ -394,14 +394,34 @@ impl SlotSink {
     }
 
     /// Whether the open slot's streams match the current tracks (same codecs, same order).
+    /// Track indices in slot order: video first, then the rest, in arrival order otherwise
+    /// (sources that discover tracks may show audio first; slots always list video first).
+    fn slot_order(&self) -> Vec<usize> {
+        let is_video =
+            |i: &usize| matches!(self.tracks[*i].track.codec, FC_CODEC_H264 | FC_CODEC_HEVC);
+        let (mut v, a): (Vec<usize>, Vec<usize>) = (0..self.tracks.len()).partition(is_video);
+        v.extend(a);
+        v.truncate(MAX_STREAMS);
+        v
+    }
+
+    /// Source track → slot stream for `order`.
+    fn map_for(&self, order: &[usize]) -> Vec<Option<u32>> {
+        let mut map = vec![None; self.tracks.len()];
+        for (pos, &t) in order.iter().enumerate() {
+            map[t] = Some(pos as u32);
+        }
+        map
+    }
+
+    /// Whether the open slot's streams match the current tracks (same codecs, same order).
     fn compatible(&self) -> bool {
         self.writer.is_some()
-            && self.slot_codecs.len() == self.tracks.len()
             && self
-                .tracks
+                .slot_order()
                 .iter()
-                .zip(&self.slot_codecs)
-                .all(|(t, &c)| t.track.codec == c)
+                .map(|&i| self.tracks[i].track.codec)
+                .eq(self.slot_codecs.iter().copied())
     }
 
     fn ready(&self) -> bool {
@@ -439,7 +459,7 @@ impl SlotSink {
                 }
                 self.create()?;
             } else if self.compatible() {
-                self.map = (0..self.tracks.len()).map(|i| Some(i as u32)).collect();
+                self.map = self.map_for(&self.slot_order());
             } else {
                 return Ok(());
             }
@@ -455,8 +475,9 @@ impl SlotSink {
     }
 
     fn create(&mut self) -> Result<()> {
+        let order = self.slot_order();
         let mut cfgs = Vec::new();
-        for t in self.tracks.iter().take(MAX_STREAMS) {
+        for t in order.iter().map(|&i| &self.tracks[i]) {
             let mut c = StreamConfig::new(t.track.codec);
             match (t.track.codec, &t.params) {
                 (FC_CODEC_H264, Some(p)) => {
@@ -487,15 +508,13 @@ impl SlotSink {
         // Drop the old writer first: the same id is re-created.
         self.writer = None;
         let mut w = PacketWriter::create_in(&self.root, &self.id, &cfg)?;
-        for (i, t) in self.tracks.iter().enumerate().take(MAX_STREAMS) {
+        for (pos, t) in order.iter().map(|&i| &self.tracks[i]).enumerate() {
             if let Some(p) = &t.params {
-                w.set_codec_params(i as u32, p)?;
+                w.set_codec_params(pos as u32, p)?;
             }
         }
-        self.map = (0..self.tracks.len())
-            .map(|i| (i < MAX_STREAMS).then_some(i as u32))
-            .collect();
-        self.slot_codecs = self.tracks.iter().map(|t| t.track.codec).collect();
+        self.map = self.map_for(&order);
+        self.slot_codecs = order.iter().map(|&i| self.tracks[i].track.codec).collect();
         self.disc = vec![false; self.slot_codecs.len()];
         self.last_dts = None;
         self.writer = Some(w);

@@ -30,8 +30,9 @@ const SRTO_PASSPHRASE: c_int = 26;
 const SRTO_CONNTIMEO: c_int = 36;
 const SRTO_STREAMID: c_int = 46;
 const SRTO_TRANSTYPE: c_int = 50;
-/// `SRT_EASYNCRCV`: no data before the receive timeout.
+/// `SRT_EASYNCRCV` / `SRT_ETIMEOUT`: no data before the receive timeout.
 const SRT_EASYNCRCV: c_int = 6002;
+const SRT_ETIMEOUT: c_int = 6003;
 
 /// Reject codes (libsrt's `SRT_REJX_*`, HTTP-like, offset 1000).
 pub const REJECT_NOT_FOUND: c_int = 1404;
@@ -48,6 +49,7 @@ struct Api {
     setsockflag: unsafe extern "C" fn(Sock, c_int, *const c_void, c_int) -> c_int,
     getsockflag: unsafe extern "C" fn(Sock, c_int, *mut c_void, *mut c_int) -> c_int,
     bind: unsafe extern "C" fn(Sock, *const libc::sockaddr, c_int) -> c_int,
+    getsockname: unsafe extern "C" fn(Sock, *mut libc::sockaddr, *mut c_int) -> c_int,
     listen: unsafe extern "C" fn(Sock, c_int) -> c_int,
     accept: unsafe extern "C" fn(Sock, *mut libc::sockaddr, *mut c_int) -> Sock,
     listen_callback: unsafe extern "C" fn(Sock, ListenCb, *mut c_void) -> c_int,
@@ -68,6 +70,9 @@ fn api() -> Result<&'static Api> {
         .map_err(|e| Error::NoLibrary(e.clone()))
 }
 
+// The symbol types are the Api field types (from srt.h 1.5); spelling each out again here
+// would only repeat them.
+#[allow(clippy::missing_transmute_annotations)]
 fn load() -> std::result::Result<Api, String> {
     let names = [
         "libsrt.so.1.5",
@@ -107,6 +112,7 @@ fn load() -> std::result::Result<Api, String> {
         setsockflag: sym!("srt_setsockflag"),
         getsockflag: sym!("srt_getsockflag"),
         bind: sym!("srt_bind"),
+        getsockname: sym!("srt_getsockname"),
         listen: sym!("srt_listen"),
         accept: sym!("srt_accept"),
         listen_callback: sym!("srt_listen_callback"),
@@ -119,6 +125,18 @@ fn load() -> std::result::Result<Api, String> {
         setrejectreason: sym!("srt_setrejectreason"),
         getrejectreason: sym!("srt_getrejectreason"),
     };
+    // libsrt logs warnings (rejected callers, wrong passphrases) to stderr; we report those
+    // ourselves, so keep only its errors.
+    let c = CString::new("srt_setloglevel").expect("no NUL");
+    // SAFETY: dlsym on a live handle; srt_setloglevel(int) per srt.h.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+    if !p.is_null() {
+        // SAFETY: see above; LOG_ERR is 3.
+        unsafe {
+            let f: unsafe extern "C" fn(c_int) = std::mem::transmute(p);
+            f(3);
+        }
+    }
     // SAFETY: srt_startup may be called more than once; it is reference counted.
     if unsafe { (api.startup)() } < 0 {
         return Err("srt_startup failed".into());
@@ -238,7 +256,7 @@ impl SrtSocket {
         if n < 0 {
             // SAFETY: reads the calling thread's last error.
             let code = unsafe { (self.api.getlasterror)(std::ptr::null_mut()) };
-            if code == SRT_EASYNCRCV {
+            if code == SRT_EASYNCRCV || code == SRT_ETIMEOUT {
                 return Ok(None);
             }
             return Err(last_error(self.api, "recv"));
@@ -321,20 +339,25 @@ fn receive_ts(s: &SrtSocket, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -
     let mut ts = TsToMedia::new();
     let mut buf = vec![0u8; 1500];
     let mut last = Instant::now();
-    while !stop.is_set() {
-        match s.recv(&mut buf)? {
-            Some(n) => {
+    let r = loop {
+        if stop.is_set() {
+            break Ok(());
+        }
+        match s.recv(&mut buf) {
+            Ok(Some(n)) => {
                 last = Instant::now();
-                ts.push(&buf[..n], out)?;
-            }
-            None => {
-                if last.elapsed() > t.idle {
-                    return Err(Error::Timeout);
+                if let Err(e) = ts.push(&buf[..n], out) {
+                    break Err(e);
                 }
             }
+            Ok(None) if last.elapsed() > t.idle => break Err(Error::Timeout),
+            Ok(None) => {}
+            Err(e) => break Err(e),
         }
-    }
-    Ok(())
+    };
+    // The demuxer holds the last unit of each stream until the next one starts.
+    ts.flush(out)?;
+    r
 }
 
 /// The stream key in an SRT stream id, and whether it asks to publish.
@@ -479,6 +502,23 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
     if unsafe { (s.api.listen)(s.s, 16) } < 0 {
         return Err(last_error(s.api, "listen"));
     }
+    // The bound address (port 0 picks one).
+    // SAFETY: zeroed storage and its size as out-parameters.
+    let mut bound: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut blen = std::mem::size_of::<libc::sockaddr_storage>() as c_int;
+    // SAFETY: as above.
+    let r = unsafe {
+        (s.api.getsockname)(
+            s.s,
+            (&mut bound as *mut libc::sockaddr_storage).cast(),
+            &mut blen,
+        )
+    };
+    let addr = if r == 0 {
+        peer_name(&bound).parse().unwrap_or(addr)
+    } else {
+        addr
+    };
     let sock = Arc::new(s);
     let (sock2, ctx2) = (sock.clone(), ctx.clone());
     std::thread::Builder::new()

@@ -1,0 +1,728 @@
+//! The ingest engine against real peers: ffmpeg pushing RTMP and SRT, ffmpeg as UDP and HLS
+//! source, ffmpeg pulling RTMP play, nginx-rtmp as an RTMP server to pull from, and hostile
+//! bytes on the listener ports.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TempRoot;
+use framecache::ingest::{
+    Engine, IngestEvent, InputTimeouts, InputUrl, KeyConfig, Mounts, PullConfig, PullIngest,
+    Streams,
+};
+use framecache::packet::*;
+use framecache::Error;
+
+fn ffmpeg() -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .stdin(Stdio::null());
+    c
+}
+
+/// A `secs`-second 640x360 30 fps H.264 (GOP 30, no B-frames) + AAC file.
+fn source(dir: &Path, name: &str, secs: u32) -> PathBuf {
+    let out = dir.join(name);
+    let st = ffmpeg()
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("sine=frequency=440:sample_rate=44100")
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-y",
+        ])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success());
+    out
+}
+
+/// (video packets, audio packets, width, height) as ffprobe counts them.
+fn probe(file: &Path) -> (u64, u64, u64, u64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .args([
+            "stream=codec_type,codec_name,width,height,nb_read_packets",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let (mut v, mut a, mut w, mut h) = (0, 0, 0, 0);
+    for s in j["streams"].as_array().cloned().unwrap_or_default() {
+        let n: u64 = s["nb_read_packets"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        match s["codec_type"].as_str() {
+            Some("video") => {
+                assert_eq!(s["codec_name"], "h264");
+                v = n;
+                w = s["width"].as_u64().unwrap_or(0);
+                h = s["height"].as_u64().unwrap_or(0);
+            }
+            Some("audio") => {
+                assert_eq!(s["codec_name"], "aac");
+                a = n;
+            }
+            _ => {}
+        }
+    }
+    (v, a, w, h)
+}
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn engine(root: &TempRoot) -> Engine {
+    let mut e = Engine::new().unwrap();
+    e.set_root(root.path().to_path_buf());
+    e
+}
+
+/// What a reader saw in a slot, from its first packet until the writer left.
+#[derive(Debug, Default)]
+struct Seen {
+    video: u64,
+    audio: u64,
+    first_is_keyframe: bool,
+    keyframes_without_sps: u64,
+    discontinuities: u64,
+    backwards_dts: u64,
+    codecs: Vec<u32>,
+    width: u32,
+    aac_params: bool,
+}
+
+/// Reads slot `id` (waiting for it to appear) from its oldest keyframe until the writer is
+/// gone or nothing came for `idle`.
+fn read_slot(root: &Path, id: &str, idle: Duration) -> Seen {
+    let mut r = loop {
+        match PacketReader::open_in(
+            root,
+            id,
+            PacketReaderConfig {
+                start: PacketStart::OldestKeyframe,
+            },
+        ) {
+            Ok(r) => break r,
+            Err(Error::NotFound(_)) | Err(Error::NoPacketRing(_)) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("open {id}: {e}"),
+        }
+    };
+    let streams = r.streams();
+    let mut s = Seen {
+        codecs: streams.iter().map(|s| s.codec).collect(),
+        width: streams.first().map_or(0, |s| s.width),
+        ..Seen::default()
+    };
+    let mut last_dts = vec![i64::MIN; streams.len()];
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        let info = match r.next_copy(&mut buf, idle) {
+            Ok(i) => i,
+            Err(Error::BufferTooSmall { need, .. }) => {
+                buf.resize(need, 0);
+                continue;
+            }
+            Err(Error::WriterGone) | Err(Error::Timeout) => break,
+            Err(e) => panic!("read {id}: {e}"),
+        };
+        let st = &streams[info.stream as usize];
+        let data = &buf[..info.size as usize];
+        if st.codec == FC_CODEC_H264 {
+            if first {
+                s.first_is_keyframe = info.flags & FC_PACKET_KEYFRAME != 0;
+            }
+            s.video += 1;
+            let has_sps = framecache::ts::nal_units(data)
+                .iter()
+                .any(|n| !n.is_empty() && n[0] & 0x1F == 7);
+            if info.flags & FC_PACKET_KEYFRAME != 0 && !has_sps {
+                s.keyframes_without_sps += 1;
+            }
+        } else {
+            s.audio += 1;
+            if st.codec == FC_CODEC_AAC && r.codec_params(info.stream, 0).is_ok() {
+                s.aac_params = true;
+            }
+        }
+        first = false;
+        if info.flags & FC_PACKET_DISCONTINUITY != 0 {
+            s.discontinuities += 1;
+        }
+        let ld = &mut last_dts[info.stream as usize];
+        if info.dts < *ld {
+            s.backwards_dts += 1;
+        }
+        *ld = info.dts;
+    }
+    s
+}
+
+fn push_rtmp(file: &Path, url: &str) -> Child {
+    ffmpeg()
+        .args(["-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg runs")
+}
+
+#[test]
+fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() {
+    let root = TempRoot::new("ing-rtmp");
+    let src = source(root.path(), "src.flv", 4);
+    let (src_v, src_a, _, _) = probe(&src);
+    let mut e = engine(&root);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("cam1slot", &["publish://cam1"]).unwrap();
+    let url = format!("rtmp://{addr}/live/cam1");
+
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "cam1slot", Duration::from_secs(5)));
+    let mut first = push_rtmp(&src, &url);
+    wait_for("the publisher", Duration::from_secs(10), || {
+        e.registry().holder("cam1").is_some()
+    });
+    // A second pusher on the same key is refused while the first is live.
+    let second = ffmpeg()
+        .args(["-re", "-i"])
+        .arg(&src)
+        .args(["-t", "1", "-c", "copy", "-f", "flv", &url])
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "second pusher was accepted");
+    // An unknown key is refused too.
+    let unknown = ffmpeg()
+        .args(["-i"])
+        .arg(&src)
+        .args(["-t", "1", "-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{addr}/live/nokey"))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success(), "unknown key was accepted");
+
+    // RTMP play of the same stream while it is pushed: ffmpeg remuxes it to MP4.
+    let mp4 = root.path().join("play.mp4");
+    let play = ffmpeg()
+        .args(["-i", &url, "-c", "copy", "-y"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    assert!(first.wait().unwrap().success());
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert_eq!(seen.width, 640);
+    // A reader starts at the first keyframe: audio published before it is not delivered.
+    assert_eq!(seen.video, src_v, "{seen:?}");
+    assert!(seen.audio <= src_a && seen.audio + 2 >= src_a, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    assert_eq!(seen.keyframes_without_sps, 0, "keyframes carry SPS/PPS");
+    assert_eq!(seen.backwards_dts, 0);
+    let st = e.stats("cam1").unwrap();
+    assert_eq!(st.packets, src_v + src_a);
+    assert!(!st.connected);
+
+    assert!(
+        play.status.success() || mp4.exists(),
+        "play failed: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let (v, a, w, h) = probe(&mp4);
+    assert_eq!((w, h), (640, 360));
+    // Play joined at a keyframe after the start: some of the stream, not all of it.
+    assert!(v >= 30 && v <= src_v, "played {v} video packets of {src_v}");
+    assert!(a > 0);
+
+    // The key is free again once the first pusher left.
+    let again = ffmpeg()
+        .args(["-i"])
+        .arg(&src)
+        .args(["-t", "1", "-c", "copy", "-f", "flv", &url])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+fn srt_available() -> bool {
+    if framecache::ingest::srt::available() {
+        return true;
+    }
+    eprintln!("SKIPPED: libsrt 1.5 is not installed (apt install libsrt1.5-gnutls)");
+    false
+}
+
+#[test]
+fn srt_push_from_ffmpeg_with_and_without_passphrase() {
+    if !srt_available() {
+        return;
+    }
+    let root = TempRoot::new("ing-srt");
+    let src = source(root.path(), "src.ts", 3);
+    let (src_v, src_a, _, _) = probe(&src);
+    let mut e = engine(&root);
+    let addr = e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut locked = KeyConfig::new("locked");
+    locked.passphrase = Some("correct horse battery".into());
+    e.registry().register("locked", locked).unwrap();
+    e.registry()
+        .register("open", KeyConfig::new("openslot"))
+        .unwrap();
+    let push = |streamid: &str, extra: &str, secs: &str| {
+        ffmpeg()
+            .args(["-re", "-i"])
+            .arg(&src)
+            .args(["-t", secs, "-c", "copy", "-f", "mpegts"])
+            .arg(format!(
+                "srt://{addr}?streamid={streamid}&latency=200000&linger=5{extra}"
+            ))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for (key, slot, pass) in [
+        ("open", "openslot", ""),
+        ("locked", "locked", "&passphrase=correct horse battery"),
+    ] {
+        let rootp = root.path().to_path_buf();
+        let reader = std::thread::spawn(move || read_slot(&rootp, slot, Duration::from_secs(5)));
+        let id = format!("#!::r=live/{key},m=publish");
+        let p = push(&id, pass, "10");
+        wait_for("the SRT publisher", Duration::from_secs(10), || {
+            e.registry().holder(key).is_some()
+        });
+        // Second pusher while the first is live: rejected before the handshake completes.
+        let second = push(key, pass, "1").wait_with_output().unwrap();
+        assert!(!second.status.success(), "second SRT pusher accepted");
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = reader.join().unwrap();
+        assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC], "{key}");
+        assert_eq!(seen.video, src_v, "{key}: {seen:?}");
+        assert!(
+            seen.audio <= src_a && seen.audio + 2 >= src_a,
+            "{key}: {seen:?}"
+        );
+        assert_eq!(e.stats(key).unwrap().packets, src_v + src_a, "{key}");
+        assert!(seen.first_is_keyframe && seen.aac_params);
+    }
+    // Wrong passphrase, missing passphrase, unknown key, play request: all refused.
+    for (id, extra) in [
+        ("locked", "&passphrase=wrong passphrase!"),
+        ("locked", ""),
+        ("nosuchkey", ""),
+        ("#!::r=open,m=request", ""),
+    ] {
+        let out = push(id, extra, "1").wait_with_output().unwrap();
+        assert!(!out.status.success(), "{id} {extra} accepted");
+    }
+    assert_eq!(e.registry().holder("locked"), None);
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn udp_sender(src: &Path, port: u16) -> Child {
+    ffmpeg()
+        .args(["-re", "-stream_loop", "-1", "-i"])
+        .arg(src)
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .spawn()
+        .unwrap()
+}
+
+fn fast_timeouts() -> InputTimeouts {
+    InputTimeouts {
+        connect: Duration::from_millis(1500),
+        idle: Duration::from_millis(1500),
+    }
+}
+
+#[test]
+fn udp_pull_reconnects_after_the_source_dies() {
+    let root = TempRoot::new("ing-udp");
+    let src = source(root.path(), "src.ts", 2);
+    let port = free_udp_port();
+    let mut cfg = PullConfig::new(
+        "udpslot",
+        vec![InputUrl::parse(&format!("udp://127.0.0.1:{port}")).unwrap()],
+    );
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    let streams = Streams::new();
+    let stats = streams.stats_for("udpslot");
+    let ing = PullIngest::start(cfg, Mounts::new(), stats.clone()).unwrap();
+    let mut tx = udp_sender(&src, port);
+    wait_for("packets", Duration::from_secs(15), || {
+        ing.stats().packets > 60
+    });
+    // The source dies; the worker notices (idle timeout) and reconnects when it returns.
+    tx.kill().unwrap();
+    tx.wait().unwrap();
+    wait_for("the disconnect", Duration::from_secs(10), || {
+        !ing.stats().connected
+    });
+    let before = ing.stats().packets;
+    let mut r = PacketReader::open_in(
+        root.path(),
+        "udpslot",
+        PacketReaderConfig {
+            start: PacketStart::Next,
+        },
+    )
+    .unwrap();
+    let mut tx = udp_sender(&src, port);
+    wait_for("packets after the restart", Duration::from_secs(15), || {
+        ing.stats().packets > before + 60
+    });
+    tx.kill().unwrap();
+    tx.wait().unwrap();
+    let st = ing.stats();
+    assert!(st.reconnects >= 1, "{st:?}");
+    // The slot stayed the same (the reader was not re-attached) and the first packet after
+    // the gap is flagged.
+    let mut buf = vec![0u8; 1 << 20];
+    let first = r.next_copy(&mut buf, Duration::from_secs(1)).unwrap();
+    assert!(first.flags & FC_PACKET_DISCONTINUITY != 0, "{first:?}");
+    assert_eq!(r.stats().reattached, 0);
+    drop(ing);
+}
+
+#[test]
+fn failover_to_a_file_and_failback_to_udp() {
+    let root = TempRoot::new("ing-failover");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    let src = source(&vod, "backup.ts", 3);
+    let port = free_udp_port();
+    let mounts = Mounts::new();
+    mounts.add("vod", &vod).unwrap();
+    let mut cfg = PullConfig::new(
+        "fo",
+        vec![
+            InputUrl::parse(&format!("udp://127.0.0.1:{port}")).unwrap(),
+            InputUrl::parse("file://vod/backup.ts").unwrap(),
+        ],
+    );
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    cfg.probe_interval = Duration::from_millis(300);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l2 = log.clone();
+    cfg.events = Some(Arc::new(move |ev: &IngestEvent| {
+        if let IngestEvent::Connected { input } = ev {
+            l2.lock().unwrap().push(input.clone());
+        }
+    }));
+    let stats = Streams::new().stats_for("fo");
+    let ing = PullIngest::start(cfg, mounts, stats).unwrap();
+    // The primary sends nothing: the worker fails over to the file.
+    wait_for("failover", Duration::from_secs(15), || {
+        ing.stats().current_input == 1 && ing.stats().packets > 30
+    });
+    // The primary comes up: the probe sees it healthy and the worker fails back.
+    let mut tx = udp_sender(&src, port);
+    wait_for("failback", Duration::from_secs(20), || {
+        ing.stats().current_input == 0 && ing.stats().connected
+    });
+    let before = ing.stats().packets;
+    wait_for("packets from the primary", Duration::from_secs(10), || {
+        ing.stats().packets > before + 30
+    });
+    tx.kill().unwrap();
+    tx.wait().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("file://vod/backup.ts")
+    );
+    assert!(
+        log.iter().any(|i| i.starts_with("udp://")),
+        "never connected to the primary: {log:?}"
+    );
+    // The slot kept one writer: H.264 + AAC throughout.
+    let r = PacketReader::open_in(root.path(), "fo", PacketReaderConfig::default()).unwrap();
+    let codecs: Vec<u32> = r.streams().iter().map(|s| s.codec).collect();
+    assert_eq!(codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    drop(ing);
+}
+
+#[test]
+fn hls_pull_from_ffmpegs_segmenter_over_http() {
+    let root = TempRoot::new("ing-hls");
+    let web = root.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    let src = source(root.path(), "src.ts", 4);
+    let st = ffmpeg()
+        .arg("-i")
+        .arg(&src)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+        ])
+        .arg("-hls_segment_filename")
+        .arg(web.join("seg_%03d.ts"))
+        .arg(web.join("index.m3u8"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A playlist that points at another server must be refused.
+    std::fs::write(
+        web.join("evil.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://10.255.255.1:1/x.ts\n",
+    )
+    .unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _server = Reaper(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(&web)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    wait_for("the HTTP server", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("http://127.0.0.1:{port}/index.m3u8");
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "hls", Duration::from_secs(5)));
+    let mut cfg = PullConfig::new("hls", vec![InputUrl::parse(&url).unwrap()]);
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    let ing = PullIngest::start(cfg, Mounts::new(), Streams::new().stats_for("hls")).unwrap();
+    // The playlist has an end: the first pass ends, and the worker starts it again.
+    wait_for("one pass of the playlist", Duration::from_secs(20), || {
+        ing.stats().reconnects >= 1
+    });
+    drop(ing);
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    // Live start: the last three one-second segments, about 90 frames.
+    assert!(seen.video >= 60, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params);
+
+    let evil = format!("http://127.0.0.1:{port}/evil.m3u8");
+    let mut cfg = PullConfig::new("evil", vec![InputUrl::parse(&evil).unwrap()]);
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    let ing = PullIngest::start(cfg, Mounts::new(), Streams::new().stats_for("evil")).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(ing.stats().packets, 0);
+    drop(ing);
+}
+
+fn nginx_rtmp() -> Option<PathBuf> {
+    let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
+    if Path::new("/usr/sbin/nginx").exists() && module.exists() {
+        Some(module.to_path_buf())
+    } else {
+        eprintln!("SKIPPED: nginx with the RTMP module is not installed (apt install nginx-light libnginx-mod-rtmp)");
+        None
+    }
+}
+
+#[test]
+fn rtmp_pull_from_nginx_rtmp() {
+    let Some(module) = nginx_rtmp() else { return };
+    let root = TempRoot::new("ing-nginx");
+    let src = source(root.path(), "src.flv", 6);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = root.path().join("nginx.conf");
+    let mut f = std::fs::File::create(&conf).unwrap();
+    write!(
+        f,
+        "load_module {};\ndaemon off;\nmaster_process off;\nerror_log {}/error.log;\npid {}/nginx.pid;\nevents {{ worker_connections 64; }}\nrtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+        module.display(),
+        root.path().display(),
+        root.path().display()
+    )
+    .unwrap();
+    let _nginx = Reaper(
+        Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(root.path())
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("nginx", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut pusher = push_rtmp(&src, &format!("rtmp://127.0.0.1:{port}/live/s1"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut cfg = PullConfig::new(
+        "fromnginx",
+        vec![InputUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/s1")).unwrap()],
+    );
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "fromnginx", Duration::from_secs(3)));
+    let ing = PullIngest::start(cfg, Mounts::new(), Streams::new().stats_for("x")).unwrap();
+    let _ = pusher.wait();
+    wait_for(
+        "the pull to notice the end",
+        Duration::from_secs(10),
+        || !ing.stats().connected,
+    );
+    drop(ing);
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert!(seen.video >= 60, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    assert_eq!(seen.keyframes_without_sps, 0);
+}
+
+#[test]
+fn hostile_bytes_on_the_listener_ports_do_not_stop_other_streams() {
+    let root = TempRoot::new("ing-hostile");
+    let src = source(root.path(), "src.flv", 2);
+    let mut e = engine(&root);
+    let addr: SocketAddr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("good", &["publish://good"]).unwrap();
+    let srt_addr = framecache::ingest::srt::available()
+        .then(|| e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap());
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut noise = |n: usize| {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    // Raw garbage, a valid C0 then garbage, a huge chunk header, and a half handshake.
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(vec![0u8; 1536]);
+    let attacks: Vec<Vec<u8>> = vec![
+        noise(10_000),
+        [vec![3u8], noise(5000)].concat(),
+        [
+            c0c1.clone(),
+            vec![0u8; 1536],
+            vec![0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x14],
+        ]
+        .concat(),
+        c0c1,
+    ];
+    for a in &attacks {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(a);
+        let _ = std::io::Read::read(&mut s, &mut [0u8; 4096]);
+    }
+    if let Some(sa) = srt_addr {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            let _ = u.send_to(&noise(1316), sa);
+        }
+    }
+    // Unknown schemes and escaping paths are errors, not crashes.
+    for bad in [
+        "gopher://x/y",
+        "file:///etc/passwd",
+        "file://vod/../../etc/passwd",
+    ] {
+        assert!(e.add("bad", &[bad]).is_err(), "{bad}");
+    }
+    // The listener still works for a real publisher.
+    let out = ffmpeg()
+        .arg("-i")
+        .arg(&src)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{addr}/live/good"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the good stream's packets", Duration::from_secs(10), || {
+        e.stats("good").is_some_and(|s| s.packets > 0)
+    });
+}

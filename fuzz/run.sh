@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
-#   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header)
+#   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header,
+#                                       flv_tag, ts_media)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
@@ -18,6 +19,13 @@ if [ "$target" = frame_header ] && [ -z "$(ls corpus/frame_header)" ]; then
   seed=$(mktemp -d)
   env -u RUSTFLAGS FC_SHM_DIR=$seed bash -c 'cd .. && cargo run --quiet -- testsrc seed --size 16x16 --depth 2 --frames 1 --unpaced --keep' >/dev/null 2>&1
   cp "$seed/seed.frames" corpus/frame_header/seed && rm -rf "$seed"
+fi
+# A real H.264+AAC TS (cut byte first) so ts_media starts with PAT, PMT and PES to mutate.
+if [ "$target" = ts_media ] && [ -z "$(ls corpus/ts_media)" ] && command -v ffmpeg >/dev/null; then
+  t=$(mktemp -d)
+  ffmpeg -loglevel error -f lavfi -i testsrc=size=64x64:rate=10 -f lavfi -i sine -t 1 \
+    -c:v libx264 -g 5 -c:a aac -f mpegts "$t/s.ts"
+  { printf '\x1b'; head -c 12000 "$t/s.ts"; } > corpus/ts_media/seed && rm -rf "$t"
 fi
 "./target/$host/release/$target" -max_total_time="$secs" -max_len=16384 -artifact_prefix=artifacts/ \
   "corpus/$target" 2>&1 | tail -n 5

@@ -51,6 +51,15 @@
 // `fc_slot_status.kind`: a packet ring.
 #define FC_KIND_PACKETS 2
 
+// `fc_ingest_event.kind`: an input connected or a pusher was accepted.
+#define FC_INGEST_CONNECTED 1
+
+// `fc_ingest_event.kind`: an input went away (`reason` says why).
+#define FC_INGEST_DISCONNECTED 2
+
+// `fc_ingest_event.kind`: a slot was created with the streams described.
+#define FC_INGEST_MEDIA_INFO 3
+
 // Success.
 #define FC_OK 0
 
@@ -123,6 +132,18 @@
 // See [`Error::PacketOverrun`].
 #define FC_ERR_PACKET_OVERRUN -23
 
+// See [`Error::BadUrl`].
+#define FC_ERR_BAD_URL -24
+
+// See [`Error::Rejected`].
+#define FC_ERR_REJECTED -25
+
+// See [`Error::Protocol`].
+#define FC_ERR_PROTOCOL -26
+
+// See [`Error::NoLibrary`].
+#define FC_ERR_NO_LIBRARY -27
+
 // Packed 4:2:2, 8 bit, byte order U0 Y0 V0 Y1 (ffmpeg `uyvy422`).
 #define FC_FOURCC_UYVY 1498831189
 
@@ -149,6 +170,18 @@
 
 // Largest width or height accepted (16K); keeps every size computation far from overflow.
 #define FC_MAX_DIMENSION 16384
+
+// Reject codes (libsrt's `SRT_REJX_*`, HTTP-like, offset 1000).
+#define REJECT_NOT_FOUND 1404
+
+// Key already pushed.
+#define REJECT_CONFLICT 1409
+
+// Mode other than publish.
+#define REJECT_BAD_MODE 1405
+
+// Malformed stream id.
+#define REJECT_BAD_REQUEST 1400
 
 // Wire-protocol version of the packet ring. Bumped only on incompatible changes.
 #define FC_PACKET_PROTO_VERSION 1
@@ -273,6 +306,10 @@
 
 // An open frame-slot reader. Opaque.
 typedef struct fc_consumer fc_consumer;
+
+// An ingest engine: push listeners, stream keys, mounts and pull ingests. Opaque. All
+// functions on one engine may be called from any thread (they serialise on a lock).
+typedef struct fc_ingest fc_ingest;
 
 // An open packet-slot reader. Opaque.
 typedef struct fc_packet_reader fc_packet_reader;
@@ -543,6 +580,57 @@ typedef struct fc_packet_reader_counters {
   // Largest publish→read latency, ns.
   uint64_t latency_max_ns;
 } fc_packet_reader_counters;
+
+// An event of the ingest engine, valid only during the callback.
+typedef struct fc_ingest_event {
+  // Size of this struct as this library fills it.
+  uint32_t struct_size;
+  // `FC_INGEST_*`.
+  uint32_t kind;
+  // The input (URL or peer), NUL-terminated; empty for `FC_INGEST_MEDIA_INFO`.
+  const char *input;
+  // Why it disconnected, NUL-terminated; empty otherwise.
+  const char *reason;
+  // `FC_INGEST_MEDIA_INFO`: number of streams.
+  uint32_t stream_count;
+  // `FC_CODEC_*` of each stream.
+  uint32_t codecs[8];
+  // First video stream's width (0 = none/unknown).
+  uint32_t width;
+  // First video stream's height.
+  uint32_t height;
+  // First audio stream's sample rate (0 = none/unknown).
+  uint32_t sample_rate;
+  // First audio stream's channels.
+  uint32_t channels;
+} fc_ingest_event;
+
+// Receives engine events; called on the engine's threads, keep it short.
+typedef void (*fc_ingest_event_fn)(void *user, const struct fc_ingest_event *event);
+
+// Counters of one stream key (push) or slot (pull).
+typedef struct fc_ingest_stats {
+  // Set by the caller to `sizeof(fc_ingest_stats)`.
+  uint32_t struct_size;
+  // 1 while an input is connected.
+  uint32_t connected;
+  // Payload bytes published.
+  uint64_t bytes;
+  // Packets published.
+  uint64_t packets;
+  // Units dropped (malformed, oversized, before parameters).
+  uint64_t dropped;
+  // Bits per second over the last full second.
+  uint64_t bitrate;
+  // CLOCK_REALTIME ns of the last packet (0 = none).
+  uint64_t last_packet_ns;
+  // Reconnects (a pusher or input returning).
+  uint64_t reconnects;
+  // Index of the input in use (pull ingests with several inputs).
+  uint32_t current_input;
+  // Reserved, 0.
+  uint32_t reserved;
+} fc_ingest_stats;
 
 // The frame ring's header at offset 0 of the slot file (1024 bytes).
 //
@@ -1014,6 +1102,82 @@ int fc_packet_reader_stats(struct fc_packet_reader *reader,
 // # Safety
 // `reader` NULL or from `fc_packet_reader_open`, not used again.
 void fc_packet_reader_close(struct fc_packet_reader *reader);
+
+// Creates an engine with no listener and no key, in `*out` (owned by the caller until
+// `fc_ingest_destroy`; NULL on failure).
+//
+// # Safety
+// `out` writable.
+int fc_ingest_create(struct fc_ingest **out);
+
+// Stops everything the engine runs (listeners, pulls; their slots close) and frees it.
+// NULL is ignored.
+//
+// # Safety
+// `engine` from `fc_ingest_create`, not used afterwards, no call on it in flight.
+void fc_ingest_destroy(struct fc_ingest *engine);
+
+// Sets the event callback for listeners and ingests started afterwards (NULL = none).
+// `user` is passed back as is; both must stay valid until `fc_ingest_destroy`.
+//
+// # Safety
+// `engine` valid; `callback` callable from any thread.
+int fc_ingest_set_callback(struct fc_ingest *engine, fc_ingest_event_fn callback, void *user);
+
+// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots) or
+// `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
+// `FC_ERR_NO_LIBRARY`). Port 0 picks one; the bound `ip:port` is written to `bound` (NUL-
+// terminated, truncated to `bound_len`; may be NULL).
+//
+// # Safety
+// `engine` valid; `url` NUL-terminated; `bound` writable for `bound_len` bytes or NULL.
+int fc_ingest_listen(struct fc_ingest *engine, const char *url, char *bound, size_t bound_len);
+
+// Registers stream key `key` for the listeners, feeding packet slot `slot`, with an SRT
+// `passphrase` (10..=79 bytes) or NULL. Registering again reconfigures the key.
+//
+// # Safety
+// `engine` valid; strings NUL-terminated (`passphrase` may be NULL).
+int fc_ingest_register_key(struct fc_ingest *engine,
+                           const char *key,
+                           const char *slot,
+                           const char *passphrase);
+
+// Removes a key (a live pusher goes on until it leaves); `FC_ERR_NOT_FOUND` if unknown.
+//
+// # Safety
+// `engine` valid; `key` NUL-terminated.
+int fc_ingest_unregister_key(struct fc_ingest *engine, const char *key);
+
+// Lets `file://NAME/...` inputs read below directory `dir`.
+//
+// # Safety
+// `engine` valid; strings NUL-terminated.
+int fc_ingest_add_mount(struct fc_ingest *engine, const char *name, const char *dir);
+
+// Adds an ingest into packet slot `slot` from `count` URLs: `publish://KEY` registers KEY;
+// the others are pull inputs (udp://, srt://HOST:PORT?streamid=, rtmp://HOST/APP/KEY,
+// http://...m3u8, file://MOUNT/path, copy://SLOT), highest priority first, with failover.
+// Bad URLs give `FC_ERR_BAD_URL` and nothing is started.
+//
+// # Safety
+// `engine` valid; `urls` holds `count` NUL-terminated strings.
+int fc_ingest_add(struct fc_ingest *engine,
+                  const char *slot,
+                  const char *const *urls,
+                  size_t count);
+
+// Stops the pull ingest of `slot` and unregisters its keys; `FC_ERR_NOT_FOUND` if none.
+//
+// # Safety
+// `engine` valid; `slot` NUL-terminated.
+int fc_ingest_remove(struct fc_ingest *engine, const char *slot);
+
+// Counters of stream key or pull slot `name`; `FC_ERR_NOT_FOUND` before it ever ran.
+//
+// # Safety
+// `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
+int fc_ingest_get_stats(struct fc_ingest *engine, const char *name, struct fc_ingest_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -463,3 +463,62 @@ fn c_packet_reader_verifies_synthetic_and_real_packets_under_asan() {
     assert!(text.contains("stream 0 codec 1 media 1 320x240"), "{text}");
     assert!(text.contains("codec 3 media 2 0x0 44100 Hz 1 ch"), "{text}");
 }
+
+#[test]
+fn c_ingest_engine_takes_an_ffmpeg_push_and_refuses_wrong_use() {
+    use std::io::BufRead;
+    let root = TempRoot::new("c-ingest");
+    let src = root.path().join("src.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+        .args([
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+        ])
+        .args([
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-y"])
+        .arg(&src)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(st.success());
+    for (exe, asan) in [
+        (compile("ingest", &[]), false),
+        (compile("ingest", ASAN), true),
+    ] {
+        let mut child = Command::new(&exe)
+            .env("FC_SHM_DIR", root.path())
+            .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+            .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("LISTEN line").unwrap();
+        let addr = first.strip_prefix("LISTEN ").expect(&first).to_string();
+        let push = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .arg(&src)
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(format!("rtmp://{addr}/live/ckey"))
+            .status()
+            .unwrap();
+        assert!(push.success());
+        let report = lines.next().expect("PACKETS line").unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "asan={asan}: {report}");
+        assert!(report.contains("WIDTH 320"), "{report}");
+    }
+}

@@ -1,0 +1,85 @@
+/* The ingest engine from C: wrong use gets error codes; then an RTMP listener on a free
+ * port takes a push (made by the test harness with ffmpeg) into a slot, seen through the
+ * callback and the counters.
+ *   ingest           prints "LISTEN ip:port", waits for a push to key "ckey" to end, and
+ *                    prints the counters; exit 0 when everything checked out. */
+#define _POSIX_C_SOURCE 200809L
+#include <framecache.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static atomic_int connected, media, disconnected, width;
+
+static void on_event(void *user, const fc_ingest_event *ev) {
+  (void)user;
+  if (ev->struct_size < sizeof(fc_ingest_event)) return;
+  if (ev->kind == FC_INGEST_CONNECTED) atomic_fetch_add(&connected, 1);
+  if (ev->kind == FC_INGEST_DISCONNECTED) atomic_fetch_add(&disconnected, 1);
+  if (ev->kind == FC_INGEST_MEDIA_INFO) {
+    atomic_fetch_add(&media, 1);
+    atomic_store(&width, (int)ev->width);
+  }
+}
+
+#define EXPECT(call, code)                                                                 \
+  do {                                                                                     \
+    int rc_ = (call);                                                                      \
+    if (rc_ != (code)) {                                                                   \
+      fprintf(stderr, "%s:%d: %s gave %d (%s), expected %d\n", __FILE__, __LINE__, #call,  \
+              rc_, fc_last_error(), (code));                                               \
+      return 1;                                                                            \
+    }                                                                                      \
+  } while (0)
+
+int main(void) {
+  fc_ingest *e = NULL;
+  char bound[64];
+  fc_ingest_stats st;
+  const char *bad_urls[] = {"gopher://x/y"};
+  const char *escape[] = {"file://vod/../../etc/passwd"};
+  struct timespec pause = {0, 50 * 1000 * 1000};
+  int i;
+
+  EXPECT(fc_ingest_create(NULL), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_listen(NULL, "rtmp://127.0.0.1:0", NULL, 0), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_create(&e), FC_OK);
+  EXPECT(fc_ingest_listen(e, "gopher://127.0.0.1:0", bound, sizeof bound), FC_ERR_BAD_URL);
+  EXPECT(fc_ingest_listen(e, "rtmp://127.0.0.1:1/live/k", bound, sizeof bound), FC_ERR_BAD_URL);
+  EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
+  EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);
+  EXPECT(fc_ingest_add(e, "s", NULL, 1), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_add(e, "bad slot", bad_urls, 1), FC_ERR_BAD_SLOT_ID);
+  EXPECT(fc_ingest_register_key(e, "k", "s", "short"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_unregister_key(e, "nokey"), FC_ERR_NOT_FOUND);
+  EXPECT(fc_ingest_remove(e, "noslot"), FC_ERR_NOT_FOUND);
+  memset(&st, 0, sizeof st);
+  st.struct_size = 8;
+  EXPECT(fc_ingest_get_stats(e, "ckey", &st), FC_ERR_INVALID_ARG);
+  st.struct_size = sizeof st;
+  EXPECT(fc_ingest_get_stats(e, "ckey", &st), FC_ERR_NOT_FOUND);
+
+  EXPECT(fc_ingest_set_callback(e, on_event, NULL), FC_OK);
+  EXPECT(fc_ingest_register_key(e, "ckey", "cslot", NULL), FC_OK);
+  EXPECT(fc_ingest_listen(e, "rtmp://127.0.0.1:0", bound, sizeof bound), FC_OK);
+  printf("LISTEN %s\n", bound);
+  fflush(stdout);
+
+  /* Wait (up to 60 s) for a push that delivered packets and ended. */
+  for (i = 0; i < 1200; i++) {
+    if (fc_ingest_get_stats(e, "ckey", &st) == FC_OK && st.packets > 0 && !st.connected &&
+        atomic_load(&disconnected) > 0)
+      break;
+    nanosleep(&pause, NULL);
+  }
+  printf("PACKETS %llu BYTES %llu CONNECTED %d MEDIA %d DISCONNECTED %d WIDTH %d\n",
+         (unsigned long long)st.packets, (unsigned long long)st.bytes, atomic_load(&connected),
+         atomic_load(&media), atomic_load(&disconnected), atomic_load(&width));
+  fc_ingest_destroy(e);
+  fc_ingest_destroy(NULL);
+  return st.packets > 0 && atomic_load(&connected) == 1 && atomic_load(&media) == 1 &&
+                 atomic_load(&disconnected) == 1
+             ? 0
+             : 1;
+}

@@ -325,8 +325,10 @@ pub struct Engine {
 impl Engine {
     /// An engine with no listener and no key.
     pub fn new() -> Result<Engine> {
+        // One worker: the RTMP server is I/O bound and a second worker mostly added
+        // cross-thread wake-ups (measured with benches/ingest.rs).
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("fc-ingest")
             .enable_all()
             .build()?;

@@ -249,6 +249,8 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
     let mut out = Vec::new();
     let mut queue: Vec<ServerSessionResult> = init;
     let mut input: Option<Vec<u8>> = Some(remaining);
+    let mut last_read = std::time::Instant::now();
+    let mut idle_tick = tokio::time::interval(Duration::from_secs(2));
     let result: Result<()> = loop {
         if let Some(bytes) = input.take() {
             if !bytes.is_empty() {
@@ -288,18 +290,21 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
         if let Some(e) = stop {
             break Err(e);
         }
-        let idle = if publish.is_some() || play_stream.is_none() {
-            PUBLISH_IDLE
-        } else {
-            Duration::from_secs(3600)
-        };
+        // Idle publishers are found by a periodic check, not a timer per read (one timer
+        // registration per read showed up in profiles).
+        let idle_limit = publish.is_some() || play_stream.is_none();
         tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(&mut buf)) => {
+            r = rd.read(&mut buf) => {
+                last_read = std::time::Instant::now();
                 match r {
-                    Err(_) => break Err(Error::Protocol("idle timeout".into())),
-                    Ok(Err(e)) => break Err(e.into()),
-                    Ok(Ok(0)) => break Ok(()),
-                    Ok(Ok(n)) => input = Some(buf[..n].to_vec()),
+                    Err(e) => break Err(e.into()),
+                    Ok(0) => break Ok(()),
+                    Ok(n) => input = Some(buf[..n].to_vec()),
+                }
+            }
+            _ = idle_tick.tick() => {
+                if idle_limit && last_read.elapsed() > PUBLISH_IDLE {
+                    break Err(Error::Protocol("idle timeout".into()));
                 }
             }
             m = play_rx.recv(), if play_stream.is_some() => {

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -52,10 +51,36 @@ fn source(dir: &Path) -> PathBuf {
     if !out.exists() {
         let st = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-            .args(["-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine"])
-            .args(["-t", "10", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60"])
-            .args(["-b:v", "5M", "-minrate", "5M", "-maxrate", "5M", "-bufsize", "2M"])
-            .args(["-x264-params", "nal-hrd=cbr", "-pix_fmt", "yuv420p", "-c:a", "aac", "-y"])
+            .args([
+                "-i",
+                "testsrc2=size=1280x720:rate=30",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine",
+            ])
+            .args([
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "60",
+            ])
+            .args([
+                "-b:v", "5M", "-minrate", "5M", "-maxrate", "5M", "-bufsize", "2M",
+            ])
+            .args([
+                "-x264-params",
+                "nal-hrd=cbr",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-y",
+            ])
             .arg(&out)
             .status()
             .expect("ffmpeg");
@@ -91,19 +116,33 @@ fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> Option<usize> {
     match s.read(buf) {
         Ok(0) => None,
         Ok(n) => Some(n),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Some(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Some(0)
+        }
         Err(_) => None,
     }
 }
 
 /// One publisher: connect, publish `key`, replay the tags at real time (looping) until
 /// `stop`; returns whether it ever fell 500 ms behind.
-fn publisher(addr: String, key: String, tags: Arc<Vec<Tag>>, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> bool {
+fn publisher(
+    addr: String,
+    key: String,
+    tags: Arc<Vec<Tag>>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> bool {
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
     let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     let rest = loop {
         let n = read_some(&mut s, &mut buf).expect("handshake");
@@ -111,8 +150,13 @@ fn publisher(addr: String, key: String, tags: Arc<Vec<Tag>>, stop: Arc<AtomicBoo
             continue;
         }
         match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes).unwrap(),
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
                 s.write_all(&response_bytes).unwrap();
                 break remaining_bytes;
             }
@@ -127,7 +171,10 @@ fn publisher(addr: String, key: String, tags: Arc<Vec<Tag>>, stop: Arc<AtomicBoo
     let mut publishing = false;
     let t0 = Instant::now();
     while !publishing {
-        assert!(t0.elapsed() < Duration::from_secs(10), "publish not accepted for {key}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "publish not accepted for {key}"
+        );
         if !input.is_empty() {
             q.extend(sess.handle_input(&input).unwrap());
             input.clear();
@@ -136,9 +183,14 @@ fn publisher(addr: String, key: String, tags: Arc<Vec<Tag>>, stop: Arc<AtomicBoo
             match r {
                 ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes).unwrap(),
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    q.push_back(sess.request_publishing(key.clone(), PublishRequestType::Live).unwrap())
+                    q.push_back(
+                        sess.request_publishing(key.clone(), PublishRequestType::Live)
+                            .unwrap(),
+                    )
                 }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => publishing = true,
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
+                    publishing = true
+                }
                 _ => {}
             }
         }
@@ -197,17 +249,34 @@ fn measure(pid: u32, addr: &str, n: usize, secs: u64, tags: &Arc<Vec<Tag>>) -> (
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
-    let (c0, t0, b0) = (cpu_seconds(pid), Instant::now(), sent.load(Ordering::Relaxed));
+    let (c0, t0, b0) = (
+        cpu_seconds(pid),
+        Instant::now(),
+        sent.load(Ordering::Relaxed),
+    );
     std::thread::sleep(Duration::from_secs(secs));
-    let (c1, wall, b1) = (cpu_seconds(pid), t0.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed));
+    let (c1, wall, b1) = (
+        cpu_seconds(pid),
+        t0.elapsed().as_secs_f64(),
+        sent.load(Ordering::Relaxed),
+    );
     stop.store(true, Ordering::Relaxed);
-    let late = handles.into_iter().map(|h| h.join().unwrap_or(true)).any(|l| l);
+    // Join every publisher before looking at the results (`any` would stop at the first).
+    let lates: Vec<bool> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(true))
+        .collect();
+    let late = lates.contains(&true);
     let per_stream = (c1 - c0) / wall / n as f64 * 100.0;
     (per_stream, late, (b1 - b0) as f64 * 8.0 / wall / 1e6)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Reaper(Child);
@@ -221,7 +290,10 @@ impl Drop for Reaper {
 fn wait_port(port: u16) {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "server on {port} did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "server on {port} did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -242,7 +314,10 @@ fn framecache_bin() -> PathBuf {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let secs: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(8);
     let counts: Vec<usize> = args
         .get(1)
@@ -271,7 +346,13 @@ fn main() {
         let shm = shm_base.join(format!("fc-bench-ingest-{}-{n}", std::process::id()));
         let fc = Reaper(
             Command::new(&bin)
-                .args(["ingest", &format!("rtmp://127.0.0.1:{port}"), "--any-key", "--payload-mb", "16"])
+                .args([
+                    "ingest",
+                    &format!("rtmp://127.0.0.1:{port}"),
+                    "--any-key",
+                    "--payload-mb",
+                    "16",
+                ])
                 .env("FC_SHM_DIR", &shm)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -279,7 +360,8 @@ fn main() {
                 .unwrap(),
         );
         wait_port(port);
-        let (fc_cpu, fc_late, mbit) = measure(fc.0.id(), &format!("127.0.0.1:{port}"), n, secs, &tags);
+        let (fc_cpu, fc_late, mbit) =
+            measure(fc.0.id(), &format!("127.0.0.1:{port}"), n, secs, &tags);
         drop(fc);
         let _ = std::fs::remove_dir_all(&shm);
         let (ng_cpu, ng_late) = if have_nginx {
@@ -322,13 +404,13 @@ fn main() {
             if ng_late { "yes" } else { "no" },
         );
     }
-    srt_point(&bin, &work, secs);
+    srt_point(&bin, secs);
     let _ = std::fs::remove_dir_all(&work);
 }
 
 /// One SRT push (ffmpeg, 5 Mbit/s TS) into the framecache listener and into
 /// srt-live-transmit writing to /dev/null.
-fn srt_point(bin: &Path, work: &Path, secs: u64) {
+fn srt_point(bin: &Path, secs: u64) {
     let ts = std::env::temp_dir().join("bench-5mbit.ts");
     if !ts.exists() {
         let st = Command::new("ffmpeg")
@@ -344,10 +426,20 @@ fn srt_point(bin: &Path, work: &Path, secs: u64) {
     let push = |port: u16| {
         Reaper(
             Command::new("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i"])
+                .args([
+                    "-hide_banner",
+                    "-loglevel",
+                    "quiet",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                ])
                 .arg(&ts)
                 .args(["-c", "copy", "-f", "mpegts"])
-                .arg(format!("srt://127.0.0.1:{port}?streamid=bench&latency=200000"))
+                .arg(format!(
+                    "srt://127.0.0.1:{port}?streamid=bench&latency=200000"
+                ))
                 .stdin(Stdio::null())
                 .spawn()
                 .unwrap(),
@@ -362,8 +454,15 @@ fn srt_point(bin: &Path, work: &Path, secs: u64) {
     let port = free_port();
     let fc = Reaper(
         Command::new(bin)
-            .args(["ingest", &format!("srt://127.0.0.1:{port}?mode=listener"), "--any-key"])
-            .env("FC_SHM_DIR", Path::new("/dev/shm").join(format!("fc-bench-srt-{}", std::process::id())))
+            .args([
+                "ingest",
+                &format!("srt://127.0.0.1:{port}?mode=listener"),
+                "--any-key",
+            ])
+            .env(
+                "FC_SHM_DIR",
+                Path::new("/dev/shm").join(format!("fc-bench-srt-{}", std::process::id())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -392,7 +491,9 @@ fn srt_point(bin: &Path, work: &Path, secs: u64) {
     });
     println!();
     println!("SRT ingest, one 5 Mbit/s push, CPU in % of one core");
-    println!("| framecache listener (demux into a slot) | srt-live-transmit (to /dev/null) | ratio |");
+    println!(
+        "| framecache listener (demux into a slot) | srt-live-transmit (to /dev/null) | ratio |"
+    );
     println!("|---:|---:|---:|");
     match slt_cpu {
         Some(c) => println!("| {fc_cpu:.2}% | {c:.2}% | {:.2} |", fc_cpu / c.max(1e-9)),

@@ -550,4 +550,54 @@ mod tests {
         assert!(matches!(p.audio(&[0x6F, 1]), Err(FlvError::Unsupported(_))));
         assert!(p.audio(&[0x9F]).is_err());
     }
+
+    /// A deterministic mutation fuzzer on stable: valid tags with bytes flipped, cut short or
+    /// extended never panic, and frames that come out are Annex-B.
+    #[test]
+    fn mutated_tags_never_panic() {
+        let params = annexb(&[SPS, PPS]);
+        let seeds: Vec<Vec<u8>> = vec![
+            avc_sequence_header(&params).unwrap(),
+            avc_frame(&annexb(&[&[0x65, 1, 2, 3, 4, 5, 6, 7]]), true, 33),
+            aac_sequence_header(&[0x12, 0x10]),
+            aac_frame(&[9; 20]),
+            [&[0x90u8][..], b"hvc1", &[1u8; 30]].concat(),
+            [&[0x91u8][..], b"Opus", &[7u8; 10]].concat(),
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut frames = 0;
+        for _ in 0..50_000 {
+            let mut t = seeds[(rnd() % seeds.len() as u64) as usize].clone();
+            for _ in 0..(rnd() % 4 + 1) {
+                match rnd() % 3 {
+                    0 if !t.is_empty() => {
+                        let i = (rnd() % t.len() as u64) as usize;
+                        t[i] = rnd() as u8;
+                    }
+                    1 => t.truncate((rnd() % (t.len() as u64 + 1)) as usize),
+                    _ => t.push(rnd() as u8),
+                }
+            }
+            let mut p = FlvParser::new();
+            p.video(&avc_sequence_header(&params).unwrap()).unwrap();
+            for r in [p.video(&t), p.audio(&t)] {
+                if let Ok(FlvMedia::Frame { codec, data, .. }) = r {
+                    frames += 1;
+                    if codec == FC_CODEC_H264 || codec == FC_CODEC_HEVC {
+                        assert_eq!(&data[..4], &[0, 0, 0, 1]);
+                    }
+                }
+            }
+        }
+        assert!(
+            frames > 1000,
+            "mutations never produced a frame: the parser is not reached"
+        );
+    }
 }

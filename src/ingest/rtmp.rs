@@ -248,16 +248,22 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
     let mut play_stream: Option<u32> = None;
     let mut out = Vec::new();
     let mut queue: Vec<ServerSessionResult> = init;
-    let mut input: Option<Vec<u8>> = Some(remaining);
+    // Bytes that came with the end of the handshake, then each read (in `buf`).
+    if !remaining.is_empty() {
+        match catch(|| session.handle_input(&remaining))? {
+            Ok(r) => queue.extend(r),
+            Err(e) => return Err(Error::Protocol(format!("{e:?}"))),
+        }
+    }
+    let mut input: usize = 0;
     let mut last_read = std::time::Instant::now();
     let mut idle_tick = tokio::time::interval(Duration::from_secs(2));
     let result: Result<()> = loop {
-        if let Some(bytes) = input.take() {
-            if !bytes.is_empty() {
-                match catch(|| session.handle_input(&bytes))? {
-                    Ok(r) => queue.extend(r),
-                    Err(e) => break Err(Error::Protocol(format!("{e:?}"))),
-                }
+        if input > 0 {
+            let bytes = &buf[..std::mem::take(&mut input)];
+            match catch(|| session.handle_input(bytes))? {
+                Ok(r) => queue.extend(r),
+                Err(e) => break Err(Error::Protocol(format!("{e:?}"))),
             }
         }
         // Results may raise requests whose answers are more results.
@@ -299,7 +305,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
                 match r {
                     Err(e) => break Err(e.into()),
                     Ok(0) => break Ok(()),
-                    Ok(n) => input = Some(buf[..n].to_vec()),
+                    Ok(n) => input = n,
                 }
             }
             _ = idle_tick.tick() => {

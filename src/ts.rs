@@ -104,6 +104,36 @@ impl Codec {
         }
     }
 
+    /// The packet ring's `FC_CODEC_*` code of this codec.
+    pub fn fc_codec(self) -> u32 {
+        use crate::packet::*;
+        match self {
+            Codec::H264 => FC_CODEC_H264,
+            Codec::Hevc => FC_CODEC_HEVC,
+            Codec::Aac => FC_CODEC_AAC,
+            Codec::Opus => FC_CODEC_OPUS,
+            Codec::Mp2 => FC_CODEC_MP2,
+            Codec::Mp3 => FC_CODEC_MP3,
+            Codec::Ac3 => FC_CODEC_AC3,
+            Codec::Data => FC_CODEC_DATA,
+        }
+    }
+
+    /// The codec of an `FC_CODEC_*` code (unknown codes are [`Codec::Data`]).
+    pub fn from_fc_codec(code: u32) -> Codec {
+        use crate::packet::*;
+        match code {
+            FC_CODEC_H264 => Codec::H264,
+            FC_CODEC_HEVC => Codec::Hevc,
+            FC_CODEC_AAC => Codec::Aac,
+            FC_CODEC_OPUS => Codec::Opus,
+            FC_CODEC_MP2 => Codec::Mp2,
+            FC_CODEC_MP3 => Codec::Mp3,
+            FC_CODEC_AC3 => Codec::Ac3,
+            _ => Codec::Data,
+        }
+    }
+
     /// True for H.264 and HEVC.
     pub fn is_video(self) -> bool {
         matches!(self, Codec::H264 | Codec::Hevc)

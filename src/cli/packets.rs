@@ -14,32 +14,6 @@ use framecache::{testsrc, Error};
 
 use crate::{CliResult, STOP};
 
-fn fc_codec(c: Codec) -> u32 {
-    match c {
-        Codec::H264 => FC_CODEC_H264,
-        Codec::Hevc => FC_CODEC_HEVC,
-        Codec::Aac => FC_CODEC_AAC,
-        Codec::Opus => FC_CODEC_OPUS,
-        Codec::Mp2 => FC_CODEC_MP2,
-        Codec::Mp3 => FC_CODEC_MP3,
-        Codec::Ac3 => FC_CODEC_AC3,
-        Codec::Data => FC_CODEC_DATA,
-    }
-}
-
-fn ts_codec(c: u32) -> Codec {
-    match c {
-        FC_CODEC_H264 => Codec::H264,
-        FC_CODEC_HEVC => Codec::Hevc,
-        FC_CODEC_AAC => Codec::Aac,
-        FC_CODEC_OPUS => Codec::Opus,
-        FC_CODEC_MP2 => Codec::Mp2,
-        FC_CODEC_MP3 => Codec::Mp3,
-        FC_CODEC_AC3 => Codec::Ac3,
-        _ => Codec::Data,
-    }
-}
-
 /// Demuxes an MPEG-TS file into packet slot `id`: one stream per elementary stream (timebase
 /// 1/90000), codec parameters from the stream (SPS/PPS, AudioSpecificConfig), keyframe flags.
 /// Events are buffered until every stream has shown its parameters or a unit, because the
@@ -171,7 +145,7 @@ fn create_from(
     let mut cfgs = Vec::new();
     let mut index = HashMap::new();
     for s in streams.iter().take(MAX_STREAMS) {
-        let mut c = StreamConfig::new(fc_codec(s.codec));
+        let mut c = StreamConfig::new(s.codec.fc_codec());
         let params = events.iter().find_map(|e| match e {
             Event::Params { pid, data, .. } if *pid == s.pid => Some(data.as_slice()),
             _ => None,
@@ -227,7 +201,7 @@ pub fn export(
                 .map_err(|e| format!("stream {}: {e}", s.index))?;
             mux_streams.push(MuxStream::aac(&asc));
         } else {
-            mux_streams.push(MuxStream::new(ts_codec(s.codec)));
+            mux_streams.push(MuxStream::new(Codec::from_fc_codec(s.codec)));
         }
     }
     let mut mux = Muxer::new(&mux_streams);

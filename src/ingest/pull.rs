@@ -17,7 +17,7 @@ use super::rtmp::FlvToMedia;
 use super::sink::{Media, Track};
 use crate::error::{Error, Result};
 use crate::packet::*;
-use crate::ts::{Codec, Demuxer, Event};
+use crate::ts::{Demuxer, Event};
 
 /// An input URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,19 +301,6 @@ pub struct TsToMedia {
     pub last_error: Option<String>,
 }
 
-fn fc_codec(c: Codec) -> u32 {
-    match c {
-        Codec::H264 => FC_CODEC_H264,
-        Codec::Hevc => FC_CODEC_HEVC,
-        Codec::Aac => FC_CODEC_AAC,
-        Codec::Opus => FC_CODEC_OPUS,
-        Codec::Mp2 => FC_CODEC_MP2,
-        Codec::Mp3 => FC_CODEC_MP3,
-        Codec::Ac3 => FC_CODEC_AC3,
-        Codec::Data => FC_CODEC_DATA,
-    }
-}
-
 impl TsToMedia {
     /// A fresh demuxer.
     pub fn new() -> TsToMedia {
@@ -328,7 +315,7 @@ impl TsToMedia {
                     out(Media::Tracks(
                         s.iter()
                             .map(|s| Track {
-                                codec: fc_codec(s.codec),
+                                codec: s.codec.fc_codec(),
                                 timebase: (1, 90_000),
                             })
                             .collect(),

@@ -726,3 +726,81 @@ fn hostile_bytes_on_the_listener_ports_do_not_stop_other_streams() {
         e.stats("good").is_some_and(|s| s.packets > 0)
     });
 }
+
+#[test]
+fn srt_caller_pulls_from_an_ffmpeg_listener_and_garbage_udp_creates_nothing() {
+    let root = TempRoot::new("ing-srt-caller");
+    let src = source(root.path(), "src.ts", 3);
+    if srt_available() {
+        let port = free_udp_port();
+        // ffmpeg as the SRT listener: it waits for our caller, then sends the file at real time.
+        let (src_v, _, _, _) = probe(&src);
+        let mut listener = Reaper(
+            ffmpeg()
+                .args(["-re", "-i"])
+                .arg(&src)
+                .args(["-c", "copy", "-f", "mpegts"])
+                .arg(format!(
+                    "srt://127.0.0.1:{port}?mode=listener&latency=200000&linger=5"
+                ))
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let url = format!("srt://127.0.0.1:{port}?streamid=feed&latency=200");
+        let mut cfg = PullConfig::new("srtpull", vec![InputUrl::parse(&url).unwrap()]);
+        cfg.root = Some(root.path().to_path_buf());
+        cfg.timeouts = fast_timeouts();
+        let rootp = root.path().to_path_buf();
+        let reader =
+            std::thread::spawn(move || read_slot(&rootp, "srtpull", Duration::from_secs(3)));
+        let ing = PullIngest::start(cfg, Mounts::new(), Streams::new().stats_for("s")).unwrap();
+        // ffmpeg ends after the file; the caller sees the connection close.
+        assert!(listener.0.wait().unwrap().success());
+        wait_for("the disconnect", Duration::from_secs(10), || {
+            !ing.stats().connected
+        });
+        drop(ing);
+        let seen = reader.join().unwrap();
+        assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+        assert_eq!(seen.video, src_v, "{seen:?}");
+        assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    }
+
+    // Datagrams that are not MPEG-TS (no sync byte, no PAT): no slot, no crash; a real source
+    // on the same input afterwards is taken.
+    let port = free_udp_port();
+    let mut cfg = PullConfig::new(
+        "udpgarbage",
+        vec![InputUrl::parse(&format!("udp://127.0.0.1:{port}")).unwrap()],
+    );
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    let ing = PullIngest::start(cfg, Mounts::new(), Streams::new().stats_for("g")).unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x = 7u32;
+    for i in 0..500u32 {
+        let mut d = vec![0u8; 1316];
+        for b in d.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 16) as u8;
+        }
+        if i % 2 == 0 {
+            // TS-looking packets (sync bytes) with random PIDs and no PAT.
+            for k in (0..1316).step_by(188) {
+                d[k] = 0x47;
+            }
+        }
+        let _ = u.send_to(&d, ("127.0.0.1", port));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ing.stats().packets, 0);
+    assert!(!root.path().join("udpgarbage.packets").exists());
+    let _tx = Reaper(udp_sender(&src, port));
+    wait_for(
+        "packets from the real source",
+        Duration::from_secs(15),
+        || ing.stats().packets > 30,
+    );
+    drop(ing);
+}

@@ -310,7 +310,10 @@ fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
 /// The ingest engine: listeners, keys, mounts and pull ingests, with one tokio runtime for the
 /// RTMP server. Dropping it stops everything.
 pub struct Engine {
-    rt: tokio::runtime::Runtime,
+    rt: Arc<tokio::runtime::Runtime>,
+    /// Ends the runtime's driver thread.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    driver: Option<JoinHandle<()>>,
     registry: KeyRegistry,
     streams: Streams,
     mounts: Mounts,
@@ -325,15 +328,27 @@ pub struct Engine {
 impl Engine {
     /// An engine with no listener and no key.
     pub fn new() -> Result<Engine> {
-        // One worker: the RTMP server is I/O bound and a second worker mostly added
-        // cross-thread wake-ups (measured with benches/ingest.rs).
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fc-ingest")
-            .enable_all()
-            .build()?;
+        // A current-thread runtime driven by one thread of ours: the RTMP server is I/O bound,
+        // and the multi-thread scheduler's wake-ups cost more than the work (measured with
+        // benches/ingest.rs).
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rt2 = rt.clone();
+        let driver = std::thread::Builder::new()
+            .name("fc-ingest".into())
+            .spawn(move || {
+                rt2.block_on(async {
+                    let _ = rx.await;
+                })
+            })?;
         Ok(Engine {
             rt,
+            shutdown: Some(tx),
+            driver: Some(driver),
             registry: KeyRegistry::new(),
             streams: Streams::new(),
             mounts: Mounts::new(),
@@ -384,10 +399,13 @@ impl Engine {
     /// Starts the RTMP server (publish by key, play of slots) on `addr`; returns the bound
     /// address (port 0 picks one).
     pub fn listen_rtmp(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
-        let listener = self
-            .rt
-            .block_on(tokio::net::TcpListener::bind(addr))
+        let std_listener = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::os(&format!("rtmp bind {addr}"), e))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = {
+            let _in_runtime = self.rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
         let bound = listener.local_addr()?;
         let mut cfg = RtmpServerConfig::new(self.registry.clone());
         cfg.sink = SinkOptions {
@@ -487,6 +505,12 @@ impl Drop for Engine {
         self.srt.clear();
         for (_, t) in self.rtmp.drain(..) {
             t.abort();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(d) = self.driver.take() {
+            let _ = d.join();
         }
     }
 }

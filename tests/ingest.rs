@@ -162,12 +162,8 @@ fn read_slot(root: &Path, id: &str, idle: Duration) -> Seen {
     let mut buf = Vec::new();
     let mut first = true;
     loop {
-        let info = match r.next_copy(&mut buf, idle) {
+        let info = match r.next_vec(&mut buf, idle) {
             Ok(i) => i,
-            Err(Error::BufferTooSmall { need, .. }) => {
-                buf.resize(need, 0);
-                continue;
-            }
             Err(Error::WriterGone) | Err(Error::Timeout) => break,
             Err(e) => panic!("read {id}: {e}"),
         };

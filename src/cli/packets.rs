@@ -214,12 +214,8 @@ pub fn export(
         if limit.is_some_and(|n| written >= n) || STOP.load(Ordering::Relaxed) {
             break "limit";
         }
-        let info = match r.next_copy(&mut buf, timeout) {
+        let info = match r.next_vec(&mut buf, timeout) {
             Ok(i) => i,
-            Err(Error::BufferTooSmall { need, .. }) => {
-                buf.resize(need, 0);
-                continue;
-            }
             Err(Error::PacketOverrun) => continue,
             Err(Error::WriterGone) => break "writer gone",
             Err(Error::Timeout) => break "timeout",

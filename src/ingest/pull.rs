@@ -564,12 +564,8 @@ fn run_copy(slot: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Res
     let mut buf = Vec::new();
     let mut last = Instant::now();
     while !stop.is_set() {
-        let info = match r.next_copy(&mut buf, Duration::from_millis(200)) {
+        let info = match r.next_vec(&mut buf, Duration::from_millis(200)) {
             Ok(i) => i,
-            Err(Error::BufferTooSmall { need, .. }) => {
-                buf.resize(need, 0);
-                continue;
-            }
             Err(Error::PacketOverrun) => continue,
             Err(Error::Timeout) => {
                 if last.elapsed() > t.idle {

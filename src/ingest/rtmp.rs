@@ -566,12 +566,8 @@ fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
     let mut base: Option<i64> = None;
     let mut buf = Vec::new();
     loop {
-        let info = match r.next_copy(&mut buf, Duration::from_millis(500)) {
+        let info = match r.next_vec(&mut buf, Duration::from_millis(500)) {
             Ok(i) => i,
-            Err(Error::BufferTooSmall { need, .. }) => {
-                buf.resize(need, 0);
-                continue;
-            }
             Err(Error::Timeout) | Err(Error::PacketOverrun) => {
                 if tx.is_closed() {
                     return;

@@ -351,6 +351,17 @@ impl PacketReader {
         ok
     }
 
+    /// As [`PacketReader::next_copy`] into a vector that grows to fit the packet (which is
+    /// then read again, not lost); a vector that is already large enough is only overwritten.
+    pub fn next_vec(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<PacketInfo> {
+        loop {
+            match self.next_copy(buf, timeout) {
+                Err(Error::BufferTooSmall { need, .. }) => buf.resize(need, 0),
+                r => return r,
+            }
+        }
+    }
+
     /// Waits for the next packet and copies its payload into `buf`. A packet overwritten
     /// during the copy gives `PacketOverrun` (the reader then moves to the next keyframe);
     /// `BufferTooSmall` leaves the packet to be read again with a bigger buffer.

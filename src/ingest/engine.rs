@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::pull::{run_input, InputTimeouts, InputUrl, Mounts, StopFlag};
+use super::push::PushConfig;
 use super::registry::{KeyConfig, KeyRegistry};
 use super::rtmp::{self, RtmpServerConfig};
 use super::sink::{
@@ -131,10 +132,12 @@ impl PullIngest {
                 "a pull ingest needs at least one input".into(),
             ));
         }
-        let mut sink = match &cfg.root {
-            Some(r) => SlotSink::new_in(r, &cfg.slot, cfg.sink.clone(), stats.clone())?,
-            None => SlotSink::new(&cfg.slot, cfg.sink.clone(), stats.clone())?,
-        };
+        let mut sink = SlotSink::new(
+            cfg.root.as_deref(),
+            &cfg.slot,
+            cfg.sink.clone(),
+            stats.clone(),
+        )?;
         sink.set_events(cfg.events.clone(), false);
         let stop = StopFlag::default();
         let s2 = stop.clone();
@@ -396,6 +399,19 @@ impl Engine {
         &self.rt
     }
 
+    /// The settings the push listeners share, with slots labelled `source_type`.
+    fn push_config(&self, source_type: &str) -> PushConfig {
+        PushConfig {
+            registry: self.registry.clone(),
+            sink: SinkOptions {
+                source_type: source_type.into(),
+                ..self.sink.clone()
+            },
+            events: self.events.clone(),
+            root: self.root.clone(),
+        }
+    }
+
     /// Starts the RTMP server (publish by key, play of slots) on `addr`; returns the bound
     /// address (port 0 picks one).
     pub fn listen_rtmp(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
@@ -407,13 +423,10 @@ impl Engine {
             tokio::net::TcpListener::from_std(std_listener)?
         };
         let bound = listener.local_addr()?;
-        let mut cfg = RtmpServerConfig::new(self.registry.clone());
-        cfg.sink = SinkOptions {
-            source_type: "rtmp".into(),
-            ..self.sink.clone()
+        let cfg = RtmpServerConfig {
+            push: self.push_config("rtmp"),
+            play: true,
         };
-        cfg.events = self.events.clone();
-        cfg.root = self.root.clone();
         let task = self
             .rt
             .spawn(rtmp::serve(listener, cfg, self.streams.clone()));
@@ -424,14 +437,8 @@ impl Engine {
     /// Starts the SRT listener on `addr` (needs libsrt).
     pub fn listen_srt(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
         let cfg = SrtListenerConfig {
-            registry: self.registry.clone(),
-            sink: SinkOptions {
-                source_type: "srt".into(),
-                ..self.sink.clone()
-            },
-            events: self.events.clone(),
+            push: self.push_config("srt"),
             latency_ms: None,
-            root: self.root.clone(),
         };
         let l = srt::listen(addr, cfg, self.streams.clone())?;
         let bound = l.local_addr();

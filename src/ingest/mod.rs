@@ -3,6 +3,7 @@
 //! - [`sink`]: source-neutral media → packet slot ([`SlotSink`]), events and counters.
 //! - [`flv`]: FLV tag bodies (RTMP, FLV files) ↔ access units.
 //! - [`registry`]: stream keys of the push listeners, one pusher per key.
+//! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 pub mod engine;
 pub mod flv;
 pub mod pull;
+pub mod push;
 pub mod registry;
 pub mod rtmp;
 pub mod sink;

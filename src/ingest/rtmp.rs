@@ -17,8 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::flv::{self, FlvMedia, FlvParser};
-use super::registry::{KeyRegistry, PushGuard};
-use super::sink::{EventCallback, IngestEvent, Media, SinkOptions, SlotSink, Track};
+use super::push::{PushConfig, PushSession};
+use super::registry::KeyRegistry;
+use super::sink::{Media, Track};
 use super::Streams;
 use crate::error::{Error, Result};
 use crate::packet::*;
@@ -130,31 +131,18 @@ impl FlvToMedia {
 /// Settings of the RTMP server.
 #[derive(Clone)]
 pub struct RtmpServerConfig {
-    /// Keys that may publish.
-    pub registry: KeyRegistry,
-    /// How publish slots are created.
-    pub sink: SinkOptions,
-    /// Events of every publish.
-    pub events: Option<EventCallback>,
+    /// Keys, slot options, events and root of publishes.
+    pub push: PushConfig,
     /// Serve `play` requests from packet slots.
     pub play: bool,
-    /// Root directory of slots (None = the default).
-    pub root: Option<std::path::PathBuf>,
 }
 
 impl RtmpServerConfig {
     /// Publish through `registry`, play enabled.
     pub fn new(registry: KeyRegistry) -> RtmpServerConfig {
-        let sink = SinkOptions {
-            source_type: "rtmp".into(),
-            ..SinkOptions::default()
-        };
         RtmpServerConfig {
-            registry,
-            sink,
-            events: None,
+            push: PushConfig::new(registry, "rtmp"),
             play: true,
-            root: None,
         }
     }
 }
@@ -201,9 +189,10 @@ enum PlayMsg {
 }
 
 struct Publish {
-    guard: PushGuard,
-    sink: SlotSink,
+    session: PushSession,
     conv: FlvToMedia,
+    /// Media of the current tag (kept to reuse its allocation).
+    media: Vec<Media>,
     reported_errors: u64,
 }
 
@@ -337,20 +326,14 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
         }
     };
     if let Some(p) = publish.take() {
-        finish_publish(p, ctx, peer, result.as_ref().err());
+        finish_publish(p, result.as_ref().err());
     }
     result
 }
 
-fn finish_publish(mut p: Publish, ctx: &Ctx, peer: SocketAddr, err: Option<&Error>) {
-    p.sink.end_session(true);
-    p.sink.stats().connected.store(false, Ordering::Relaxed);
-    if let Some(cb) = &ctx.cfg.events {
-        cb(&IngestEvent::Disconnected {
-            input: format!("rtmp://{peer}/{}", p.guard.key()),
-            reason: err.map_or("publisher closed".into(), |e| e.to_string()),
-        });
-    }
+fn finish_publish(p: Publish, err: Option<&Error>) {
+    let reason = err.map_or("publisher closed".into(), |e| e.to_string());
+    p.session.finish(reason);
 }
 
 /// What an event led to: results to process (responses to send) and, when the connection
@@ -379,7 +362,12 @@ fn on_event(
             if publish.is_some() || play_stream.is_some() {
                 return Err(Error::Protocol("second stream on one connection".into()));
             }
-            let guard = match ctx.cfg.registry.acquire(&stream_key, &peer.to_string()) {
+            let guard = match ctx
+                .cfg
+                .push
+                .registry
+                .acquire(&stream_key, &peer.to_string())
+            {
                 Ok(g) => g,
                 Err(e) => {
                     let r = session
@@ -388,30 +376,11 @@ fn on_event(
                     return Ok((r, Some(e)));
                 }
             };
-            let stats = ctx.streams.stats_for(guard.key());
-            let slot = guard.config().slot.clone();
-            let mut sink = match &ctx.cfg.root {
-                Some(root) => SlotSink::new_in(root, &slot, ctx.cfg.sink.clone(), stats.clone())?,
-                None => SlotSink::new(&slot, ctx.cfg.sink.clone(), stats.clone())?,
-            };
-            sink.set_events(ctx.cfg.events.clone(), false);
-            if stats.packets.load(Ordering::Relaxed) > 0 {
-                stats.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
-            stats.connected.store(true, Ordering::Relaxed);
-            if let Some(cb) = &ctx.cfg.events {
-                cb(&IngestEvent::Connected {
-                    input: format!("rtmp://{peer}/{}", guard.key()),
-                });
-            }
-            eprintln!(
-                "framecache: rtmp: {peer} publishes {:?} into slot {slot}",
-                guard.key()
-            );
+            let input = format!("rtmp://{peer}/{}", guard.key());
             *publish = Some(Publish {
-                guard,
-                sink,
+                session: PushSession::start(&ctx.cfg.push, &ctx.streams, guard, input)?,
                 conv: FlvToMedia::new(),
+                media: Vec::with_capacity(2),
                 reported_errors: 0,
             });
             Ok((session.accept_request(request_id).map_err(proto)?, None))
@@ -424,7 +393,7 @@ fn on_event(
         } => media(publish, false, &data, timestamp.value),
         ServerSessionEvent::PublishStreamFinished { .. } => {
             if let Some(p) = publish.take() {
-                finish_publish(p, ctx, peer, None);
+                finish_publish(p, None);
             }
             Ok((Vec::new(), None))
         }
@@ -441,11 +410,12 @@ fn on_event(
             // A registered key plays its slot; otherwise the key names the slot itself.
             let slot = ctx
                 .cfg
+                .push
                 .registry
                 .lookup(&key)
                 .map_or(key.clone(), |c| c.slot);
             let opened = if ctx.cfg.play {
-                open_play(&slot, ctx.cfg.root.as_deref())
+                open_play(&slot, ctx.cfg.push.root.as_deref())
             } else {
                 Err(Error::Rejected("play is disabled".into()))
             };
@@ -476,25 +446,26 @@ fn media(publish: &mut Option<Publish>, video: bool, data: &[u8], ts: u32) -> Re
     let Some(p) = publish.as_mut() else {
         return Ok((Vec::new(), None));
     };
-    let mut out = Vec::with_capacity(2);
-    p.conv.tag(video, data, ts, &mut out);
+    p.conv.tag(video, data, ts, &mut p.media);
     if p.conv.errors > p.reported_errors {
         // Log the first few refused tags, then every 100th.
         if p.reported_errors < 5 || p.conv.errors % 100 == 0 {
             eprintln!(
                 "framecache: rtmp: key {:?}: dropped a tag: {}",
-                p.guard.key(),
+                p.session.key(),
                 p.conv.last_error.as_deref().unwrap_or("?")
             );
         }
-        p.sink
+        let dropped = p.conv.errors - p.reported_errors;
+        p.session
+            .sink()
             .stats()
             .dropped
-            .fetch_add(p.conv.errors - p.reported_errors, Ordering::Relaxed);
+            .fetch_add(dropped, Ordering::Relaxed);
         p.reported_errors = p.conv.errors;
     }
-    for m in out {
-        p.sink.push(m)?;
+    for m in p.media.drain(..) {
+        p.session.sink().push(m)?;
     }
     Ok((Vec::new(), None))
 }

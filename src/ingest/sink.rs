@@ -259,22 +259,19 @@ fn has_sps(codec: u32, au: &[u8]) -> bool {
 }
 
 impl SlotSink {
-    /// A sink for slot `id` under the default root; nothing is created until media arrive.
-    pub fn new(id: &str, opts: SinkOptions, stats: Arc<IngestStats>) -> Result<SlotSink> {
-        Self::new_in(&slot::root_dir(), id, opts, stats)
-    }
-
-    /// As [`SlotSink::new`] under an explicit root.
-    pub fn new_in(
-        root: &std::path::Path,
+    /// A sink for slot `id` under `root` (None = the default root directory); nothing is
+    /// created until media arrive.
+    pub fn new(
+        root: Option<&std::path::Path>,
         id: &str,
         opts: SinkOptions,
         stats: Arc<IngestStats>,
     ) -> Result<SlotSink> {
+        let root = root.map_or_else(slot::root_dir, std::path::Path::to_path_buf);
         slot::validate_id(id)?;
         Ok(SlotSink {
             id: id.to_string(),
-            root: root.to_path_buf(),
+            root,
             opts,
             tracks: Vec::new(),
             announced: false,

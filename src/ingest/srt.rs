@@ -9,13 +9,12 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::pull::{InputTimeouts, MediaOut, StopFlag, TsToMedia};
+use super::push::{PushConfig, PushSession};
 use super::registry::KeyRegistry;
-use super::sink::{EventCallback, IngestEvent, SinkOptions, SlotSink};
 use super::Streams;
 use crate::error::{Error, Result};
 
@@ -444,16 +443,10 @@ unsafe extern "C" fn on_listen(
 /// Settings of the SRT listener.
 #[derive(Clone)]
 pub struct SrtListenerConfig {
-    /// Keys that may publish.
-    pub registry: KeyRegistry,
-    /// How slots are created.
-    pub sink: SinkOptions,
-    /// Events.
-    pub events: Option<EventCallback>,
+    /// Keys, slot options, events and root of publishes.
+    pub push: PushConfig,
     /// Receiver latency in ms (default 120, libsrt's).
     pub latency_ms: Option<u32>,
-    /// Root directory of slots (None = the default).
-    pub root: Option<std::path::PathBuf>,
 }
 
 /// A running SRT listener; dropping it stops accepting (connections already accepted end when
@@ -491,7 +484,7 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
         return Err(last_error(s.api, &format!("bind {addr}")));
     }
     let ctx = Arc::new(ListenCtx {
-        registry: cfg.registry.clone(),
+        registry: cfg.push.registry.clone(),
         api: s.api,
     });
     // SAFETY: ctx outlives the socket (kept in SrtListener and the accept thread).
@@ -595,45 +588,21 @@ fn publisher(
 ) -> Result<()> {
     let (key, _) = parse_streamid(&conn.stream_id()).map_err(|e| Error::Rejected(e.into()))?;
     // The callback checked the key; a racing second caller may have won since.
-    let guard = cfg.registry.acquire(&key, peer)?;
+    let guard = cfg.push.registry.acquire(&key, peer)?;
     conn.set_i32(SRTO_RCVTIMEO, 200)?;
     conn.set_i32(SRTO_LINGER, 0).ok();
-    let stats = streams.stats_for(guard.key());
-    let slot = guard.config().slot.clone();
-    let mut sink = match &cfg.root {
-        Some(r) => SlotSink::new_in(r, &slot, cfg.sink.clone(), stats.clone())?,
-        None => SlotSink::new(&slot, cfg.sink.clone(), stats.clone())?,
-    };
-    sink.set_events(cfg.events.clone(), false);
-    if stats.packets.load(Ordering::Relaxed) > 0 {
-        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-    stats.connected.store(true, Ordering::Relaxed);
     let input = format!("srt://{peer}?streamid={key}");
-    if let Some(cb) = &cfg.events {
-        cb(&IngestEvent::Connected {
-            input: input.clone(),
-        });
-    }
-    eprintln!("framecache: srt: {peer} publishes {key:?} into slot {slot}");
+    let mut session = PushSession::start(&cfg.push, streams, guard, input)?;
     let stop = StopFlag::default();
     let t = InputTimeouts {
         connect: Duration::from_secs(5),
         idle: Duration::from_secs(10),
     };
-    let r = receive_ts(&conn, t, &stop, &mut |m| sink.push(m));
-    sink.end_session(true);
-    stats.connected.store(false, Ordering::Relaxed);
-    if let Some(cb) = &cfg.events {
-        cb(&IngestEvent::Disconnected {
-            input,
-            reason: match &r {
-                Ok(()) => "stopped".into(),
-                Err(e) => e.to_string(),
-            },
-        });
-    }
-    drop(guard);
+    let r = receive_ts(&conn, t, &stop, &mut |m| session.sink().push(m));
+    session.finish(match &r {
+        Ok(()) => "stopped".into(),
+        Err(e) => e.to_string(),
+    });
     r
 }
 

@@ -91,25 +91,15 @@ fn source(dir: &Path) -> PathBuf {
 
 fn flv_tags(path: &Path) -> Vec<Tag> {
     let d = std::fs::read(path).unwrap();
-    let mut p = u32::from_be_bytes([d[5], d[6], d[7], d[8]]) as usize + 4;
-    let mut tags = Vec::new();
-    while p + 11 <= d.len() {
-        let kind = d[p] & 0x1F;
-        let size = u32::from_be_bytes([0, d[p + 1], d[p + 2], d[p + 3]]) as usize;
-        let ts = u32::from_be_bytes([d[p + 7], d[p + 4], d[p + 5], d[p + 6]]);
-        if p + 11 + size > d.len() {
-            break;
-        }
-        if kind == 8 || kind == 9 {
-            tags.push(Tag {
-                video: kind == 9,
-                ts,
-                body: Bytes::copy_from_slice(&d[p + 11..p + 11 + size]),
-            });
-        }
-        p += 11 + size + 4;
-    }
-    tags
+    framecache::ingest::flv::file_tags(&d)
+        .expect("an FLV file")
+        .map_while(Result::ok)
+        .map(|t| Tag {
+            video: t.video,
+            ts: t.ts,
+            body: Bytes::copy_from_slice(t.body),
+        })
+        .collect()
 }
 
 fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> Option<usize> {

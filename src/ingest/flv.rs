@@ -328,6 +328,56 @@ fn hvcc_record(r: &[u8]) -> Result<(usize, Vec<&[u8]>), FlvError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// FLV files
+// ---------------------------------------------------------------------------------------------
+
+/// One audio or video tag of an FLV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTag<'a> {
+    /// Video (tag type 9) rather than audio (8).
+    pub video: bool,
+    /// Timestamp in ms (with its extension byte).
+    pub ts: u32,
+    /// The tag body, as [`FlvParser`] takes it.
+    pub body: &'a [u8],
+}
+
+/// The audio and video tags of a whole FLV file, in order (script and other tags skipped).
+/// A bad file header is an error up front; a tag cut short ends the iteration with an error.
+pub fn file_tags(
+    d: &[u8],
+) -> Result<impl Iterator<Item = Result<FileTag<'_>, FlvError>>, FlvError> {
+    if d.len() < 13 || &d[..3] != b"FLV" {
+        return Err(FlvError::Malformed("FLV file header"));
+    }
+    let off = u32::from_be_bytes([d[5], d[6], d[7], d[8]]) as usize;
+    if off < 9 || off + 4 > d.len() {
+        return Err(FlvError::Malformed("FLV header size"));
+    }
+    let mut p = off + 4; // header, then the first PreviousTagSize
+    Ok(std::iter::from_fn(move || loop {
+        if p + 11 > d.len() {
+            return None;
+        }
+        let kind = d[p] & 0x1F;
+        let size = u32::from_be_bytes([0, d[p + 1], d[p + 2], d[p + 3]]) as usize;
+        let ts = u32::from_be_bytes([d[p + 7], d[p + 4], d[p + 5], d[p + 6]]);
+        let Some(body) = d.get(p + 11..p + 11 + size) else {
+            p = d.len();
+            return Some(Err(FlvError::Truncated("FLV file")));
+        };
+        p += 11 + size + 4;
+        if kind == 8 || kind == 9 {
+            return Some(Ok(FileTag {
+                video: kind == 9,
+                ts,
+                body,
+            }));
+        }
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Building tag bodies (RTMP play)
 // ---------------------------------------------------------------------------------------------
 
@@ -599,5 +649,44 @@ mod tests {
             frames > 1000,
             "mutations never produced a frame: the parser is not reached"
         );
+    }
+
+    #[test]
+    fn file_tags_skip_script_tags_and_stop_at_a_cut() {
+        let mut f = b"FLV\x01\x05\x00\x00\x00\x09".to_vec();
+        f.extend_from_slice(&[0; 4]);
+        for (kind, ts, body) in [
+            (18u8, 0u32, &b"meta"[..]),
+            (9, 40, b"vid"),
+            (8, 0x0100_0000, b"au"),
+        ] {
+            f.push(kind);
+            f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            f.extend_from_slice(&ts.to_be_bytes()[1..]);
+            f.push((ts >> 24) as u8);
+            f.extend_from_slice(&[0; 3]);
+            f.extend_from_slice(body);
+            f.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+        }
+        let tags: Vec<_> = file_tags(&f).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            tags,
+            vec![
+                FileTag {
+                    video: true,
+                    ts: 40,
+                    body: b"vid"
+                },
+                FileTag {
+                    video: false,
+                    ts: 0x0100_0000,
+                    body: b"au"
+                },
+            ]
+        );
+        let cut = &f[..f.len() - 6];
+        let last = file_tags(cut).unwrap().last().unwrap();
+        assert_eq!(last, Err(FlvError::Truncated("FLV file")));
+        assert!(file_tags(b"FLX\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00").is_err());
     }
 }

@@ -489,24 +489,24 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
         f.read_to_end(&mut data)?;
         let mut conv = FlvToMedia::new();
         let mut media: Vec<Media> = Vec::new();
-        let mut p = flv_file_start(&data)?;
-        while p + 11 <= data.len() && !stop.is_set() {
-            let kind = data[p] & 0x1F;
-            let size = u32::from_be_bytes([0, data[p + 1], data[p + 2], data[p + 3]]) as usize;
-            let ts = u32::from_be_bytes([data[p + 7], data[p + 4], data[p + 5], data[p + 6]]);
-            let body = data
-                .get(p + 11..p + 11 + size)
-                .ok_or_else(|| Error::Truncated(format!("{}: FLV tag", path.display())))?;
-            if kind == 8 || kind == 9 {
-                conv.tag(kind == 9, body, ts, &mut media);
-                for m in media.drain(..) {
-                    if let Media::Frame { dts, .. } = &m {
-                        pacer.wait(dts.saturating_mul(90)); // FLV timestamps are ms
-                    }
-                    out(m)?;
-                }
+        let bad = |e: super::flv::FlvError| match e {
+            super::flv::FlvError::Truncated(_) => {
+                Error::Truncated(format!("{}: {e}", path.display()))
             }
-            p += 11 + size + 4;
+            _ => Error::Corrupt(format!("{}: {e}", path.display())),
+        };
+        for tag in super::flv::file_tags(&data).map_err(bad)? {
+            if stop.is_set() {
+                break;
+            }
+            let tag = tag.map_err(bad)?;
+            conv.tag(tag.video, tag.body, tag.ts, &mut media);
+            for m in media.drain(..) {
+                if let Media::Frame { dts, .. } = &m {
+                    pacer.wait(dts.saturating_mul(90)); // FLV timestamps are ms
+                }
+                out(m)?;
+            }
         }
         return Err(Error::Protocol("end of file".into()));
     }
@@ -529,17 +529,6 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
         }
         ts.push(&buf[..n], &mut paced)?;
     }
-}
-
-fn flv_file_start(d: &[u8]) -> Result<usize> {
-    if d.len() < 13 || &d[..3] != b"FLV" {
-        return Err(Error::Corrupt("not an FLV file".into()));
-    }
-    let off = u32::from_be_bytes([d[5], d[6], d[7], d[8]]) as usize;
-    if off < 9 || off + 4 > d.len() {
-        return Err(Error::Corrupt("bad FLV header".into()));
-    }
-    Ok(off + 4)
 }
 
 /// Relays packet slot `slot`: its streams, parameters (each new generation) and packets.

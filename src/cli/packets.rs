@@ -223,19 +223,11 @@ pub fn export(
         };
         let s = &streams[info.stream as usize];
         // Timestamps to 90 kHz (the muxer's clock).
-        let to90k = |t: i64| {
-            if t == FC_NOPTS {
-                t
-            } else {
-                (i128::from(t) * 90_000 * i128::from(s.timebase.0) / i128::from(s.timebase.1))
-                    as i64
-            }
-        };
-        let pts = to90k(info.pts);
+        let pts = rescale(info.pts, s.timebase, 90_000);
         let dts = if info.dts == FC_NOPTS {
             pts
         } else {
-            to90k(info.dts)
+            rescale(info.dts, s.timebase, 90_000)
         };
         let keyframe = info.flags & FC_PACKET_KEYFRAME != 0;
         let bytes = mux.mux(

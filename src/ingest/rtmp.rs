@@ -555,10 +555,7 @@ fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
             continue;
         }
         let s = &streams[si];
-        let ms = |t: i64| {
-            (i128::from(t) * 1000 * i128::from(s.timebase.0) / i128::from(s.timebase.1.max(1)))
-                as i64
-        };
+        let ms = |t: i64| rescale(t, s.timebase, 1000);
         let t = if info.dts != FC_NOPTS {
             info.dts
         } else {

@@ -235,13 +235,6 @@ impl std::fmt::Debug for SlotSink {
     }
 }
 
-fn to90k(t: i64, tb: (u32, u32)) -> i64 {
-    if t == FC_NOPTS || tb.1 == 0 {
-        return FC_NOPTS;
-    }
-    (i128::from(t) * 90_000 * i128::from(tb.0) / i128::from(tb.1)) as i64
-}
-
 fn needs_params(codec: u32) -> bool {
     matches!(codec, FC_CODEC_H264 | FC_CODEC_HEVC | FC_CODEC_AAC)
 }
@@ -550,8 +543,10 @@ impl SlotSink {
                 };
                 let t = &self.tracks[track];
                 let codec = t.track.codec;
-                let (mut pts, mut dts) =
-                    (to90k(pts, t.track.timebase), to90k(dts, t.track.timebase));
+                let (mut pts, mut dts) = (
+                    rescale(pts, t.track.timebase, 90_000),
+                    rescale(dts, t.track.timebase, 90_000),
+                );
                 if dts == FC_NOPTS {
                     dts = pts;
                 }

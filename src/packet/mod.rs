@@ -127,6 +127,15 @@ pub struct PacketSlotInfo {
     pub labels: String,
 }
 
+/// Timestamp `t` in timebase `tb` (num, den) expressed in units of 1/`hz` s, rounded toward
+/// zero; [`FC_NOPTS`] (and a zero denominator) stay [`FC_NOPTS`].
+pub fn rescale(t: i64, tb: (u32, u32), hz: i64) -> i64 {
+    if t == FC_NOPTS || tb.1 == 0 {
+        return FC_NOPTS;
+    }
+    (i128::from(t) * i128::from(hz) * i128::from(tb.0) / i128::from(tb.1)) as i64
+}
+
 /// Inspects packet slot `id` under `root`.
 pub fn slot_info(root: &std::path::Path, id: &str) -> crate::Result<PacketSlotInfo> {
     let r = PacketReader::open_in(
@@ -167,4 +176,18 @@ pub fn list_slots(
             (id, info)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescale_keeps_nopts_and_converts() {
+        assert_eq!(rescale(1000, (1, 1000), 90_000), 90_000);
+        assert_eq!(rescale(90_000, (1, 90_000), 1000), 1000);
+        assert_eq!(rescale(-3, (1, 1000), 90_000), -270);
+        assert_eq!(rescale(FC_NOPTS, (1, 1000), 90_000), FC_NOPTS);
+        assert_eq!(rescale(5, (1, 0), 90_000), FC_NOPTS);
+    }
 }

@@ -498,11 +498,7 @@ impl Engine {
 
     /// Counters of a key or pull slot.
     pub fn stats(&self, name: &str) -> Option<StatsSnapshot> {
-        self.streams
-            .snapshot()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
+        self.streams.get(name).map(|s| s.snapshot())
     }
 }
 

@@ -52,6 +52,15 @@ impl Streams {
             .clone()
     }
 
+    /// The counters of `name`, if it ever ran.
+    pub fn get(&self, name: &str) -> Option<Arc<IngestStats>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// A snapshot of every stream's counters, sorted by name.
     pub fn snapshot(&self) -> Vec<(String, StatsSnapshot)> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

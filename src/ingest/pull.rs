@@ -416,40 +416,57 @@ fn run_udp(
         .map_err(|e| Error::os(&format!("join {group}"), e))?;
     }
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    demux_datagrams(65536, t, stop, out, |buf| match sock.recv(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    })
+}
+
+/// Demuxes MPEG-TS datagrams that `recv` delivers (`Ok(None)`: none before its own short
+/// timeout) until `stop`, an error, or no data for `t.connect` before the first datagram and
+/// `t.idle` after one; then flushes the demuxer, which holds the last unit of each stream
+/// until the next one starts.
+pub(crate) fn demux_datagrams(
+    buf_size: usize,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+    mut recv: impl FnMut(&mut [u8]) -> Result<Option<usize>>,
+) -> Result<()> {
     let mut ts = TsToMedia::new();
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; buf_size];
     let mut last = Instant::now();
     let mut first = true;
     let r = loop {
         if stop.is_set() {
             break Ok(());
         }
-        match sock.recv(&mut buf) {
-            Ok(n) => {
+        match recv(&mut buf) {
+            Ok(Some(n)) => {
                 last = Instant::now();
                 first = false;
                 if let Err(e) = ts.push(&buf[..n], out) {
                     break Err(e);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Ok(None) => {
                 let limit = if first { t.connect } else { t.idle };
                 if last.elapsed() > limit {
                     break Err(Error::Timeout);
                 }
             }
-            Err(e) => break Err(e.into()),
+            Err(e) => break Err(e),
         }
     };
-    // The demuxer holds the last unit of each stream until the next one starts.
-    if !first {
-        ts.flush(out)?;
-    }
+    ts.flush(out)?;
     r
 }
 

@@ -10,9 +10,9 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::pull::{InputTimeouts, MediaOut, StopFlag, TsToMedia};
+use super::pull::{demux_datagrams, InputTimeouts, MediaOut, StopFlag};
 use super::push::{PushConfig, PushSession};
 use super::registry::KeyRegistry;
 use super::Streams;
@@ -335,28 +335,12 @@ pub fn run_caller(
 }
 
 fn receive_ts(s: &SrtSocket, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Result<()> {
-    let mut ts = TsToMedia::new();
-    let mut buf = vec![0u8; 1500];
-    let mut last = Instant::now();
-    let r = loop {
-        if stop.is_set() {
-            break Ok(());
-        }
-        match s.recv(&mut buf) {
-            Ok(Some(n)) => {
-                last = Instant::now();
-                if let Err(e) = ts.push(&buf[..n], out) {
-                    break Err(e);
-                }
-            }
-            Ok(None) if last.elapsed() > t.idle => break Err(Error::Timeout),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
+    // Already connected: the idle limit applies from the start.
+    let t = InputTimeouts {
+        connect: t.idle,
+        ..t
     };
-    // The demuxer holds the last unit of each stream until the next one starts.
-    ts.flush(out)?;
-    r
+    demux_datagrams(1500, t, stop, out, |buf| s.recv(buf))
 }
 
 /// The stream key in an SRT stream id, and whether it asks to publish.

@@ -16,12 +16,9 @@
 //! stdin, sent once every reader is attached. All clocks are CLOCK_MONOTONIC, shared by the
 //! processes, so the parent can compare timestamps taken in different children.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use framecache::slot::monotonic_ns;
@@ -30,16 +27,11 @@ use framecache::{
     SlotConfig, StartAt,
 };
 
-/// First argument that turns the binary into a child process.
-const CHILD_ARG: &str = "__fc_bench_child";
-/// Stream writers find their per-reader descriptors at `FD_BASE + i` (dup2'd before exec).
-const FD_BASE: RawFd = 200;
+mod common;
+use common::*;
+
 /// Slot id used in the private root.
 const SLOT: &str = "bench";
-/// Requested kernel buffer of every pipe and socket (pipes: F_SETPIPE_SZ).
-const STREAM_BUF: libc::c_int = 1 << 20;
-/// `F_SETPIPE_SZ`, not exported by every libc version.
-const F_SETPIPE_SZ: libc::c_int = 1031;
 /// Touch one byte per page of every frame, so the reader really reads the pages.
 const PAGE: usize = 4096;
 /// Source frames of a writer rotate over at least this many bytes, so they come from DRAM
@@ -72,15 +64,6 @@ fn sources(size: usize) -> Vec<Vec<u8>> {
     (0..count).map(|i| vec![0x10 + i as u8; size]).collect()
 }
 
-/// user + system CPU time of this process, ns.
-fn cpu_ns() -> u64 {
-    // SAFETY: zeroed rusage is a valid out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Reads one byte per page; volatile so the loads are not optimised away.
 fn touch(data: &[u8]) -> u8 {
     let mut acc = 0u8;
@@ -89,52 +72,6 @@ fn touch(data: &[u8]) -> u8 {
         acc ^= unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
     }
     std::hint::black_box(acc)
-}
-
-/// Sleeps until CLOCK_MONOTONIC reaches `t_ns` (absolute, so pacing does not drift).
-fn sleep_until(t_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (t_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (t_ns % 1_000_000_000) as libc::c_long,
-    };
-    // SAFETY: valid timespec; EINTR only makes us retry.
-    while unsafe {
-        libc::clock_nanosleep(
-            libc::CLOCK_MONOTONIC,
-            libc::TIMER_ABSTIME,
-            &ts,
-            std::ptr::null_mut(),
-        )
-    } == libc::EINTR
-    {}
-}
-
-/// Nearest-rank percentile of a sorted slice.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-type Kv = HashMap<String, String>;
-
-fn parse_kv<'a>(words: impl Iterator<Item = &'a str>) -> Kv {
-    words
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn get<T: std::str::FromStr>(kv: &Kv, k: &str) -> T {
-    kv.get(k)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("missing or bad `{k}` in {kv:?}"))
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,20 +90,6 @@ fn child_main(args: &[String]) {
         ("memcpy", _) => memcpy_child(&kv),
         other => panic!("unknown child role {other:?}"),
     }
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|_| out.flush())
-        .expect("stdout to parent");
-}
-
-/// Blocks until the parent sends `go` on stdin.
-fn wait_go() {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).expect("stdin");
-    assert_eq!(line.trim(), "go", "unexpected start line");
 }
 
 /// Writer schedule: flat out (`fps=0`) or paced on absolute deadlines, and optionally capped
@@ -496,69 +419,6 @@ fn stream_reader(kv: &Kv) {
 // Parent: orchestration
 // ---------------------------------------------------------------------------------------------
 
-struct Proc {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    /// Starts a child; `fds` are dup2'd to `FD_BASE + i` in it (they are O_CLOEXEC here, so no
-    /// other child inherits them).
-    fn spawn(args: &[String], stdin: Stdio, fds: Vec<RawFd>) -> Proc {
-        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-        cmd.arg(CHILD_ARG)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if !fds.is_empty() {
-            // SAFETY: only async-signal-safe dup2 calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    for (i, &fd) in fds.iter().enumerate() {
-                        if libc::dup2(fd, FD_BASE + i as RawFd) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn child");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let stdin = child.stdin.take();
-        Proc { child, out, stdin }
-    }
-
-    /// The next line from the child, which must start with `tag`; its `k=v` words.
-    fn expect(&mut self, tag: &str) -> Kv {
-        let mut line = String::new();
-        if self.out.read_line(&mut line).expect("child stdout") == 0 {
-            let st = self.child.wait();
-            panic!("child exited ({st:?}) before `{tag}`");
-        }
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some(tag), "child said {line:?}");
-        parse_kv(words)
-    }
-
-    fn go(&mut self) {
-        let stdin = self.stdin.as_mut().expect("writer stdin");
-        writeln!(stdin, "go")
-            .and_then(|_| stdin.flush())
-            .expect("send go");
-    }
-
-    fn finish(mut self) -> Kv {
-        let kv = self.expect("result");
-        drop(self.stdin.take());
-        let st = self.child.wait().expect("wait child");
-        assert!(st.success(), "child failed: {st}");
-        kv
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Transport {
     Ring,
@@ -624,11 +484,6 @@ struct Case {
     /// Time cap of the writer, ms (0 = none: it writes all `frames`).
     max_ms: u64,
     warmup: usize,
-}
-
-struct Outcome {
-    writer: Kv,
-    readers: Vec<Kv>,
 }
 
 /// A socketpair or a pipe: (writer end, reader end), both O_CLOEXEC, buffers enlarged.
@@ -818,32 +673,6 @@ fn solo_runs(root: &Path, res: Res, rounds: usize, cap_ms: u64) -> (f64, f64) {
     (median(copies), median(writes))
 }
 
-fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB RAM, Linux {kernel}")
-}
-
 /// Effective kernel buffer sizes of a pipe and a socketpair, for the notes.
 fn stream_buffers() -> (i32, i32) {
     let (pw, _pr) = stream_pair(Transport::Pipe);
@@ -861,15 +690,6 @@ fn stream_buffers() -> (i32, i32) {
             &mut len,
         );
         (pipe, v)
-    }
-}
-
-/// Removes the private slot root on exit, also when a case panics.
-struct RootDir(PathBuf);
-
-impl Drop for RootDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,0 +1,195 @@
+//! What the multi-process benchmarks share: the child-process protocol (re-exec with
+//! [`CHILD_ARG`] and `key=value` arguments, `ready`/`go`/`result` lines), CPU and clock helpers,
+//! percentiles, the machine description and a removable root directory.
+#![allow(dead_code)] // each benchmark uses part of it
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// Stream writers find their per-reader descriptors at `FD_BASE + i` (dup2'd before exec).
+pub const FD_BASE: RawFd = 200;
+
+/// Requested kernel buffer of every pipe and socket (pipes: F_SETPIPE_SZ).
+pub const STREAM_BUF: libc::c_int = 1 << 20;
+
+/// `F_SETPIPE_SZ`, not exported by every libc version.
+pub const F_SETPIPE_SZ: libc::c_int = 1031;
+
+/// user + system CPU time of this process, ns.
+pub fn cpu_ns() -> u64 {
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `t_ns` (absolute, so pacing does not drift).
+pub fn sleep_until(t_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (t_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: valid timespec; EINTR only makes us retry.
+    while unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    } == libc::EINTR
+    {}
+}
+
+/// Nearest-rank percentile of a sorted slice.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub type Kv = HashMap<String, String>;
+
+pub fn parse_kv<'a>(words: impl Iterator<Item = &'a str>) -> Kv {
+    words
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn get<T: std::str::FromStr>(kv: &Kv, k: &str) -> T {
+    kv.get(k)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("missing or bad `{k}` in {kv:?}"))
+}
+
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .expect("stdout to parent");
+}
+
+/// Blocks until the parent sends `go` on stdin.
+pub fn wait_go() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("stdin");
+    assert_eq!(line.trim(), "go", "unexpected start line");
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub out: BufReader<ChildStdout>,
+    pub stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    /// Starts a child; `fds` are dup2'd to `FD_BASE + i` in it (they are O_CLOEXEC here, so no
+    /// other child inherits them).
+    pub fn spawn(args: &[String], stdin: Stdio, fds: Vec<RawFd>) -> Proc {
+        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        cmd.arg(CHILD_ARG)
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if !fds.is_empty() {
+            // SAFETY: only async-signal-safe dup2 calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for (i, &fd) in fds.iter().enumerate() {
+                        if libc::dup2(fd, FD_BASE + i as RawFd) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn child");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let stdin = child.stdin.take();
+        Proc { child, out, stdin }
+    }
+
+    /// The next line from the child, which must start with `tag`; its `k=v` words.
+    pub fn expect(&mut self, tag: &str) -> Kv {
+        let mut line = String::new();
+        if self.out.read_line(&mut line).expect("child stdout") == 0 {
+            let st = self.child.wait();
+            panic!("child exited ({st:?}) before `{tag}`");
+        }
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some(tag), "child said {line:?}");
+        parse_kv(words)
+    }
+
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("writer stdin");
+        writeln!(stdin, "go")
+            .and_then(|_| stdin.flush())
+            .expect("send go");
+    }
+
+    pub fn finish(mut self) -> Kv {
+        let kv = self.expect("result");
+        drop(self.stdin.take());
+        let st = self.child.wait().expect("wait child");
+        assert!(st.success(), "child failed: {st}");
+        kv
+    }
+}
+
+pub struct Outcome {
+    pub writer: Kv,
+    pub readers: Vec<Kv>,
+}
+
+pub fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB RAM, Linux {kernel}")
+}
+
+/// Removes the private slot root on exit, also when a case panics.
+pub struct RootDir(pub PathBuf);
+
+impl Drop for RootDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// First argument that turns the binary into a child process.
+pub const CHILD_ARG: &str = "__fc_bench_child";

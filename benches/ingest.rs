@@ -394,13 +394,13 @@ fn main() {
             if ng_late { "yes" } else { "no" },
         );
     }
-    srt_point(&bin, secs);
+    srt_point(&bin, &shm_base, secs);
     let _ = std::fs::remove_dir_all(&work);
 }
 
 /// One SRT push (ffmpeg, 5 Mbit/s TS) into the framecache listener and into
 /// srt-live-transmit writing to /dev/null.
-fn srt_point(bin: &Path, secs: u64) {
+fn srt_point(bin: &Path, shm_base: &Path, secs: u64) {
     let ts = std::env::temp_dir().join("bench-5mbit.ts");
     if !ts.exists() {
         let st = Command::new("ffmpeg")
@@ -442,6 +442,7 @@ fn srt_point(bin: &Path, secs: u64) {
         (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
     };
     let port = free_port();
+    let shm = shm_base.join(format!("fc-bench-srt-{}", std::process::id()));
     let fc = Reaper(
         Command::new(bin)
             .args([
@@ -449,10 +450,7 @@ fn srt_point(bin: &Path, secs: u64) {
                 &format!("srt://127.0.0.1:{port}?mode=listener"),
                 "--any-key",
             ])
-            .env(
-                "FC_SHM_DIR",
-                Path::new("/dev/shm").join(format!("fc-bench-srt-{}", std::process::id())),
-            )
+            .env("FC_SHM_DIR", &shm)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -463,6 +461,7 @@ fn srt_point(bin: &Path, secs: u64) {
     let fc_cpu = window(fc.0.id());
     drop(p);
     drop(fc);
+    let _ = std::fs::remove_dir_all(&shm);
     let slt_cpu = slt.then(|| {
         let port = free_port();
         let s = Reaper(

@@ -40,6 +40,7 @@ pub mod ring;
 pub mod slot;
 pub mod testsrc;
 pub mod ts;
+pub mod whep;
 
 pub use error::{Error, Result};
 pub use format::{FrameGeometry, PixelFormat};

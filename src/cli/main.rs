@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod ingest;
 mod packets;
+mod serve;
 use framecache::format::{fourcc_str, ALL_FORMATS};
 use framecache::ring::{self, SlotInfo};
 use framecache::{
@@ -192,6 +193,29 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// The all-in-one main job: RTMP and SRT ingest routed by stream key, RTMP play, WHEP for
+    /// browsers, a page listing live streams with a player each, /metrics and /health, and a
+    /// looped demo stream (slot `demo`). Binds to loopback unless told otherwise.
+    Serve {
+        /// HTTP address (page, WHEP, metrics). Default 127.0.0.1:8080.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// RTMP listener address, or "off". Default 127.0.0.1:1935.
+        #[arg(long)]
+        rtmp: Option<String>,
+        /// SRT listener address, or "off". Default 127.0.0.1:9710.
+        #[arg(long)]
+        srt: Option<String>,
+        /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Do not loop the built-in demo into slot `demo`.
+        #[arg(long)]
+        no_demo: bool,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Remove slots whose writer is gone, and leftovers of crashed creators.
     Gc {
         /// Only show what would be removed.
@@ -345,6 +369,21 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Demo { seconds } => demo(seconds),
+        Cmd::Serve {
+            http,
+            rtmp,
+            srt,
+            config,
+            no_demo,
+            seconds,
+        } => serve::run(serve::ServeOpts {
+            http,
+            rtmp,
+            srt,
+            config,
+            no_demo,
+            seconds,
+        }),
         Cmd::Gc { dry_run } => gc(dry_run),
     };
     match r {

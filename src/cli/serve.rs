@@ -1,0 +1,514 @@
+//! `framecache serve`: the all-in-one main job. RTMP and SRT ingest, RTMP play, WHEP for
+//! browsers, a page listing live streams with a player each, `/metrics` and `/health`, and a
+//! built-in demo stream so it shows something on a fresh machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use framecache::ingest::{Engine, IngestEvent, KeyConfig, Streams};
+use framecache::whep::http::{Page, Routes};
+use framecache::whep::{WhepConfig, WhepEngine};
+use serde::Deserialize;
+
+use crate::{CliResult, STOP};
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const WHEP_JS: &str = include_str!("web/whep.js");
+/// 6 s of 640x360 H.264 (constrained baseline, no B-frames) + AAC with a beep each second,
+/// made with ffmpeg's testsrc2 and sine sources; looped into the `demo` slot.
+const DEMO_TS: &[u8] = include_bytes!("../../assets/demo.ts");
+
+/// The TOML configuration (every field optional; flags override it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// HTTP (WHEP, page, metrics) address. Default 127.0.0.1:8080.
+    pub http: Option<SocketAddr>,
+    /// RTMP listener. Default 127.0.0.1:1935; "" or "off" disables.
+    pub rtmp: Option<String>,
+    /// SRT listener. Default 127.0.0.1:9710; "" or "off" disables.
+    pub srt: Option<String>,
+    /// Loop the built-in demo into slot `demo`. Default true.
+    pub demo: Option<bool>,
+    /// Accept any stream key even off loopback. Default false.
+    pub any_key: Option<bool>,
+    /// Slot root directory.
+    pub root: Option<PathBuf>,
+    /// Stream keys.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// WHEP settings.
+    #[serde(default)]
+    pub whep: WhepSection,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Stream key.
+    pub key: String,
+    /// Slot it feeds (default: the key).
+    pub slot: Option<String>,
+    /// SRT passphrase.
+    pub passphrase: Option<String>,
+}
+
+/// `[whep]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepSection {
+    /// Viewers per stream.
+    pub max_viewers_per_stream: Option<usize>,
+    /// Viewers in total.
+    pub max_viewers_total: Option<usize>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// CORS origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// ICE address (media sockets).
+    pub ice_ip: Option<std::net::IpAddr>,
+}
+
+/// Flags of `framecache serve`.
+pub struct ServeOpts {
+    /// --http.
+    pub http: Option<SocketAddr>,
+    /// --rtmp.
+    pub rtmp: Option<String>,
+    /// --srt.
+    pub srt: Option<String>,
+    /// --config.
+    pub config: Option<PathBuf>,
+    /// --no-demo.
+    pub no_demo: bool,
+    /// --seconds (tests).
+    pub seconds: Option<u64>,
+}
+
+fn listen_addr(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {
+    if v.is_empty() || v == "off" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e| format!("{what} address {v:?}: {e}"))
+}
+
+/// Runs until interrupted.
+pub fn run(o: ServeOpts) -> CliResult {
+    let cfg: ServeConfig = match &o.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => ServeConfig::default(),
+    };
+    let http = o
+        .http
+        .or(cfg.http)
+        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+    let rtmp = listen_addr(
+        o.rtmp
+            .as_deref()
+            .or(cfg.rtmp.as_deref())
+            .unwrap_or("127.0.0.1:1935"),
+        "RTMP",
+    )?;
+    let srt = listen_addr(
+        o.srt
+            .as_deref()
+            .or(cfg.srt.as_deref())
+            .unwrap_or("127.0.0.1:9710"),
+        "SRT",
+    )?;
+    let root = cfg.root.clone().unwrap_or_else(framecache::slot::root_dir);
+
+    let mut ingest = Engine::new()?;
+    ingest.set_root(root.clone());
+    ingest.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
+        IngestEvent::Connected { input } => eprintln!("framecache: serve: connected {input}"),
+        IngestEvent::Disconnected { input, reason } => {
+            eprintln!("framecache: serve: disconnected {input}: {reason}")
+        }
+        _ => {}
+    })));
+    for k in &cfg.keys {
+        let mut kc = KeyConfig::new(k.slot.as_deref().unwrap_or(&k.key));
+        kc.passphrase = k.passphrase.clone();
+        ingest.registry().register(&k.key, kc)?;
+    }
+    let mut listeners = Vec::new();
+    if let Some(a) = rtmp {
+        let b = ingest.listen_rtmp(a)?;
+        println!("listening rtmp rtmp://{b}/live/KEY (publish and play)");
+        listeners.push(b);
+    }
+    if let Some(a) = srt {
+        match ingest.listen_srt(a) {
+            Ok(b) => {
+                println!("listening srt srt://{b}?streamid=KEY");
+                listeners.push(b);
+            }
+            Err(e) => eprintln!("framecache: serve: SRT listener not started: {e}"),
+        }
+    }
+    if ingest.registry().keys().is_empty() {
+        if cfg.any_key.unwrap_or(false) || listeners.iter().all(|a| a.ip().is_loopback()) {
+            ingest.registry().set_allow_any(true);
+            eprintln!(
+                "framecache: serve: no stream keys configured: accepting any key (each feeds the slot of its name){}",
+                if cfg.any_key.unwrap_or(false) { "" } else { " because the listeners are on loopback only" }
+            );
+        } else {
+            return Err("no stream keys configured for a listener open beyond loopback: add [[keys]] to the config or any_key = true".into());
+        }
+    }
+
+    // The demo: the embedded clip, looped in real time through a VOD mount.
+    let _demo_dir = if cfg.demo.unwrap_or(true) && !o.no_demo {
+        let dir = tempdir("framecache-serve")?;
+        std::fs::write(dir.path().join("demo.ts"), DEMO_TS)?;
+        ingest.mounts().add("builtin", dir.path())?;
+        ingest.add("demo", &["file://builtin/demo.ts"])?;
+        println!("demo stream: slot demo (looped test pattern with a beep each second)");
+        Some(dir)
+    } else {
+        None
+    };
+
+    let keys = ingest.registry().clone();
+    let known: framecache::whep::KnownStreams = Arc::new(move |stream: &str| {
+        keys.keys()
+            .iter()
+            .any(|k| keys.lookup(k).is_some_and(|c| c.slot == stream))
+    });
+    let w = &cfg.whep;
+    let wcfg = WhepConfig {
+        root: Some(root.clone()),
+        max_viewers_per_stream: w.max_viewers_per_stream.unwrap_or(8),
+        max_viewers_total: w.max_viewers_total.unwrap_or(256),
+        token: w.token.clone(),
+        allowed_origins: w.allowed_origins.clone().unwrap_or_default(),
+        // Media sockets on the HTTP address (every interface when HTTP is on 0.0.0.0).
+        ice_ip: w.ice_ip.unwrap_or(http.ip()),
+        known_streams: Some(known),
+        ..WhepConfig::default()
+    };
+    let whep = WhepEngine::new(wcfg)?;
+    let routes = routes(root.clone(), whep.clone(), ingest.streams().clone());
+    let listener = whep
+        .handle()
+        .block_on(tokio::net::TcpListener::bind(http))
+        .map_err(|e| format!("cannot listen on {http}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let server = whep.handle().spawn(framecache::whep::http::serve(
+        listener,
+        whep.clone(),
+        Some(routes),
+    ));
+    println!("listening http http://{bound}/ (page, WHEP at /whep/STREAM, /metrics, /health)");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let start = std::time::Instant::now();
+    while !STOP.load(Ordering::Relaxed)
+        && o.seconds
+            .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.abort();
+    whep.shutdown();
+    drop(ingest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(prefix: &str) -> std::io::Result<TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let p = base.join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(TempDir(p))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
+}
+
+fn routes(root: PathBuf, whep: WhepEngine, streams: Streams) -> Routes {
+    Arc::new(move |pq: &str| {
+        let path = pq.split('?').next().unwrap_or(pq);
+        match path {
+            "/" | "/index.html" => Some(Page {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: INDEX_HTML.as_bytes().to_vec(),
+            }),
+            "/whep.js" => Some(Page {
+                status: 200,
+                content_type: "text/javascript; charset=utf-8",
+                body: WHEP_JS.as_bytes().to_vec(),
+            }),
+            "/health" => Some(Page {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::json!({"status": "ok", "viewers": whep.stats().viewers})
+                    .to_string()
+                    .into_bytes(),
+            }),
+            "/api/streams" => Some(Page {
+                status: 200,
+                content_type: "application/json",
+                body: api_streams(&root, &whep, &streams).into_bytes(),
+            }),
+            "/metrics" => Some(Page {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics(&root, &whep, &streams).into_bytes(),
+            }),
+            _ => None,
+        }
+    })
+}
+
+fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+    let ws = whep.stats();
+    let ingest = streams.snapshot();
+    let mut out = Vec::new();
+    for (id, info) in framecache::packet::list_slots(root).unwrap_or_default() {
+        let Ok(i) = info else { continue };
+        let codecs: Vec<String> = i
+            .streams
+            .iter()
+            .map(|s| {
+                if s.width > 0 {
+                    format!("{} {}x{}", s.codec_name, s.width, s.height)
+                } else {
+                    s.codec_name.to_string()
+                }
+            })
+            .collect();
+        let viewers = ws
+            .streams
+            .iter()
+            .find(|s| s.stream == id)
+            .map_or(0, |s| s.viewers);
+        let kbps = ingest
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or(0, |(_, s)| s.bitrate / 1000);
+        out.push(serde_json::json!({
+            "id": id, "live": i.writer_alive, "codecs": codecs.join(", "),
+            "viewers": viewers, "kbps": kbps, "source": i.source_type,
+        }));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+    use std::fmt::Write;
+    let ws = whep.stats();
+    let mut m = String::new();
+    let head = |m: &mut String, name: &str, typ: &str, help: &str| {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {typ}");
+    };
+    head(&mut m, "framecache_up", "gauge", "1 while serve runs.");
+    let _ = writeln!(m, "framecache_up 1");
+    head(
+        &mut m,
+        "framecache_whep_viewers",
+        "gauge",
+        "WebRTC viewers in total.",
+    );
+    let _ = writeln!(m, "framecache_whep_viewers {}", ws.viewers);
+    head(
+        &mut m,
+        "framecache_whep_peer_connections",
+        "gauge",
+        "Peer connections not yet closed.",
+    );
+    let _ = writeln!(
+        m,
+        "framecache_whep_peer_connections {}",
+        ws.peer_connections
+    );
+    head(
+        &mut m,
+        "framecache_whep_offers_total",
+        "counter",
+        "WHEP offers answered.",
+    );
+    let _ = writeln!(m, "framecache_whep_offers_total {}", ws.offers);
+
+    let ingest = streams.snapshot();
+    head(
+        &mut m,
+        "framecache_stream_bitrate_bits",
+        "gauge",
+        "Ingest bitrate per stream, bit/s.",
+    );
+    for (n, s) in &ingest {
+        let _ = writeln!(
+            m,
+            "framecache_stream_bitrate_bits{{stream=\"{}\"}} {}",
+            esc(n),
+            s.bitrate
+        );
+    }
+    head(
+        &mut m,
+        "framecache_stream_ingest_packets_total",
+        "counter",
+        "Access units ingested per stream.",
+    );
+    for (n, s) in &ingest {
+        let _ = writeln!(
+            m,
+            "framecache_stream_ingest_packets_total{{stream=\"{}\"}} {}",
+            esc(n),
+            s.packets
+        );
+    }
+    head(
+        &mut m,
+        "framecache_stream_reconnects_total",
+        "counter",
+        "Ingest reconnects per stream.",
+    );
+    for (n, s) in &ingest {
+        let _ = writeln!(
+            m,
+            "framecache_stream_reconnects_total{{stream=\"{}\"}} {}",
+            esc(n),
+            s.reconnects
+        );
+    }
+    head(
+        &mut m,
+        "framecache_stream_viewers",
+        "gauge",
+        "WebRTC viewers per stream.",
+    );
+    for s in &ws.streams {
+        let _ = writeln!(
+            m,
+            "framecache_stream_viewers{{stream=\"{}\"}} {}",
+            esc(&s.stream),
+            s.viewers
+        );
+    }
+    head(
+        &mut m,
+        "framecache_stream_skipped_packets_total",
+        "counter",
+        "Packets skipped on the way to viewers (ring reader behind, or a viewer behind).",
+    );
+    for s in &ws.streams {
+        let _ = writeln!(
+            m,
+            "framecache_stream_skipped_packets_total{{stream=\"{}\"}} {}",
+            esc(&s.stream),
+            s.ring_skipped + s.viewer_skipped
+        );
+    }
+    head(
+        &mut m,
+        "framecache_slot_fps",
+        "gauge",
+        "Frame rate per slot (declared by its writer).",
+    );
+    let frames = framecache::ring::list_slots(root).unwrap_or_default();
+    for (id, i) in &frames {
+        if let Ok(i) = i {
+            if i.fps_den > 0 {
+                let _ = writeln!(
+                    m,
+                    "framecache_slot_fps{{slot=\"{}\",kind=\"frames\"}} {:.3}",
+                    esc(id),
+                    i.fps_num as f64 / i.fps_den as f64
+                );
+            }
+        }
+    }
+    let packets = framecache::packet::list_slots(root).unwrap_or_default();
+    for (id, i) in &packets {
+        if let Ok(i) = i {
+            if let Some(v) = i.streams.iter().find(|s| s.fps.1 > 0) {
+                let _ = writeln!(
+                    m,
+                    "framecache_slot_fps{{slot=\"{}\",kind=\"packets\"}} {:.3}",
+                    esc(id),
+                    v.fps.0 as f64 / v.fps.1 as f64
+                );
+            }
+        }
+    }
+    head(
+        &mut m,
+        "framecache_slot_readers",
+        "gauge",
+        "Readers of a packet slot in this process (WHEP feeds). Ring readers do not \
+         register, so readers in other processes are not counted.",
+    );
+    for (id, _) in &packets {
+        let n = ws.streams.iter().filter(|s| s.stream == *id).count();
+        let _ = writeln!(
+            m,
+            "framecache_slot_readers{{slot=\"{}\",kind=\"packets\"}} {}",
+            esc(id),
+            n
+        );
+    }
+    head(
+        &mut m,
+        "framecache_slot_packets_total",
+        "counter",
+        "Packets or frames published per slot.",
+    );
+    for (id, i) in &frames {
+        if let Ok(i) = i {
+            let _ = writeln!(
+                m,
+                "framecache_slot_packets_total{{slot=\"{}\",kind=\"frames\"}} {}",
+                esc(id),
+                i.frames_written
+            );
+        }
+    }
+    for (id, i) in &packets {
+        if let Ok(i) = i {
+            let _ = writeln!(
+                m,
+                "framecache_slot_packets_total{{slot=\"{}\",kind=\"packets\"}} {}",
+                esc(id),
+                i.packets_written
+            );
+        }
+    }
+    m
+}

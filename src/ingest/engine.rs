@@ -283,7 +283,10 @@ fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
             (Ok(()), None) => "stopped".into(),
             (Err(e), None) => e.to_string(),
         };
-        eprintln!("framecache: ingest {}: {name}: {reason}", cfg.slot);
+        // A file input loops by reconnecting at its end: that is not worth a log line.
+        if !(name.starts_with("file://") && reason.ends_with("end of file")) {
+            eprintln!("framecache: ingest {}: {name}: {reason}", cfg.slot);
+        }
         if was_connected {
             if let Some(cb) = &cfg.events {
                 cb(&IngestEvent::Disconnected {

@@ -1,0 +1,749 @@
+//! WHEP and `framecache serve` against real clients: headless Chromium, aiortc, ffmpeg as the
+//! RTMP source, and raw HTTP for the error matrix. A client that is not installed makes its
+//! test print why it skipped.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::TempRoot;
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Serve {
+    child: Reaper,
+    http: String,
+    rtmp: String,
+    _config: PathBuf,
+}
+
+impl Serve {
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+}
+
+/// Starts `framecache serve` on ephemeral loopback ports with `config` (TOML).
+fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
+    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-{name}.toml", std::process::id()));
+    std::fs::write(&cfg, config).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_framecache"));
+    c.args(["serve", "--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
+        .args(["--srt", "off", "--config"])
+        .arg(&cfg)
+        .env("FC_SHM_DIR", root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !demo {
+        c.arg("--no-demo");
+    }
+    let mut child = c.spawn().expect("spawn framecache serve");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let child = Reaper(child);
+    let (mut http, mut rtmp) = (None, None);
+    let t = Instant::now();
+    while http.is_none() || rtmp.is_none() {
+        let l = rx
+            .recv_timeout(Duration::from_secs(20).saturating_sub(t.elapsed()))
+            .expect("serve printed its addresses");
+        if let Some(r) = l.strip_prefix("listening http http://") {
+            http = Some(r.split('/').next().unwrap().to_string());
+        }
+        if let Some(r) = l.strip_prefix("listening rtmp rtmp://") {
+            rtmp = Some(r.split('/').next().unwrap().to_string());
+        }
+    }
+    Serve {
+        child,
+        http: http.unwrap(),
+        rtmp: rtmp.unwrap(),
+        _config: cfg,
+    }
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A browser-like offer (recvonly H.264 constrained baseline + Opus) with no candidates: the
+/// server answers it and keeps the resource until its connect timeout.
+fn offer(h264: bool, opus: bool) -> String {
+    let mut s = String::from(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+         a=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n",
+    );
+    let common = "c=IN IP4 0.0.0.0\r\na=ice-ufrag:Fx1q\r\na=ice-pwd:p4Zkq0w8u2Ym5Ly1dNh7Qa3c\r\n\
+        a=ice-options:trickle\r\na=fingerprint:sha-256 \
+        4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB:3E:4B:65:2E:7D:46:3F:54:42:CD:54:F1\r\n\
+        a=setup:actpass\r\n";
+    if h264 {
+        s.push_str("m=video 9 UDP/TLS/RTP/SAVPF 102\r\n");
+        s.push_str(common);
+        s.push_str(
+            "a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\n\
+             a=rtcp-fb:102 nack\r\na=rtcp-fb:102 nack pli\r\n\
+             a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+        );
+    } else {
+        s.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
+        s.push_str(common);
+        s.push_str("a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n");
+    }
+    if opus {
+        s.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
+        s.push_str(common);
+        s.push_str(
+            "a=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=fmtp:111 minptime=10;useinbandfec=1\r\n",
+        );
+    } else {
+        s.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n");
+        s.push_str(common);
+        s.push_str("a=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n");
+    }
+    s
+}
+
+const SDP: (&str, &str) = ("Content-Type", "application/sdp");
+
+fn post(s: &Serve, stream: &str, auth: &[(&str, &str)], body: &str) -> Resp {
+    let mut h = vec![SDP];
+    h.extend_from_slice(auth);
+    http(
+        &s.http,
+        "POST",
+        &format!("/whep/{stream}"),
+        &h,
+        body.as_bytes(),
+    )
+}
+
+fn metric(s: &Serve, name: &str) -> f64 {
+    let m = http(&s.http, "GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    m.body
+        .lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_live(s: &Serve, stream: &str) {
+    wait_for(&format!("{stream} live"), Duration::from_secs(20), || {
+        let r = http(&s.http, "GET", "/api/streams", &[], b"");
+        r.body.contains(&format!("\"id\":\"{stream}\"")) && r.body.contains("\"live\":true")
+    });
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// ffmpeg pushing a live 640x360 H.264 (baseline, no B-frames) + AAC test pattern over RTMP.
+fn push(rtmp: &str, key: &str, secs: u32) -> Reaper {
+    Reaper(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                &secs.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args(["-tune", "zerolatency", "-profile:v", "baseline", "-bf", "0"])
+            .args([
+                "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
+            ])
+            .arg(format!("rtmp://{rtmp}/live/{key}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+    )
+}
+
+fn aiortc_python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var("FC_AIORTC_PYTHON").ok().map(PathBuf::from),
+        Some(PathBuf::from("/opt/venv-aiortc/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .args(["-c", "import aiortc"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// Runs the aiortc WHEP client; returns its JSON report.
+fn aiortc(py: &Path, url: &str, viewers: usize, secs: f64, extra: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/whep_aiortc.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(url)
+        .args([
+            "--viewers",
+            &viewers.to_string(),
+            "--seconds",
+            &secs.to_string(),
+        ])
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run aiortc client");
+    assert!(out.status.success(), "aiortc client failed");
+    serde_json::from_slice(&out.stdout).expect("aiortc client JSON")
+}
+
+#[test]
+fn error_matrix_cors_and_trickle_over_http() {
+    let root = TempRoot::new("whep-errors");
+    let s = serve(
+        &root,
+        "errors",
+        r#"
+[[keys]]
+key = "later"
+[[keys]]
+key = "cam2"
+[whep]
+token = "s3cret"
+allowed_origins = ["http://allowed.example"]
+max_viewers_per_stream = 3
+max_viewers_total = 4
+"#,
+        true,
+    );
+    let auth = [("Authorization", "Bearer s3cret")];
+    // The demo stream feeds slot `demo`; wait until it is live.
+    wait_live(&s, "demo");
+    let good = offer(true, true);
+
+    // 401: missing and wrong token.
+    let r = post(&s, "demo", &[], &good);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        post(&s, "demo", &[("Authorization", "Bearer nope")], &good).status,
+        401
+    );
+    // 415 wrong content type, 400 empty / not SDP.
+    let r = http(
+        &s.http,
+        "POST",
+        "/whep/demo",
+        &[("Content-Type", "text/plain"), auth[0]],
+        good.as_bytes(),
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert_eq!(post(&s, "demo", &auth, "").status, 400);
+    assert_eq!(post(&s, "demo", &auth, "hello there").status, 400);
+    // 404 unknown stream; 409 + Retry-After for a registered key that is not live.
+    let r = post(&s, "nosuch", &auth, &good);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post(&s, "later", &auth, &good);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    // 406: no H.264; no Opus while the stream has audio.
+    let r = post(&s, "demo", &auth, &offer(false, true));
+    assert_eq!(r.status, 406, "{}", r.body);
+    assert!(r.body.contains("H.264"));
+    let r = post(&s, "demo", &auth, &offer(true, false));
+    assert_eq!(r.status, 406, "{}", r.body);
+    assert!(r.body.contains("Opus"));
+
+    // 201 with Location, ETag, Accept-Patch and an answer.
+    let r = post(&s, "demo", &auth, &good);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.starts_with("v=0") && r.body.contains("a=candidate:"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/sdp"));
+    assert_eq!(
+        r.header("accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let loc = r.header("location").unwrap().to_string();
+    let etag = r.header("etag").unwrap().to_string();
+    assert!(loc.starts_with("/whep/demo/"), "{loc}");
+
+    // PATCH: wrong type 415, If-Match mismatch 412, a trickled candidate 204, ICE restart 200
+    // with a new ETag and new credentials.
+    let frag = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let ice = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let r = http(&s.http, "PATCH", &loc, &[SDP, auth[0]], frag.as_bytes());
+    assert_eq!(r.status, 415);
+    let r = http(
+        &s.http,
+        "PATCH",
+        &loc,
+        &[ice, auth[0], ("If-Match", "\"other\"")],
+        frag.as_bytes(),
+    );
+    assert_eq!(r.status, 412);
+    let r = http(
+        &s.http,
+        "PATCH",
+        &loc,
+        &[ice, auth[0], ("If-Match", &etag)],
+        frag.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let restart = "a=ice-ufrag:NEW1\r\na=ice-pwd:n3wpassword0000000000000\r\n";
+    let r = http(&s.http, "PATCH", &loc, &[ice, auth[0]], restart.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let etag2 = r.header("etag").unwrap().to_string();
+    assert_ne!(etag2, etag);
+    assert!(r.body.contains("a=ice-ufrag:") && r.body.contains("a=ice-pwd:"));
+    let r = http(
+        &s.http,
+        "PATCH",
+        &loc,
+        &[ice, auth[0], ("If-Match", &etag)],
+        frag.as_bytes(),
+    );
+    assert_eq!(r.status, 412, "the old ETag no longer matches");
+
+    // 503 per stream (cap 3) and in total (cap 4), with distinct bodies and Retry-After.
+    let r2 = post(&s, "demo", &auth, &good);
+    let r3 = post(&s, "demo", &auth, &good);
+    assert_eq!((r2.status, r3.status), (201, 201));
+    let full = post(&s, "demo", &auth, &good);
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.header("retry-after").is_some());
+    assert!(full.body.contains("stream demo"), "{}", full.body);
+    // The RTMP port takes a second live stream for the total cap.
+    let _p = push(&s.rtmp, "cam2", 30);
+    wait_live(&s, "cam2");
+    assert_eq!(post(&s, "cam2", &auth, &good).status, 201);
+    let total = post(&s, "cam2", &auth, &good);
+    assert_eq!(total.status, 503, "{}", total.body);
+    assert!(total.body.contains("server"), "{}", total.body);
+    assert_ne!(total.body, full.body);
+
+    // DELETE frees a place; again (or an unknown resource) is 204.
+    let r = http(&s.http, "DELETE", &loc, &auth, b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(http(&s.http, "DELETE", &loc, &auth, b"").status, 204);
+    assert_eq!(
+        http(&s.http, "DELETE", "/whep/demo/doesnotexist", &auth, b"").status,
+        204
+    );
+    assert_eq!(post(&s, "demo", &auth, &good).status, 201);
+
+    // CORS: preflight on every path, allowed origin echoed, others refused.
+    let o = ("Origin", "http://allowed.example");
+    for path in ["/whep/demo", &loc, "/metrics"] {
+        let r = http(
+            &s.http,
+            "OPTIONS",
+            path,
+            &[o, ("Access-Control-Request-Method", "POST")],
+            b"",
+        );
+        assert_eq!(r.status, 204, "{path}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://allowed.example")
+        );
+        assert!(r
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("PATCH"));
+        assert!(r
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization"));
+        assert!(r
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("ETag"));
+    }
+    let r = http(&s.http, "OPTIONS", "/whep/demo", &[o], b"");
+    assert_eq!(r.header("accept-post"), Some("application/sdp"));
+    let r = http(
+        &s.http,
+        "OPTIONS",
+        "/whep/demo",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+
+    // /health and /metrics.
+    let h = http(&s.http, "GET", "/health", &[], b"");
+    assert_eq!(h.status, 200);
+    assert!(h.body.contains("\"ok\""));
+    let demo_bits = || {
+        let m = http(&s.http, "GET", "/metrics", &[], b"").body;
+        m.lines()
+            .find_map(|l| l.strip_prefix("framecache_stream_bitrate_bits{stream=\"demo\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("demo bitrate", Duration::from_secs(10), || {
+        demo_bits() > 100_000.0
+    });
+    let m = http(&s.http, "GET", "/metrics", &[], b"").body;
+    assert!(
+        m.contains("framecache_stream_viewers{stream=\"demo\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("framecache_slot_fps{slot=\"demo\",kind=\"packets\"} 30.000"),
+        "{m}"
+    );
+    // Four places are taken (three on demo, one on cam2) unless their connect timeout passed.
+    assert!((1.0..=4.0).contains(&metric(&s, "framecache_whep_viewers")));
+}
+
+#[test]
+fn chromium_plays_an_rtmp_push_through_whep() {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| have(c));
+    let Some(chromium) = chromium else {
+        eprintln!("SKIPPED: no chromium installed (apt install chromium)");
+        return;
+    };
+    if !have("ffmpeg") {
+        eprintln!("SKIPPED: no ffmpeg");
+        return;
+    }
+    let root = TempRoot::new("whep-chromium");
+    let s = serve(&root, "chromium", "", false);
+    let _p = push(&s.rtmp, "cam1", 60);
+    wait_live(&s, "cam1");
+
+    // The test page comes from another origin, so CORS is exercised; it uses serve's own
+    // player script and reports to this test's server.
+    let site = TcpListener::bind("127.0.0.1:0").unwrap();
+    let site_addr = site.local_addr().unwrap().to_string();
+    let page = format!(
+        r#"<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
+<script src="http://{h}/whep.js"></script>
+<script>
+(async () => {{
+  const rep = (o) => fetch('/report?' + new URLSearchParams(o));
+  try {{
+    const v = document.getElementById('v');
+    const s = await FcWhep.play('http://{h}/whep/cam1', v);
+    let first = null;
+    const t = performance.now();
+    while (performance.now() - t < 20000) {{
+      const st = await s.stats();
+      if (st.framesDecoded > 0 && first === null) first = performance.now() - s.t0;
+      if (st.framesDecoded >= 60 && st.audioPackets >= 50) {{
+        await rep({{ok: 1, frames: st.framesDecoded, w: st.width, h: st.height,
+                    audio: st.audioPackets, ttff_ms: Math.round(first)}});
+        await s.stop();
+        return;
+      }}
+      await new Promise(r => setTimeout(r, first === null ? 10 : 100));
+    }}
+    const st = await s.stats();
+    await rep({{ok: 0, frames: st.framesDecoded, w: st.width, h: st.height,
+               audio: st.audioPackets, state: st.state}});
+  }} catch (e) {{ await rep({{error: String(e.message || e)}}); }}
+}})();
+</script></body></html>"#,
+        h = s.http
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for c in site.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 8192];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split(' ').nth(1).unwrap_or("/").to_string();
+            let body = if let Some(q) = path.strip_prefix("/report?") {
+                let _ = tx.send(q.to_string());
+                String::new()
+            } else {
+                page.clone()
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let profile = root.path().with_extension("chromium-profile");
+    let _browser = Reaper(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+            ])
+            .args(["--no-first-run", "--disable-background-networking"])
+            .args(["--disable-component-update", "--disable-sync"])
+            .args(["--autoplay-policy=no-user-gesture-required"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("http://{site_addr}/"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromium"),
+    );
+    let report = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the page reported");
+    let _ = std::fs::remove_dir_all(&profile);
+    eprintln!("chromium report: {report}");
+    let kv: std::collections::HashMap<String, String> = report
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(kv.get("ok").map(String::as_str), Some("1"), "{report}");
+    let num = |k: &str| kv[k].parse::<f64>().unwrap();
+    assert!(num("frames") >= 60.0);
+    assert_eq!((num("w"), num("h")), (640.0, 360.0));
+    assert!(
+        num("audio") >= 50.0,
+        "AAC from RTMP reaches Chromium as Opus"
+    );
+    eprintln!(
+        "chromium: time from POST to first decoded frame {} ms",
+        kv["ttff_ms"]
+    );
+}
+
+#[test]
+fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
+    let Some(py) = aiortc_python() else {
+        eprintln!("SKIPPED: aiortc is not installed (pip install aiortc)");
+        return;
+    };
+    if !have("ffmpeg") {
+        eprintln!("SKIPPED: no ffmpeg");
+        return;
+    }
+    let root = TempRoot::new("whep-aiortc");
+    let s = serve(
+        &root,
+        "aiortc",
+        "[whep]\nmax_viewers_per_stream = 8\n",
+        false,
+    );
+    let pusher = push(&s.rtmp, "cam1", 40);
+    wait_live(&s, "cam1");
+    let url = format!("http://{}/whep/cam1", s.http);
+
+    // Five concurrent viewers all decode video (640x360) and audio.
+    let rep = aiortc(&py, &url, 5, 4.0, &[]);
+    let viewers = rep["viewers"].as_array().unwrap();
+    assert_eq!(viewers.len(), 5);
+    for v in viewers {
+        assert_eq!(v["status"], 201, "{v}");
+        assert!(v["frames"].as_u64().unwrap() >= 30, "{v}");
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(640), Some(360))
+        );
+        assert!(v["audio_frames"].as_u64().unwrap() > 20, "{v}");
+        assert_eq!(v["delete_status"], 200);
+    }
+    wait_for("viewers gone", Duration::from_secs(10), || {
+        metric(&s, "framecache_whep_viewers") == 0.0
+    });
+
+    // Eight places taken: the ninth (aiortc) gets 503; a DELETE frees a place for it.
+    let good = offer(true, true);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let r = post(&s, "cam1", &[], &good);
+        assert_eq!(r.status, 201, "{}", r.body);
+        held.push(r.header("location").unwrap().to_string());
+    }
+    let rep = aiortc(&py, &url, 1, 0.5, &[]);
+    assert_eq!(rep["viewers"][0]["status"], 503, "{rep}");
+    assert!(rep["viewers"][0]["retry_after"].is_string());
+    assert_eq!(
+        http(&s.http, "DELETE", &held.pop().unwrap(), &[], b"").status,
+        200
+    );
+    let rep = aiortc(&py, &url, 1, 3.0, &[]);
+    assert_eq!(rep["viewers"][0]["status"], 201, "{rep}");
+    assert!(rep["viewers"][0]["frames"].as_u64().unwrap() > 0, "{rep}");
+    for l in held {
+        assert_eq!(http(&s.http, "DELETE", &l, &[], b"").status, 200);
+    }
+
+    // Viewers connected when the source stops are torn down; every counter returns to zero.
+    let py2 = py.clone();
+    let url2 = url.clone();
+    let watchers = std::thread::spawn(move || aiortc(&py2, &url2, 3, 6.0, &["--no-delete"]));
+    wait_for("3 viewers", Duration::from_secs(15), || {
+        metric(&s, "framecache_whep_viewers") == 3.0
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    drop(pusher); // kills ffmpeg: the RTMP session ends, the slot closes
+    wait_for("viewers torn down", Duration::from_secs(15), || {
+        metric(&s, "framecache_whep_viewers") == 0.0
+    });
+    wait_for("peer connections closed", Duration::from_secs(15), || {
+        metric(&s, "framecache_whep_peer_connections") == 0.0
+            && metric(&s, "framecache_whep_tasks") == 0.0
+            && metric(&s, "framecache_whep_feeds") == 0.0
+    });
+    let rep = watchers.join().unwrap();
+    for v in rep["viewers"].as_array().unwrap() {
+        assert!(v["frames"].as_u64().unwrap() > 0, "{v}");
+    }
+    // A new offer now finds the stream gone.
+    assert_eq!(post(&s, "cam1", &[], &good).status, 404);
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_hundred_connect_disconnect_cycles_leave_nothing_behind() {
+    let root = TempRoot::new("whep-cycles");
+    let s = serve(&root, "cycles", "", true);
+    wait_live(&s, "demo");
+    let good = offer(true, true);
+    // One cycle first, so lazily created runtime pieces exist before the baseline.
+    let r = post(&s, "demo", &[], &good);
+    assert_eq!(r.status, 201);
+    http(&s.http, "DELETE", r.header("location").unwrap(), &[], b"");
+    let settled = |s: &Serve| {
+        metric(s, "framecache_whep_viewers") == 0.0
+            && metric(s, "framecache_whep_peer_connections") == 0.0
+            && metric(s, "framecache_whep_tasks") == 0.0
+            && metric(s, "framecache_whep_feeds") == 0.0
+    };
+    wait_for("first cycle settled", Duration::from_secs(10), || {
+        settled(&s)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (fds0, threads0) = (fd_count(s.pid()), thread_count(s.pid()));
+
+    let py = aiortc_python();
+    for i in 0..100 {
+        if i % 20 == 0 {
+            if let Some(py) = &py {
+                // Every 20th cycle is a real connection that decodes frames.
+                let rep = aiortc(py, &format!("http://{}/whep/demo", s.http), 1, 1.0, &[]);
+                assert_eq!(rep["viewers"][0]["status"], 201, "{rep}");
+                assert!(rep["viewers"][0]["frames"].as_u64().unwrap() > 0, "{rep}");
+                continue;
+            }
+        }
+        let r = post(&s, "demo", &[], &good);
+        assert_eq!(r.status, 201, "cycle {i}: {}", r.body);
+        let d = http(&s.http, "DELETE", r.header("location").unwrap(), &[], b"");
+        assert_eq!(d.status, 200);
+    }
+    wait_for("counters back to zero", Duration::from_secs(20), || {
+        settled(&s)
+    });
+    assert!(metric(&s, "framecache_whep_offers_total") >= 100.0);
+    // Sockets and threads return to the baseline (tokio may keep an idle blocking thread).
+    wait_for(
+        "descriptors back to the baseline",
+        Duration::from_secs(20),
+        || fd_count(s.pid()) <= fds0,
+    );
+    let threads = thread_count(s.pid());
+    assert!(
+        threads <= threads0 + 2,
+        "threads {threads0} → {threads}: something leaked"
+    );
+}

@@ -243,6 +243,10 @@ fn push(rtmp: &str, key: &str, secs: u32) -> Reaper {
 fn aiortc_python() -> Option<PathBuf> {
     let candidates = [
         std::env::var("FC_AIORTC_PYTHON").ok().map(PathBuf::from),
+        // Where .ci/run installs it.
+        std::env::var("HOME")
+            .ok()
+            .map(|h| PathBuf::from(h).join(".cache/framecache/aiortc-venv/bin/python")),
         Some(PathBuf::from("/opt/venv-aiortc/bin/python")),
         Some(PathBuf::from("python3")),
     ];

@@ -333,185 +333,183 @@ fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
     serde_json::Value::Array(out).to_string()
 }
 
-fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+/// One Prometheus metric family: its HELP/TYPE lines and one sample per `(labels, value)`.
+fn family(m: &mut String, name: &str, typ: &str, help: &str, rows: Vec<(String, String)>) {
     use std::fmt::Write;
-    let ws = whep.stats();
-    let mut m = String::new();
-    let head = |m: &mut String, name: &str, typ: &str, help: &str| {
-        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {typ}");
-    };
-    head(&mut m, "framecache_up", "gauge", "1 while serve runs.");
-    let _ = writeln!(m, "framecache_up 1");
-    head(
-        &mut m,
-        "framecache_whep_viewers",
-        "gauge",
-        "WebRTC viewers in total.",
-    );
-    let _ = writeln!(m, "framecache_whep_viewers {}", ws.viewers);
-    head(
-        &mut m,
-        "framecache_whep_peer_connections",
-        "gauge",
-        "Peer connections not yet closed.",
-    );
-    let _ = writeln!(
-        m,
-        "framecache_whep_peer_connections {}",
-        ws.peer_connections
-    );
-    head(
-        &mut m,
-        "framecache_whep_offers_total",
-        "counter",
-        "WHEP offers answered.",
-    );
-    let _ = writeln!(m, "framecache_whep_offers_total {}", ws.offers);
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {typ}");
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(m, "{name} {v}");
+        } else {
+            let _ = writeln!(m, "{name}{{{labels}}} {v}");
+        }
+    }
+}
 
+fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+    let ws = whep.stats();
     let ingest = streams.snapshot();
-    head(
+    let frames: Vec<_> = framecache::ring::list_slots(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(id, i)| i.ok().map(|i| (id, i)))
+        .collect();
+    let packets: Vec<_> = framecache::packet::list_slots(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(id, i)| i.ok().map(|i| (id, i)))
+        .collect();
+    let one = |v: String| vec![(String::new(), v)];
+    let stream = |n: &str| format!("stream=\"{}\"", esc(n));
+    let slot = |n: &str, kind: &str| format!("slot=\"{}\",kind=\"{kind}\"", esc(n));
+    let mut m = String::new();
+    let totals: [(&str, &str, &str, usize); 5] = [
+        (
+            "framecache_whep_viewers",
+            "gauge",
+            "WebRTC viewers in total.",
+            ws.viewers,
+        ),
+        (
+            "framecache_whep_peer_connections",
+            "gauge",
+            "Peer connections not yet closed.",
+            ws.peer_connections,
+        ),
+        (
+            "framecache_whep_tasks",
+            "gauge",
+            "Viewer tasks alive (each ends shortly after its viewer is removed).",
+            ws.tasks,
+        ),
+        (
+            "framecache_whep_feeds",
+            "gauge",
+            "Feed threads alive (one per watched stream).",
+            ws.feeds,
+        ),
+        (
+            "framecache_whep_offers_total",
+            "counter",
+            "WHEP offers answered.",
+            ws.offers as usize,
+        ),
+    ];
+    family(
+        &mut m,
+        "framecache_up",
+        "gauge",
+        "1 while serve runs.",
+        one("1".into()),
+    );
+    for (name, typ, help, v) in totals {
+        family(&mut m, name, typ, help, one(v.to_string()));
+    }
+    let per_ingest = |f: fn(&framecache::ingest::StatsSnapshot) -> u64| {
+        ingest
+            .iter()
+            .map(|(n, s)| (stream(n), f(s).to_string()))
+            .collect::<Vec<_>>()
+    };
+    family(
         &mut m,
         "framecache_stream_bitrate_bits",
         "gauge",
         "Ingest bitrate per stream, bit/s.",
+        per_ingest(|s| s.bitrate),
     );
-    for (n, s) in &ingest {
-        let _ = writeln!(
-            m,
-            "framecache_stream_bitrate_bits{{stream=\"{}\"}} {}",
-            esc(n),
-            s.bitrate
-        );
-    }
-    head(
+    family(
         &mut m,
         "framecache_stream_ingest_packets_total",
         "counter",
         "Access units ingested per stream.",
+        per_ingest(|s| s.packets),
     );
-    for (n, s) in &ingest {
-        let _ = writeln!(
-            m,
-            "framecache_stream_ingest_packets_total{{stream=\"{}\"}} {}",
-            esc(n),
-            s.packets
-        );
-    }
-    head(
+    family(
         &mut m,
         "framecache_stream_reconnects_total",
         "counter",
         "Ingest reconnects per stream.",
+        per_ingest(|s| s.reconnects),
     );
-    for (n, s) in &ingest {
-        let _ = writeln!(
-            m,
-            "framecache_stream_reconnects_total{{stream=\"{}\"}} {}",
-            esc(n),
-            s.reconnects
-        );
-    }
-    head(
+    family(
         &mut m,
         "framecache_stream_viewers",
         "gauge",
         "WebRTC viewers per stream.",
+        ws.streams
+            .iter()
+            .map(|s| (stream(&s.stream), s.viewers.to_string()))
+            .collect(),
     );
-    for s in &ws.streams {
-        let _ = writeln!(
-            m,
-            "framecache_stream_viewers{{stream=\"{}\"}} {}",
-            esc(&s.stream),
-            s.viewers
-        );
-    }
-    head(
+    family(
         &mut m,
         "framecache_stream_skipped_packets_total",
         "counter",
         "Packets skipped on the way to viewers (ring reader behind, or a viewer behind).",
+        ws.streams
+            .iter()
+            .map(|s| {
+                (
+                    stream(&s.stream),
+                    (s.ring_skipped + s.viewer_skipped).to_string(),
+                )
+            })
+            .collect(),
     );
-    for s in &ws.streams {
-        let _ = writeln!(
-            m,
-            "framecache_stream_skipped_packets_total{{stream=\"{}\"}} {}",
-            esc(&s.stream),
-            s.ring_skipped + s.viewer_skipped
-        );
-    }
-    head(
+    let mut fps: Vec<(String, String)> = frames
+        .iter()
+        .filter(|(_, i)| i.fps_den > 0)
+        .map(|(id, i)| {
+            (
+                slot(id, "frames"),
+                format!("{:.3}", i.fps_num as f64 / i.fps_den as f64),
+            )
+        })
+        .collect();
+    fps.extend(packets.iter().filter_map(|(id, i)| {
+        let v = i.streams.iter().find(|s| s.fps.1 > 0)?;
+        Some((
+            slot(id, "packets"),
+            format!("{:.3}", v.fps.0 as f64 / v.fps.1 as f64),
+        ))
+    }));
+    family(
         &mut m,
         "framecache_slot_fps",
         "gauge",
         "Frame rate per slot (declared by its writer).",
+        fps,
     );
-    let frames = framecache::ring::list_slots(root).unwrap_or_default();
-    for (id, i) in &frames {
-        if let Ok(i) = i {
-            if i.fps_den > 0 {
-                let _ = writeln!(
-                    m,
-                    "framecache_slot_fps{{slot=\"{}\",kind=\"frames\"}} {:.3}",
-                    esc(id),
-                    i.fps_num as f64 / i.fps_den as f64
-                );
-            }
-        }
-    }
-    let packets = framecache::packet::list_slots(root).unwrap_or_default();
-    for (id, i) in &packets {
-        if let Ok(i) = i {
-            if let Some(v) = i.streams.iter().find(|s| s.fps.1 > 0) {
-                let _ = writeln!(
-                    m,
-                    "framecache_slot_fps{{slot=\"{}\",kind=\"packets\"}} {:.3}",
-                    esc(id),
-                    v.fps.0 as f64 / v.fps.1 as f64
-                );
-            }
-        }
-    }
-    head(
+    family(
         &mut m,
         "framecache_slot_readers",
         "gauge",
-        "Readers of a packet slot in this process (WHEP feeds). Ring readers do not \
-         register, so readers in other processes are not counted.",
+        "Readers of a packet slot in this process (WHEP feeds). Ring readers do not register, \
+         so readers in other processes are not counted.",
+        packets
+            .iter()
+            .map(|(id, _)| {
+                let n = ws.streams.iter().filter(|s| s.stream == *id).count();
+                (slot(id, "packets"), n.to_string())
+            })
+            .collect(),
     );
-    for (id, _) in &packets {
-        let n = ws.streams.iter().filter(|s| s.stream == *id).count();
-        let _ = writeln!(
-            m,
-            "framecache_slot_readers{{slot=\"{}\",kind=\"packets\"}} {}",
-            esc(id),
-            n
-        );
-    }
-    head(
+    let mut published: Vec<(String, String)> = frames
+        .iter()
+        .map(|(id, i)| (slot(id, "frames"), i.frames_written.to_string()))
+        .collect();
+    published.extend(
+        packets
+            .iter()
+            .map(|(id, i)| (slot(id, "packets"), i.packets_written.to_string())),
+    );
+    family(
         &mut m,
         "framecache_slot_packets_total",
         "counter",
         "Packets or frames published per slot.",
+        published,
     );
-    for (id, i) in &frames {
-        if let Ok(i) = i {
-            let _ = writeln!(
-                m,
-                "framecache_slot_packets_total{{slot=\"{}\",kind=\"frames\"}} {}",
-                esc(id),
-                i.frames_written
-            );
-        }
-    }
-    for (id, i) in &packets {
-        if let Ok(i) = i {
-            let _ = writeln!(
-                m,
-                "framecache_slot_packets_total{{slot=\"{}\",kind=\"packets\"}} {}",
-                esc(id),
-                i.packets_written
-            );
-        }
-    }
     m
 }

@@ -20,7 +20,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 if [ "$build" = 1 ]; then
   if [ "$profile" = release ]; then cargo build --release; else cargo build; fi
 fi
-t=target/$profile
+t=${CARGO_TARGET_DIR:-target}/$profile
 dest=${DESTDIR:-}$prefix
 install -d "$dest/$libdir/pkgconfig" "$dest/include" "$dest/bin"
 install -m 0755 "$t/libframecache.so" "$dest/$libdir/libframecache.so.$version"

@@ -249,6 +249,18 @@ fn arg_mut<'a, T>(p: *mut T, what: &str) -> Result<&'a mut T> {
     unsafe { p.as_mut() }.ok_or_else(|| Error::InvalidArg(format!("{what} is NULL")))
 }
 
+/// Frees a handle the C side gives back (`*_close`, `*_destroy`): NULL is ignored, and a panic
+/// in its destructor stays on this side of the boundary.
+///
+/// # Safety
+/// `p` is NULL or came from `Box::into_raw` of a `T`, and is not used again.
+unsafe fn free_handle<T>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: ownership returns to us exactly once, per the caller's contract.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
+    }
+}
+
 /// Checks the `struct_size` a caller declared for a struct it passes.
 fn sized<T>(declared: u32, what: &str) -> Result<()> {
     if (declared as usize) < std::mem::size_of::<T>() {
@@ -477,12 +489,8 @@ pub unsafe extern "C" fn fc_producer_commit(
 /// `producer` must be NULL or from `fc_producer_create`, and not used again.
 #[no_mangle]
 pub unsafe extern "C" fn fc_producer_close(producer: *mut fc_producer) {
-    if !producer.is_null() {
-        // SAFETY: ownership returns to us exactly once, per the contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(producer) })
-        }));
-    }
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(producer) }
 }
 
 /// Opens frame slot `slot` for reading (read-only mapping; no registration with the writer).
@@ -659,12 +667,8 @@ pub unsafe extern "C" fn fc_consumer_stats(
 /// `consumer` NULL or from `fc_consumer_open`, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn fc_consumer_close(consumer: *mut fc_consumer) {
-    if !consumer.is_null() {
-        // SAFETY: ownership returns to us exactly once, per the contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            drop(unsafe { Box::from_raw(consumer) })
-        }));
-    }
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(consumer) }
 }
 
 fn blank_status(size: u32) -> fc_slot_status {
@@ -1076,10 +1080,8 @@ pub unsafe extern "C" fn fc_packet_publish(
 /// `writer` NULL or from `fc_packet_writer_create`, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn fc_packet_writer_close(writer: *mut fc_packet_writer) {
-    if !writer.is_null() {
-        // SAFETY: ownership returns to us exactly once, per the contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(writer) })));
-    }
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(writer) }
 }
 
 /// Opens packet slot `slot` for reading; `config` NULL = start at the most recent keyframe.
@@ -1334,10 +1336,8 @@ pub unsafe extern "C" fn fc_packet_reader_stats(
 /// `reader` NULL or from `fc_packet_reader_open`, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn fc_packet_reader_close(reader: *mut fc_packet_reader) {
-    if !reader.is_null() {
-        // SAFETY: ownership returns to us exactly once, per the contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(reader) })));
-    }
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(reader) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1455,10 +1455,8 @@ pub unsafe extern "C" fn fc_ingest_create(out: *mut *mut fc_ingest) -> c_int {
 /// `engine` from `fc_ingest_create`, not used afterwards, no call on it in flight.
 #[no_mangle]
 pub unsafe extern "C" fn fc_ingest_destroy(engine: *mut fc_ingest) {
-    if !engine.is_null() {
-        // SAFETY: ownership returns to us exactly once, per the contract.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(engine) })));
-    }
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(engine) }
 }
 
 /// Sets the event callback for listeners and ingests started afterwards (NULL = none).

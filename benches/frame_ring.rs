@@ -196,46 +196,6 @@ fn memcpy_child(kv: &Kv) {
     ));
 }
 
-/// Writes `buf` to every descriptor. Non-blocking with poll, so a slow reader does not stall
-/// the others while there is room in their buffers (better than a naive tee loop).
-fn broadcast(fds: &[RawFd], buf: &[u8], off: &mut [usize], pfds: &mut Vec<libc::pollfd>) {
-    off.fill(0);
-    let mut left = fds.len();
-    while left > 0 {
-        pfds.clear();
-        for (j, &fd) in fds.iter().enumerate() {
-            while off[j] < buf.len() {
-                // SAFETY: in-bounds pointer and length.
-                let r =
-                    unsafe { libc::write(fd, buf.as_ptr().add(off[j]).cast(), buf.len() - off[j]) };
-                if r > 0 {
-                    off[j] += r as usize;
-                    if off[j] == buf.len() {
-                        left -= 1;
-                    }
-                } else {
-                    match errno() {
-                        libc::EAGAIN => {
-                            pfds.push(libc::pollfd {
-                                fd,
-                                events: libc::POLLOUT,
-                                revents: 0,
-                            });
-                            break;
-                        }
-                        libc::EINTR => {}
-                        e => panic!("write to reader: errno {e}"),
-                    }
-                }
-            }
-        }
-        if !pfds.is_empty() {
-            // SAFETY: valid pollfd array.
-            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        }
-    }
-}
-
 fn stream_writer(kv: &Kv) {
     let (w, h, n): (u32, u32, u64) = (get(kv, "w"), get(kv, "h"), get(kv, "frames"));
     let nfds: usize = get(kv, "fds");

@@ -202,46 +202,6 @@ fn ring_writer(kv: &Kv) {
     writer_result(t0, t1, c1 - c0, written);
 }
 
-/// Writes `buf` to every descriptor. Non-blocking with poll, so a slow reader does not stall
-/// the others while there is room in their buffers. SEQPACKET writes are all or nothing.
-fn broadcast(fds: &[RawFd], buf: &[u8], off: &mut [usize], pfds: &mut Vec<libc::pollfd>) {
-    off.fill(0);
-    let mut left = fds.len();
-    while left > 0 {
-        pfds.clear();
-        for (j, &fd) in fds.iter().enumerate() {
-            while off[j] < buf.len() {
-                // SAFETY: in-bounds pointer and length.
-                let r =
-                    unsafe { libc::write(fd, buf.as_ptr().add(off[j]).cast(), buf.len() - off[j]) };
-                if r > 0 {
-                    off[j] += r as usize;
-                    if off[j] == buf.len() {
-                        left -= 1;
-                    }
-                } else {
-                    match errno() {
-                        libc::EAGAIN => {
-                            pfds.push(libc::pollfd {
-                                fd,
-                                events: libc::POLLOUT,
-                                revents: 0,
-                            });
-                            break;
-                        }
-                        libc::EINTR => {}
-                        e => panic!("write of {} B to reader: errno {e}", buf.len()),
-                    }
-                }
-            }
-        }
-        if !pfds.is_empty() {
-            // SAFETY: valid pollfd array.
-            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        }
-    }
-}
-
 fn stream_writer(kv: &Kv, t: Transport) {
     let size: usize = get(kv, "size");
     let nfds: usize = get(kv, "fds");

@@ -78,10 +78,6 @@ fn post(addr: &str, path: &str, sdp: &str) -> (u16, String, String) {
     (status, loc, body.to_string())
 }
 
-struct Handler;
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {}
-
 struct CountingHandler(Arc<AtomicU64>);
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for CountingHandler {
@@ -170,7 +166,6 @@ async fn viewer(http: String) -> (Arc<dyn PeerConnection>, Arc<AtomicU64>) {
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
-    let _ = Handler;
     (pc, bytes)
 }
 

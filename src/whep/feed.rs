@@ -5,7 +5,7 @@
 //! the units since the last keyframe, so a viewer that joins gets that keyframe with its
 //! parameter sets at once and catches up to the live edge.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,14 +164,12 @@ impl Feed {
             counters: FeedCounters::default(),
         });
         let f = feed.clone();
-        let root: PathBuf = root.to_path_buf();
         threads.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(format!("whep-feed-{id}"))
             .spawn(move || {
                 let reason = f.run(reader, &streams);
                 f.end(reason);
-                drop(root);
                 threads.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {

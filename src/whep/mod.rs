@@ -483,6 +483,21 @@ impl WhepEngine {
     }
 }
 
+impl State {
+    /// Removes `stream` and stops its feed once it has no viewer and no offer in progress.
+    fn release_if_idle(&mut self, stream: &str) {
+        let idle = self
+            .streams
+            .get(stream)
+            .is_some_and(|s| s.viewers.is_empty() && s.pending == 0);
+        if idle {
+            if let Some(s) = self.streams.remove(stream) {
+                s.feed.stop();
+            }
+        }
+    }
+}
+
 impl Inner {
     /// Drops a viewer from the index (counters return at once) and tells its task to close
     /// the connection. Stops the stream's feed when it was the last viewer.
@@ -490,12 +505,7 @@ impl Inner {
         let mut st = lock(&self.state);
         let s = st.streams.get_mut(stream)?;
         let v = s.viewers.remove(resource)?;
-        let empty = s.viewers.is_empty() && s.pending == 0;
-        if empty {
-            if let Some(s) = st.streams.remove(stream) {
-                s.feed.stop();
-            }
-        }
+        st.release_if_idle(stream);
         st.total -= 1;
         drop(st);
         v.cancel.notify_one();
@@ -508,11 +518,7 @@ impl Inner {
         st.total = st.total.saturating_sub(1);
         if let Some(s) = st.streams.get_mut(stream) {
             s.pending = s.pending.saturating_sub(1);
-            if s.pending == 0 && s.viewers.is_empty() {
-                if let Some(s) = st.streams.remove(stream) {
-                    s.feed.stop();
-                }
-            }
+            st.release_if_idle(stream);
         }
     }
 
@@ -686,11 +692,8 @@ async fn offer(
         };
         let s = st.streams.get_mut(&stream).expect("inserted above");
         if s.viewers.len() + s.pending >= inner.cfg.max_viewers_per_stream {
-            let empty = s.viewers.is_empty() && s.pending == 0;
-            if empty {
-                st.streams.remove(&stream);
-                feed.stop();
-            }
+            // A cap of 0: the feed just started for this offer must not outlive it.
+            st.release_if_idle(&stream);
             return Err(WhepError::StreamFull {
                 stream,
                 max: inner.cfg.max_viewers_per_stream,

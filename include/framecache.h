@@ -320,6 +320,10 @@ typedef struct fc_packet_writer fc_packet_writer;
 // An open frame-slot writer. Opaque.
 typedef struct fc_producer fc_producer;
 
+// A WHEP engine: viewer state, media feeds and any HTTP listeners started on it. Opaque.
+// Every function on it may be called from any thread, concurrently.
+typedef struct fc_whep fc_whep;
+
 // How to create a frame slot. Set `struct_size = sizeof(fc_slot_config)`; zeroed fields take
 // their defaults.
 typedef struct fc_slot_config {
@@ -631,6 +635,105 @@ typedef struct fc_ingest_stats {
   // Reserved, 0.
   uint32_t reserved;
 } fc_ingest_stats;
+
+// Settings of `fc_whep_create`. Zero/NULL fields take the default named.
+typedef struct fc_whep_config {
+  // Set by the caller to `sizeof(fc_whep_config)`.
+  uint32_t struct_size;
+  // Viewers per stream before `503` (0 = 8).
+  uint32_t max_viewers_per_stream;
+  // Viewers in total before `503` (0 = 256).
+  uint32_t max_viewers_total;
+  // `Retry-After` seconds on `409`/`503` (0 = 2).
+  uint32_t retry_after_s;
+  // ICE gathering time before `504` (0 = 5000 ms).
+  uint32_t ice_gather_timeout_ms;
+  // A viewer not connected within this is removed (0 = 15000 ms).
+  uint32_t connect_timeout_ms;
+  // A viewer disconnected this long is removed (0 = 8000 ms).
+  uint32_t disconnect_timeout_ms;
+  // Reserved, 0.
+  uint32_t reserved;
+  // Slot root directory (NULL = the library's default, `$FC_SHM_DIR` or `/dev/shm/framecache`).
+  const char *root;
+  // Bearer token every request must carry (NULL = none).
+  const char *token;
+  // Comma-separated origins allowed by CORS (NULL or empty = any).
+  const char *allowed_origins;
+  // IP the media (ICE) sockets bind to (NULL = 127.0.0.1).
+  const char *ice_ip;
+  // An ingest engine whose registered keys are streams that exist but are not live yet
+  // (`409` instead of `404`), or NULL. Only read during `fc_whep_create`.
+  const struct fc_ingest *ingest;
+} fc_whep_config;
+
+// One HTTP request the host received, for `fc_whep_handle`. Strings are NUL-terminated; the
+// optional headers are NULL when absent.
+typedef struct fc_whep_request {
+  // Set by the caller to `sizeof(fc_whep_request)`.
+  uint32_t struct_size;
+  // Reserved, 0.
+  uint32_t reserved;
+  // `POST`, `PATCH`, `DELETE`, `OPTIONS`, ...
+  const char *method;
+  // Request path: `/whep/STREAM` (offer) or `/whep/STREAM/RESOURCE` (patch, delete).
+  const char *path;
+  // `Content-Type` or NULL.
+  const char *content_type;
+  // `Authorization` or NULL.
+  const char *authorization;
+  // `If-Match` or NULL.
+  const char *if_match;
+  // `Origin` or NULL.
+  const char *origin;
+  // Body (`body_len` bytes; may be NULL when 0).
+  const uint8_t *body;
+  // Body length.
+  size_t body_len;
+} fc_whep_request;
+
+// The response to send for one `fc_whep_handle` request. Owned by the library: read it, then
+// free it with `fc_whep_response_free`. Headers use lowercase names.
+typedef struct fc_whep_response {
+  // `sizeof(fc_whep_response)` of the library that filled it.
+  uint32_t struct_size;
+  // HTTP status (201 answer, 204, 4xx/5xx with a text body, ...).
+  uint32_t status;
+  // Number of headers.
+  size_t header_count;
+  // `header_count` header names, NUL-terminated.
+  const char *const *header_names;
+  // `header_count` header values, NUL-terminated.
+  const char *const *header_values;
+  // Body bytes (followed by a NUL not counted in `body_len`, so text bodies are C strings).
+  const uint8_t *body;
+  // Body length.
+  size_t body_len;
+} fc_whep_response;
+
+// Counters of `fc_whep_get_stats`.
+typedef struct fc_whep_stats {
+  // Set by the caller to `sizeof(fc_whep_stats)`.
+  uint32_t struct_size;
+  // Reserved, 0.
+  uint32_t reserved;
+  // Viewers (connected or connecting): of the stream asked for, else of the engine.
+  uint64_t viewers;
+  // Peer connections not yet closed (engine).
+  uint64_t peer_connections;
+  // Feed threads (one per watched stream; engine).
+  uint64_t feeds;
+  // Offers answered since creation (engine).
+  uint64_t offers;
+  // Access units read from the ring (the stream asked for, else all).
+  uint64_t units;
+  // Bytes read from the ring (likewise).
+  uint64_t bytes;
+  // Packets the ring reader skipped (likewise).
+  uint64_t ring_skipped;
+  // Units viewers skipped because they fell behind (likewise).
+  uint64_t viewer_skipped;
+} fc_whep_stats;
 
 // The frame ring's header at offset 0 of the slot file (1024 bytes).
 //
@@ -1178,6 +1281,70 @@ int fc_ingest_remove(struct fc_ingest *engine, const char *slot);
 // # Safety
 // `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
 int fc_ingest_get_stats(struct fc_ingest *engine, const char *name, struct fc_ingest_stats *out);
+
+// Creates a WHEP engine (its own 2 runtime threads) in `*out`, owned by the caller until
+// `fc_whep_destroy`. `config` NULL = all defaults.
+//
+// # Safety
+// `config` NULL or valid with `struct_size` set; `out` writable.
+int fc_whep_create(const struct fc_whep_config *config, struct fc_whep **out);
+
+// Stops the listeners, removes every viewer (their connections close) and frees the engine.
+// NULL is ignored.
+//
+// # Safety
+// `whep` NULL or from `fc_whep_create`, not used afterwards, no call on it in flight.
+void fc_whep_destroy(struct fc_whep *whep);
+
+// Starts the built-in HTTP/1.1 server on `addr` (`IP:PORT`; port 0 picks one), serving
+// `POST /whep/STREAM`, `PATCH`/`DELETE /whep/STREAM/RESOURCE` and `OPTIONS` (CORS). The bound
+// `ip:port` is written to `bound` (NUL-terminated, truncated to `bound_len`; may be NULL).
+// It runs until `fc_whep_destroy`.
+//
+// # Safety
+// `whep` valid; `addr` NUL-terminated; `bound` writable for `bound_len` bytes or NULL.
+int fc_whep_listen(struct fc_whep *whep, const char *addr, char *bound, size_t bound_len);
+
+// Handles one request the host's own HTTP server received and returns, in `*out`, the complete
+// response to send (free it with `fc_whep_response_free`). A WHEP failure (bad SDP, unknown
+// stream, full, ...) is a response with its 4xx/5xx status, not an error code: errors are only
+// for wrong use (NULL, bad `struct_size`, malformed method or path) and leave `*out` NULL.
+// Blocks until the answer is ready (ICE gathering, at most the gather timeout); must not be
+// called from a callback running on one of the library's threads (`FC_ERR_STATE`).
+//
+// # Safety
+// `whep` valid; `request` valid with `struct_size` set and its pointers as documented; `out`
+// writable.
+int fc_whep_handle(struct fc_whep *whep,
+                   const struct fc_whep_request *request,
+                   struct fc_whep_response **out);
+
+// The value of header `name` (case-insensitive) in `response`, or NULL if absent. The string
+// lives as long as the response. Thread-safe.
+//
+// # Safety
+// `response` NULL or from `fc_whep_handle` and not freed; `name` NULL or NUL-terminated.
+const char *fc_whep_response_header(const struct fc_whep_response *response, const char *name);
+
+// Frees a response of `fc_whep_handle`. NULL is ignored.
+//
+// # Safety
+// `response` NULL or from `fc_whep_handle`, not used again.
+void fc_whep_response_free(struct fc_whep_response *response);
+
+// Removes every viewer of `stream` (e.g. when its source is withdrawn); the number removed is
+// written to `*removed` (may be NULL).
+//
+// # Safety
+// `whep` valid; `stream` NUL-terminated; `removed` writable or NULL.
+int fc_whep_close_stream(struct fc_whep *whep, const char *stream, size_t *removed);
+
+// Fills `*out` with the engine's counters; with `stream` non-NULL, the viewer and feed
+// counters are that stream's (zero when nobody watches it).
+//
+// # Safety
+// `whep` valid; `stream` NULL or NUL-terminated; `out` valid with `struct_size` set.
+int fc_whep_get_stats(struct fc_whep *whep, const char *stream, struct fc_whep_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

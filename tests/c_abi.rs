@@ -8,77 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::c::{compile, ensure_libraries, lib_dir, manifest, ASAN, STRICT};
 use common::{target_dir, verify_json, TempRoot};
 use framecache::ring::layout::{DESC_FIELDS, HEADER_FIELDS};
-
-const STRICT: &[&str] = &["-Wall", "-Wextra", "-Werror", "-std=c11", "-pedantic"];
-const ASAN: &[&str] = &[
-    "-fsanitize=address,undefined",
-    "-fno-omit-frame-pointer",
-    "-fno-sanitize-recover=all",
-    "-g",
-];
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `cargo test` builds the library as an rlib for the tests, not the cdylib and staticlib a C
-/// program links: build them once, with the same cargo, target dir and profile.
-fn ensure_libraries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--lib", "--quiet", "--manifest-path"])
-            .arg(manifest().join("Cargo.toml"));
-        if target_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo");
-        assert!(st.success(), "cargo build --lib failed");
-    });
-}
-
-/// A directory with `libframecache.so` and its soname `libframecache.so.0` pointing at the
-/// built library, as an installed copy would look (cargo's output has no soname link).
-fn lib_dir() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lib-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["libframecache.so", "libframecache.so.0"] {
-        let link = dir.join(name);
-        if !link.exists() {
-            let _ = std::os::unix::fs::symlink(target_dir().join("libframecache.so"), &link);
-        }
-    }
-    dir
-}
-
-/// Compiles capi/tests/NAME.c with the strict flags (plus `extra`) into the test's temp dir.
-fn compile(name: &str, extra: &[&str]) -> PathBuf {
-    ensure_libraries();
-    let so = target_dir().join("libframecache.so");
-    assert!(so.exists(), "{} is missing after building it", so.display());
-    let suffix = if extra.is_empty() { "" } else { "-asan" };
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{suffix}"));
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let status = Command::new(&cc)
-        .args(STRICT)
-        .args(extra)
-        .arg("-I")
-        .arg(manifest().join("include"))
-        .arg(manifest().join(format!("capi/tests/{name}.c")))
-        .arg("-o")
-        .arg(&out)
-        .arg("-L")
-        .arg(lib_dir())
-        .arg("-lframecache")
-        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e} (install gcc)"));
-    assert!(status.success(), "compiling {name}.c failed");
-    out
-}
 
 fn run_c(root: &TempRoot, exe: &Path, args: &[&str]) -> std::process::Output {
     Command::new(exe)

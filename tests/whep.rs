@@ -620,13 +620,17 @@ fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
     wait_live(&s, "cam1");
     let url = format!("http://{}/whep/cam1", s.http);
 
-    // Five concurrent viewers all decode video (640x360) and audio.
-    let rep = aiortc(&py, &url, 5, 4.0, &[]);
+    // Nine concurrent aiortc viewers against a cap of 8: eight decode video (640x360) and
+    // audio, the ninth gets 503 with Retry-After.
+    let rep = aiortc(&py, &url, 9, 4.0, &[]);
     let viewers = rep["viewers"].as_array().unwrap();
-    assert_eq!(viewers.len(), 5);
-    for v in viewers {
-        assert_eq!(v["status"], 201, "{v}");
-        assert!(v["frames"].as_u64().unwrap() >= 30, "{v}");
+    assert_eq!(viewers.len(), 9);
+    let (ok, refused): (Vec<_>, Vec<_>) = viewers.iter().partition(|v| v["status"] == 201);
+    assert_eq!((ok.len(), refused.len()), (8, 1), "{rep}");
+    assert_eq!(refused[0]["status"], 503, "{rep}");
+    assert!(refused[0]["retry_after"].is_string(), "{rep}");
+    for v in ok {
+        assert!(v["frames"].as_u64().unwrap() >= 10, "{v}");
         assert_eq!(
             (v["width"].as_u64(), v["height"].as_u64()),
             (Some(640), Some(360))
@@ -638,7 +642,7 @@ fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
         metric(&s, "framecache_whep_viewers") == 0.0
     });
 
-    // Eight places taken: the ninth (aiortc) gets 503; a DELETE frees a place for it.
+    // Eight places held by bare offers: aiortc gets 503; a DELETE frees a place for it.
     let good = offer(true, true);
     let mut held = Vec::new();
     for _ in 0..8 {
@@ -750,4 +754,66 @@ fn a_hundred_connect_disconnect_cycles_leave_nothing_behind() {
         threads <= threads0 + 2,
         "threads {threads0} → {threads}: something leaked"
     );
+}
+
+#[test]
+fn a_c_host_serves_whep_through_the_c_api_and_aiortc_watches() {
+    use common::c::{compile, ASAN};
+    let root = TempRoot::new("whep-c");
+    let offer_file = root.path().join("offer.sdp");
+    std::fs::write(&offer_file, offer(true, true)).unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let py = aiortc_python();
+    if py.is_none() {
+        eprintln!("aiortc is not installed: the C host is checked without a WebRTC viewer");
+    }
+    for (exe, asan) in [(compile("whep", &[]), false), (compile("whep", ASAN), true)] {
+        let mut child = Reaper(
+            Command::new(&exe)
+                .arg(&assets)
+                .arg(&offer_file)
+                .env("FC_SHM_DIR", root.path())
+                .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+                .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stdin = child.0.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let first = lines.next().map(|l| l.unwrap()).unwrap_or_default();
+        let Some(addr) = first.strip_prefix("LISTEN ").map(str::to_string) else {
+            let st = child.0.wait().unwrap();
+            panic!("asan={asan}: the C host failed its checks ({st}): {first}");
+        };
+        let mut viewers = || -> u64 {
+            writeln!(stdin, "stats").unwrap();
+            let l = lines.next().unwrap().unwrap();
+            l.strip_prefix("VIEWERS ").unwrap().parse().unwrap()
+        };
+        assert_eq!(viewers(), 0);
+        if let Some(py) = &py {
+            let url = format!("http://{addr}/whep/cam");
+            // The listener shares the engine: same token, same cap of 2 per stream.
+            let rep = aiortc(py, &url, 3, 3.0, &["--token", "s3cret", "--no-delete"]);
+            let vs = rep["viewers"].as_array().unwrap();
+            let ok: Vec<_> = vs.iter().filter(|v| v["status"] == 201).collect();
+            assert_eq!(ok.len(), 2, "{rep}");
+            assert!(vs.iter().any(|v| v["status"] == 503), "{rep}");
+            for v in ok {
+                assert!(v["frames"].as_u64().unwrap() > 0, "{v}");
+                assert_eq!(v["width"], 640, "{v}");
+            }
+            // Closed without DELETE: the viewers go when their connections do.
+            wait_for("viewers removed", Duration::from_secs(30), || {
+                viewers() == 0
+            });
+            let rep = aiortc(py, &url, 1, 1.0, &[]);
+            assert_eq!(rep["viewers"][0]["status"], 401, "{rep}");
+        }
+        drop(stdin);
+        let st = child.0.wait().unwrap();
+        assert!(st.success(), "asan={asan}: C host exited with {st}");
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::Body;
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -32,7 +32,8 @@ pub struct Page {
 /// Extra GET routes: given the path (with query), a page or `None` for 404.
 pub type Routes = Arc<dyn Fn(&str) -> Option<Page> + Send + Sync>;
 
-type Resp = Response<Full<Bytes>>;
+/// A response of [`handle`].
+pub type Resp = Response<Full<Bytes>>;
 
 fn resp(status: u16, ct: Option<&str>, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
@@ -95,8 +96,13 @@ pub async fn serve(listener: TcpListener, engine: WhepEngine, routes: Option<Rou
     }
 }
 
-/// Handles one request (public so a host with its own hyper server can call it).
-pub async fn handle(engine: &WhepEngine, routes: Option<&Routes>, req: Request<Incoming>) -> Resp {
+/// Handles one request (public so a host with its own HTTP server can call it; `fc_whep_handle`
+/// does, with the request a C host forwards).
+pub async fn handle<B>(engine: &WhepEngine, routes: Option<&Routes>, req: Request<B>) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let origin = req
         .headers()
         .get(hyper::header::ORIGIN)
@@ -136,11 +142,15 @@ pub async fn handle(engine: &WhepEngine, routes: Option<&Routes>, req: Request<I
     r
 }
 
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+async fn body<B>(req: Request<B>) -> Result<Bytes, Resp>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => {
@@ -159,7 +169,11 @@ async fn body(req: Request<Incoming>) -> Result<Bytes, Resp> {
     }
 }
 
-async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: Request<Incoming>) -> Resp {
+async fn route<B>(engine: &WhepEngine, routes: Option<&Routes>, req: Request<B>) -> Resp
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req.uri().path().to_string();
     let retry = engine.config().retry_after_s;
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();

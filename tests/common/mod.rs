@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: private root directories and the CLI binary.
 #![allow(dead_code)]
 
+pub mod c;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """WHEP viewers built on aiortc (an independent WebRTC stack) for framecache's tests.
 
-usage: whep_aiortc.py URL [--viewers N] [--seconds S] [--no-delete]
+usage: whep_aiortc.py URL [--viewers N] [--seconds S] [--no-delete] [--token T]
 Prints one JSON object: per viewer the HTTP status, decoded video frames, size, audio frames,
 and seconds from POST to the first decoded frame.
 """
@@ -16,8 +16,13 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 
+TOKEN = None
+
+
 def http(method, url, body=None, ctype=None):
     req = urllib.request.Request(url, data=body, method=method)
+    if TOKEN:
+        req.add_header("Authorization", "Bearer " + TOKEN)
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
@@ -78,7 +83,10 @@ async def main():
     ap.add_argument("--viewers", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--no-delete", action="store_true")
+    ap.add_argument("--token")
     a = ap.parse_args()
+    global TOKEN
+    TOKEN = a.token
     base = a.url.split("/whep/")[0]
     results = await asyncio.gather(*[viewer(a.url, a.seconds, not a.no_delete)
                                      for _ in range(a.viewers)])

@@ -30,6 +30,9 @@ use crate::ring::{
 };
 use crate::slot;
 
+pub mod whep;
+pub use whep::*;
+
 pub use crate::error::{
     FC_ERR_BAD_MAGIC, FC_ERR_BAD_SLOT_ID, FC_ERR_BUFFER_TOO_SMALL, FC_ERR_BUSY, FC_ERR_CORRUPT,
     FC_ERR_INVALID_ARG, FC_ERR_IO, FC_ERR_NOT_FOUND, FC_ERR_NO_SPACE, FC_ERR_OVERWRITTEN,

@@ -87,9 +87,11 @@ if [ ! -f ffbuild/config.mak ]; then
     --enable-parser=h264,hevc,aac,opus \
     --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,aac_adtstoasc \
     --enable-filter=null,anull,scale,format,testsrc,testsrc2,sine,aresample,setpts \
-    --extra-ldflags="-Wl,-rpath,$out/prefix/lib" >/dev/null
+    --extra-ldflags="-Wl,-rpath,$out/prefix/lib" >"$out/configure.log" 2>&1 ||
+    { tail -n 30 "$out/configure.log" ffbuild/config.log >&2; rm -f ffbuild/config.mak; exit 1; }
 fi
-make -j"$(nproc)" ffmpeg ffprobe >/dev/null
+# FFmpeg's own warnings are many: keep them in make.log, show its end on failure.
+make -j"$(nproc)" ffmpeg ffprobe >"$out/make.log" 2>&1 || { tail -n 40 "$out/make.log" >&2; exit 1; }
 mkdir -p "$out/bin"
 cp ffmpeg ffprobe "$out/bin/"
 echo "build.sh: $out/bin/ffmpeg ($("$out/bin/ffmpeg" -hide_banner -version | head -n1))"

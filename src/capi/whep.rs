@@ -179,11 +179,7 @@ fn whep_config(c: &fc_whep_config) -> Result<WhepConfig> {
         None
     } else {
         let keys = super::engine(c.ingest)?.registry().clone();
-        let f: crate::whep::KnownStreams = Arc::new(move |stream: &str| {
-            keys.keys()
-                .iter()
-                .any(|k| keys.lookup(k).is_some_and(|c| c.slot == stream))
-        });
+        let f: crate::whep::KnownStreams = Arc::new(move |stream: &str| keys.feeds_slot(stream));
         Some(f)
     };
     Ok(WhepConfig {

@@ -186,11 +186,8 @@ pub fn run(o: ServeOpts) -> CliResult {
     };
 
     let keys = ingest.registry().clone();
-    let known: framecache::whep::KnownStreams = Arc::new(move |stream: &str| {
-        keys.keys()
-            .iter()
-            .any(|k| keys.lookup(k).is_some_and(|c| c.slot == stream))
-    });
+    let known: framecache::whep::KnownStreams =
+        Arc::new(move |stream: &str| keys.feeds_slot(stream));
     let w = &cfg.whep;
     let wcfg = WhepConfig {
         root: Some(root.clone()),

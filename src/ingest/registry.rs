@@ -173,6 +173,11 @@ impl KeyRegistry {
             .and_then(|e| e.holder.as_ref().map(|h| h.0.clone()))
     }
 
+    /// Whether a registered key feeds slot `slot` (a stream that exists before its pusher).
+    pub fn feeds_slot(&self, slot: &str) -> bool {
+        self.lock().keys.values().any(|e| e.config.slot == slot)
+    }
+
     /// Registered keys, sorted.
     pub fn keys(&self) -> Vec<String> {
         let mut k: Vec<String> = self.lock().keys.keys().cloned().collect();

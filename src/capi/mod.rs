@@ -315,6 +315,26 @@ fn copy_c_str(dst: &mut [c_char], s: &str) {
     }
 }
 
+/// Writes `v` through an optional out-pointer (NULL = the caller does not want it).
+fn put<T>(p: *mut T, v: T) {
+    // SAFETY: the caller promises a writable pointer or NULL.
+    if let Some(o) = unsafe { p.as_mut() } {
+        *o = v;
+    }
+}
+
+/// Copies `s` into a caller's buffer of `len` bytes (NUL-terminated, truncated); NULL or an
+/// empty buffer means the caller does not want it.
+///
+/// # Safety
+/// `buf` NULL or writable for `len` bytes.
+unsafe fn put_c_str(buf: *mut c_char, len: usize, s: &str) {
+    if !buf.is_null() && len > 0 {
+        // SAFETY: writable for `len` bytes per the contract.
+        copy_c_str(unsafe { std::slice::from_raw_parts_mut(buf, len) }, s);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic caught earlier may have poisoned it; the state it guards stays consistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -428,9 +448,7 @@ pub unsafe extern "C" fn fc_producer_write(
                 flags: 0,
             },
         )?;
-        if let Some(s) = unsafe { seq_out.as_mut() } {
-            *s = seq;
-        }
+        put(seq_out, seq);
         Ok(())
     })
 }
@@ -478,9 +496,7 @@ pub unsafe extern "C" fn fc_producer_commit(
             capture_ns,
             flags,
         })?;
-        if let Some(s) = unsafe { seq_out.as_mut() } {
-            *s = seq;
-        }
+        put(seq_out, seq);
         Ok(())
     })
 }
@@ -1033,9 +1049,7 @@ pub unsafe extern "C" fn fc_packet_set_codec_params(
             unsafe { std::slice::from_raw_parts(data, size) }
         };
         let gen = lock(&w.inner).set_codec_params(stream, bytes)?;
-        if let Some(g) = unsafe { gen_out.as_mut() } {
-            *g = gen;
-        }
+        put(gen_out, gen);
         Ok(())
     })
 }
@@ -1069,9 +1083,7 @@ pub unsafe extern "C" fn fc_packet_publish(
             flags: p.flags,
             data,
         })?;
-        if let Some(s) = unsafe { seq_out.as_mut() } {
-            *s = seq;
-        }
+        put(seq_out, seq);
         Ok(())
     })
 }
@@ -1286,9 +1298,7 @@ pub unsafe extern "C" fn fc_packet_get_codec_params(
         let size_out = arg_mut(size_out, "size_out")?;
         let (g, data) = lock(&r.inner).codec_params(stream, gen)?;
         *size_out = data.len();
-        if let Some(o) = unsafe { gen_out.as_mut() } {
-            *o = g;
-        }
+        put(gen_out, g);
         if data.len() > cap {
             return Err(Error::BufferTooSmall {
                 need: data.len(),
@@ -1548,11 +1558,8 @@ pub unsafe extern "C" fn fc_ingest_listen(
             crate::ingest::Endpoint::SrtListen(a) => e.listen_srt(a)?,
             _ => return Err(Error::BadUrl(format!("{url} is not a listener URL"))),
         };
-        if !bound.is_null() && bound_len > 0 {
-            // SAFETY: caller guarantees bound_len writable bytes.
-            let dst = unsafe { std::slice::from_raw_parts_mut(bound, bound_len) };
-            copy_c_str(dst, &addr.to_string());
-        }
+        // SAFETY: caller guarantees bound_len writable bytes or NULL.
+        unsafe { put_c_str(bound, bound_len, &addr.to_string()) };
         Ok(())
     })
 }

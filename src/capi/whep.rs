@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use super::{arg, arg_mut, boundary, c_str, copy_c_str, fc_ingest, free_handle, lock, sized};
+use super::{arg, arg_mut, boundary, c_str, fc_ingest, free_handle, lock, put, put_c_str, sized};
 use crate::error::{Error, Result};
 use crate::whep::{http, WhepConfig, WhepEngine};
 
@@ -288,11 +288,8 @@ pub unsafe extern "C" fn fc_whep_listen(
         let local = listener.local_addr()?;
         let task = h.spawn(http::serve(listener, w.engine.clone(), None));
         lock(&w.servers).push(task);
-        if !bound.is_null() && bound_len > 0 {
-            // SAFETY: caller guarantees bound_len writable bytes.
-            let dst = unsafe { std::slice::from_raw_parts_mut(bound, bound_len) };
-            copy_c_str(dst, &local.to_string());
-        }
+        // SAFETY: caller guarantees bound_len writable bytes or NULL.
+        unsafe { put_c_str(bound, bound_len, &local.to_string()) };
         Ok(())
     })
 }
@@ -449,11 +446,7 @@ pub unsafe extern "C" fn fc_whep_close_stream(
 ) -> c_int {
     boundary(|| {
         let w = arg(whep, "whep")?;
-        let n = w.engine.close_stream(c_str(stream, "stream")?);
-        // SAFETY: NULL or writable per the contract.
-        if let Some(r) = unsafe { removed.as_mut() } {
-            *r = n;
-        }
+        put(removed, w.engine.close_stream(c_str(stream, "stream")?));
         Ok(())
     })
 }

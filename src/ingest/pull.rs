@@ -416,18 +416,7 @@ fn run_udp(
         .map_err(|e| Error::os(&format!("join {group}"), e))?;
     }
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    demux_datagrams(65536, t, stop, out, |buf| match sock.recv(buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    })
+    demux_datagrams(65536, t, stop, out, |buf| timed_read(sock.recv(buf)))
 }
 
 /// Demuxes MPEG-TS datagrams that `recv` delivers (`Ok(None)`: none before its own short
@@ -487,6 +476,23 @@ impl Pacer {
         if let Some(w) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(w);
         }
+    }
+}
+
+/// A read on a socket with a read timeout: `Ok(None)` when the timeout passed with nothing
+/// (so the caller can check its stop flag), the byte count otherwise.
+fn timed_read(r: std::io::Result<usize>) -> Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -880,16 +886,7 @@ fn run_rtmp(
     let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
         match s.read(buf) {
             Ok(0) => Err(Error::Protocol("connection closed".into())),
-            Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
+            r => timed_read(r),
         }
     };
     let remaining = loop {

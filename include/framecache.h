@@ -60,6 +60,48 @@
 // `fc_ingest_event.kind`: a slot was created with the streams described.
 #define FC_INGEST_MEDIA_INFO 3
 
+// Protocol version of the control block and of the socket protocol.
+#define FC_CUFRAMES_PROTO_VERSION 1
+
+// Size of [`CuframesHeader`].
+#define FC_CUFRAMES_HEADER_SIZE 512
+
+// Size of one [`CuSlotDesc`].
+#define FC_CUFRAMES_SLOT_DESC_SIZE 192
+
+// Size of one [`CuSubscriberSlot`].
+#define FC_CUFRAMES_SUB_SLOT_SIZE 128
+
+// Size of [`CuFrameMeta`].
+#define FC_CUFRAMES_META_SIZE 64
+
+// Most buffers in a pool (the buffer index lives in 6 bits of `latest`).
+#define FC_CUFRAMES_MAX_BUFFERS 64
+
+// Fewest buffers in a pool (one being written, one readable).
+#define FC_CUFRAMES_MIN_BUFFERS 2
+
+// Most subscribers (one bit each in `holders`).
+#define FC_CUFRAMES_MAX_SUBSCRIBERS 64
+
+// Buffers are whole multiples of this (CUDA's advice for IPC allocations).
+#define FC_CUFRAMES_BUFFER_ALIGN (2 << 20)
+
+// Rows of every plane are padded to a multiple of this.
+#define FC_CUFRAMES_PITCH_ALIGN 256
+
+// `backend`: CUDA device memory and interprocess events.
+#define FC_CUFRAMES_BACKEND_CUDA 1
+
+// `backend`: the CPU implementation (memfd buffers), for machines without a GPU.
+#define FC_CUFRAMES_BACKEND_HOST 2
+
+// `policy`: when no buffer is free, revoke the oldest hold.
+#define FC_CUFRAMES_POLICY_REVOKE 1
+
+// `policy`: when no buffer is free, skip the frame.
+#define FC_CUFRAMES_POLICY_SKIP 2
+
 // Success.
 #define FC_OK 0
 
@@ -143,6 +185,12 @@
 
 // See [`Error::NoLibrary`].
 #define FC_ERR_NO_LIBRARY -27
+
+// See [`Error::NoCuda`].
+#define FC_ERR_NO_CUDA -28
+
+// See [`Error::NoBuffer`].
+#define FC_ERR_NO_BUFFER -29
 
 // Packed 4:2:2, 8 bit, byte order U0 Y0 V0 Y1 (ffmpeg `uyvy422`).
 #define FC_FOURCC_UYVY 1498831189
@@ -947,6 +995,136 @@ typedef struct fc_packet_desc {
   // CLOCK_MONOTONIC ns of the publish.
   uint64_t publish_ns;
 } fc_packet_desc;
+
+// The control block's header (512 bytes) at offset 0 of `KEY.cuframes`.
+typedef struct fc_cuframes_header {
+  // `"FCCUFRMS"`.
+  uint8_t magic[8];
+  // [`FC_CUFRAMES_PROTO_VERSION`].
+  uint32_t proto_version;
+  // 512 in version 1.
+  uint32_t header_size;
+  // Bytes of the whole file.
+  uint64_t file_size;
+  // N, the number of buffers.
+  uint32_t buffer_count;
+  // M, the number of subscriber slots.
+  uint32_t max_subscribers;
+  // 192.
+  uint32_t slot_desc_size;
+  // 128.
+  uint32_t sub_slot_size;
+  // Offset of the slot descriptors.
+  uint32_t slots_offset;
+  // Offset of the subscriber slots.
+  uint32_t subs_offset;
+  // Pixel format (FourCC).
+  uint32_t format;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Planes in use.
+  uint32_t plane_count;
+  // Bytes per row of each plane.
+  uint32_t pitches[4];
+  // Offset of each plane from the start of a buffer.
+  uint64_t plane_offsets[4];
+  // Bytes of each buffer allocation (multiple of 2 MiB).
+  uint64_t buffer_size;
+  // `FC_CUFRAMES_BACKEND_*`.
+  uint32_t backend;
+  // Process id of the publisher.
+  uint32_t publisher_pid;
+  // UUID of the publisher's GPU (zeros for the host backend).
+  uint8_t device_uuid[16];
+  // Random, new at every publisher start.
+  uint64_t epoch;
+  // `FC_CUFRAMES_POLICY_*`.
+  uint32_t policy;
+  // Zero.
+  uint32_t reserved0;
+  // NUL-terminated key.
+  uint8_t key[64];
+  // Zero.
+  uint8_t reserved1[32];
+  // Atomic: 1 live, 2 closed.
+  uint32_t state;
+  // Atomic futex word: low 32 bits of the newest frame's seq.
+  uint32_t notify;
+  // Atomic: `seq << 6 | buffer` of the newest frame, 0 = none.
+  uint64_t latest;
+  // Atomic: frames published.
+  uint64_t published;
+  // Atomic: frames skipped for want of a free buffer.
+  uint64_t skipped;
+  // Atomic: holds revoked.
+  uint64_t revoked;
+  // Zero.
+  uint8_t reserved2[216];
+} fc_cuframes_header;
+
+// Metadata of the frame in a buffer (64 bytes).
+typedef struct fc_cuframes_frame_meta {
+  // Frame number from 1; 0 = the buffer never held a frame.
+  uint64_t seq;
+  // Presentation timestamp (`FC_NOPTS` = none).
+  int64_t pts;
+  // Duration, 0 = unknown.
+  int64_t duration;
+  // `CLOCK_MONOTONIC` at publish.
+  uint64_t publish_ns;
+  // `FC_FRAME_*` flags.
+  uint32_t flags;
+  // Buffer index.
+  uint32_t buffer;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Pixel format (FourCC).
+  uint32_t format;
+  // Zero.
+  uint8_t reserved[12];
+} fc_cuframes_frame_meta;
+
+// One buffer's descriptor (192 bytes).
+typedef struct fc_cuframes_slot_desc {
+  // Atomic seqlock generation: odd while the publisher writes the buffer.
+  uint64_t seq;
+  // Atomic bitmask of subscriber slots holding the buffer.
+  uint64_t holders;
+  // Atomic bitmask of subscriber slots that acquired it since it was last written.
+  uint64_t readers;
+  // Zero.
+  uint8_t reserved0[40];
+  // The frame now in the buffer.
+  struct fc_cuframes_frame_meta meta;
+  // Zero.
+  uint8_t reserved1[64];
+} fc_cuframes_slot_desc;
+
+// One subscriber's slot (128 bytes).
+typedef struct fc_cuframes_sub_slot {
+  // Atomic: 0 free, 1 handshaking, 2 active.
+  uint32_t state;
+  // Process id of the subscriber.
+  uint32_t pid;
+  // `CLOCK_REALTIME` when it became active.
+  uint64_t attached_ns;
+  // Atomic: frames acquired.
+  uint64_t frames;
+  // Atomic: published frames it never acquired.
+  uint64_t missed;
+  // Atomic: its holds revoked by the publisher.
+  uint64_t revoked;
+  // Atomic: releases that found the buffer rewritten.
+  uint64_t torn;
+  // Atomic: seq of its newest acquired frame.
+  uint64_t last_seq;
+  // Zero.
+  uint8_t reserved[72];
+} fc_cuframes_sub_slot;
 
 
 

@@ -111,6 +111,12 @@ pub enum Error {
     /// A system library this feature needs (libsrt) is not installed.
     #[error("library not available: {0}")]
     NoLibrary(String),
+    /// CUDA is not usable here (no libcuda, no device): every cuframes call on the CUDA backend.
+    #[error("CUDA not available: {0}")]
+    NoCuda(String),
+    /// Every buffer is held and the policy is to skip: the frame was not published.
+    #[error("no free buffer: every buffer is held by a subscriber (frame skipped)")]
+    NoBuffer,
 }
 
 /// Success.
@@ -169,10 +175,14 @@ pub const FC_ERR_REJECTED: i32 = -25;
 pub const FC_ERR_PROTOCOL: i32 = -26;
 /// See [`Error::NoLibrary`].
 pub const FC_ERR_NO_LIBRARY: i32 = -27;
+/// See [`Error::NoCuda`].
+pub const FC_ERR_NO_CUDA: i32 = -28;
+/// See [`Error::NoBuffer`].
+pub const FC_ERR_NO_BUFFER: i32 = -29;
 
 /// Human-readable text of every code, indexed by `-code`. Static so `fc_strerror` can hand out
 /// pointers that live for the whole process.
-pub(crate) const MESSAGES: [&str; 28] = [
+pub(crate) const MESSAGES: [&str; 30] = [
     "success\0",
     "invalid argument\0",
     "slot not found\0",
@@ -201,6 +211,8 @@ pub(crate) const MESSAGES: [&str; 28] = [
     "rejected by the peer or the key registry\0",
     "protocol error\0",
     "a system library is missing (e.g. libsrt)\0",
+    "CUDA is not available (no libcuda or no device)\0",
+    "no free buffer (frame skipped)\0",
 ];
 
 /// The static message for a code (`"unknown error"` for codes this version does not know).
@@ -245,6 +257,8 @@ impl Error {
             Error::Rejected(_) => FC_ERR_REJECTED,
             Error::Protocol(_) => FC_ERR_PROTOCOL,
             Error::NoLibrary(_) => FC_ERR_NO_LIBRARY,
+            Error::NoCuda(_) => FC_ERR_NO_CUDA,
+            Error::NoBuffer => FC_ERR_NO_BUFFER,
         }
     }
 
@@ -276,9 +290,6 @@ mod tests {
         assert_eq!(strerror(1), "unknown error\0");
         assert_eq!(strerror(i32::MIN), "unknown error\0");
         // The last code has the last message: no code was added without its text.
-        assert_eq!(
-            Error::NoLibrary(String::new()).code(),
-            -(MESSAGES.len() as i32 - 1)
-        );
+        assert_eq!(Error::NoBuffer.code(), -(MESSAGES.len() as i32 - 1));
     }
 }

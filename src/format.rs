@@ -124,7 +124,7 @@ impl PixelFormat {
     }
 
     /// Minimal bytes per row of each plane (before alignment) and rows of each plane.
-    fn planes(self, w: u64, h: u64) -> Vec<(u64, u64)> {
+    pub(crate) fn planes(self, w: u64, h: u64) -> Vec<(u64, u64)> {
         let cw = w.div_ceil(2);
         let ch = h.div_ceil(2);
         match self {

@@ -31,6 +31,7 @@
 #![allow(clippy::needless_range_loop)] // plane loops index several parallel arrays
 
 pub mod capi;
+pub mod cuda;
 pub mod error;
 pub mod format;
 mod futex;

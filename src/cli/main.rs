@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod cuframes;
 mod ingest;
 mod packets;
 mod serve;
@@ -216,11 +217,73 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// GPU frames across processes (CUDA IPC): a test publisher and a verifying subscriber.
+    #[command(subcommand)]
+    Cuframes(CuCmd),
     /// Remove slots whose writer is gone, and leftovers of crashed creators.
     Gc {
         /// Only show what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CuCmd {
+    /// Publish a test pattern (every byte of plane p of frame n is a function of n and p).
+    Publish {
+        /// Key (1-64 characters of A-Z a-z 0-9 . _ -).
+        key: String,
+        /// cuda, cuda:N (device ordinal) or host (CPU implementation, no GPU needed).
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// Pixel format.
+        #[arg(long, default_value = "nv12")]
+        format: String,
+        /// WIDTHxHEIGHT.
+        #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
+        size: (u32, u32),
+        /// Frames per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 60.0)]
+        fps: f64,
+        /// Stop after this many frames (0 = until interrupted).
+        #[arg(long, default_value_t = 0)]
+        frames: u64,
+        /// Buffers in the pool.
+        #[arg(long, default_value_t = 8)]
+        buffers: u32,
+        /// Subscriber slots.
+        #[arg(long, default_value_t = 8)]
+        max_subscribers: u32,
+        /// Skip frames instead of revoking holds when every buffer is held.
+        #[arg(long)]
+        skip: bool,
+        /// Keep the pool this long after the last frame.
+        #[arg(long, default_value_t = 500)]
+        linger_ms: u64,
+    },
+    /// Take frames, optionally check every byte, print a JSON summary.
+    Subscribe {
+        /// Key.
+        key: String,
+        /// cuda, cuda:N or host (must match the publisher).
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// Stop after this many frames (0 = until the publisher is gone).
+        #[arg(long, default_value_t = 0)]
+        frames: u64,
+        /// Check every byte of every frame against the pattern.
+        #[arg(long)]
+        verify: bool,
+        /// Keep this many frames held before releasing the oldest.
+        #[arg(long, default_value_t = 0)]
+        hold: usize,
+        /// Sleep this long after each frame (a slow subscriber).
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+        /// Give up after this long without a frame (or without a publisher).
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
     },
 }
 
@@ -383,6 +446,46 @@ fn main() -> ExitCode {
             config,
             no_demo,
             seconds,
+        }),
+        Cmd::Cuframes(CuCmd::Publish {
+            key,
+            backend,
+            format,
+            size,
+            fps,
+            frames,
+            buffers,
+            max_subscribers,
+            skip,
+            linger_ms,
+        }) => cuframes::publish(cuframes::PubOpts {
+            key,
+            backend,
+            format,
+            size,
+            fps,
+            frames,
+            buffers,
+            max_subscribers,
+            skip,
+            linger_ms,
+        }),
+        Cmd::Cuframes(CuCmd::Subscribe {
+            key,
+            backend,
+            frames,
+            verify,
+            hold,
+            hold_ms,
+            timeout_ms,
+        }) => cuframes::subscribe(cuframes::SubOpts {
+            key,
+            backend,
+            frames,
+            verify,
+            hold,
+            hold_ms,
+            timeout_ms,
         }),
         Cmd::Gc { dry_run } => gc(dry_run),
     };

@@ -1,0 +1,202 @@
+//! `framecache cuframes publish|subscribe`: a test source and a verifying sink for the CUDA-IPC
+//! ring, on a GPU or with the host backend. Every byte of plane `p` of frame `seq` is
+//! `framecache::cuda::pattern_byte(seq, p)`, so a subscriber can check each frame it gets.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use framecache::cuda::{
+    pattern_byte, BackendChoice, Policy, Publisher, PublisherConfig, Subscriber, SubscriberConfig,
+};
+use framecache::{Error, PixelFormat};
+
+use crate::{CliResult, STOP};
+
+/// Options of `cuframes publish`.
+pub struct PubOpts {
+    pub key: String,
+    pub backend: String,
+    pub format: String,
+    pub size: (u32, u32),
+    pub fps: f64,
+    pub frames: u64,
+    pub buffers: u32,
+    pub max_subscribers: u32,
+    pub skip: bool,
+    pub linger_ms: u64,
+}
+
+pub fn publish(o: PubOpts) -> CliResult {
+    crate::catch_signals();
+    let mut cfg = PublisherConfig::new(PixelFormat::parse(&o.format)?, o.size.0, o.size.1);
+    cfg.backend = BackendChoice::parse(&o.backend)?;
+    cfg.buffers = o.buffers;
+    cfg.max_subscribers = o.max_subscribers;
+    cfg.policy = if o.skip { Policy::Skip } else { Policy::Revoke };
+    let mut p = Publisher::create(&o.key, &cfg)?;
+    let g = p.geometry();
+    let backend = p.backend().clone();
+    eprintln!(
+        "cuframes {}: {}x{} {} in {} buffers, backend {}",
+        o.key, g.width, g.height, o.format, o.buffers, o.backend
+    );
+    let start = Instant::now();
+    let mut attempts = 0u64;
+    while (o.frames == 0 || attempts < o.frames) && !STOP.load(Ordering::Relaxed) {
+        if o.fps > 0.0 {
+            let due = start + Duration::from_secs_f64(attempts as f64 / o.fps);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        attempts += 1;
+        let b = match p.acquire(0) {
+            Ok(b) => b,
+            Err(Error::NoBuffer) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let seq = p.next_seq();
+        for i in 0..b.plane_count as usize {
+            let rows = plane_rows(&g, i);
+            let len = u64::from(b.pitches[i]) * rows;
+            backend.fill(b.planes[i], pattern_byte(seq, i), len, 0)?;
+        }
+        p.publish(0, seq as i64, 1, 0)?;
+    }
+    // Give subscribers a moment to take the last frames before the pool goes away.
+    std::thread::sleep(Duration::from_millis(o.linger_ms));
+    let s = p.stats();
+    println!(
+        "{}",
+        serde_json::json!({
+            "attempts": attempts,
+            "published": s.published,
+            "skipped": s.skipped,
+            "revoked": s.revoked,
+            "subscribers": s.subscribers,
+            "seconds": start.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn plane_rows(g: &framecache::FrameGeometry, i: usize) -> u64 {
+    let next = if i + 1 < g.plane_count as usize {
+        u64::from(g.offsets[i + 1])
+    } else {
+        g.frame_size
+    };
+    (next - u64::from(g.offsets[i])) / u64::from(g.strides[i])
+}
+
+/// Options of `cuframes subscribe`.
+pub struct SubOpts {
+    pub key: String,
+    pub backend: String,
+    pub frames: u64,
+    pub verify: bool,
+    pub hold: usize,
+    pub hold_ms: u64,
+    pub timeout_ms: u64,
+}
+
+pub fn subscribe(o: SubOpts) -> CliResult {
+    crate::catch_signals();
+    let cfg = SubscriberConfig {
+        backend: BackendChoice::parse(&o.backend)?,
+        ..Default::default()
+    };
+    let mut s = Subscriber::open(&o.key, &cfg)?;
+    // The host backend can read the buffer in place; the CUDA one copies it down.
+    let backend = s.backend().clone();
+    let mut held = std::collections::VecDeque::new();
+    let (mut verified, mut bad, mut gone, mut overwritten) = (0u64, 0u64, 0u64, 0u64);
+    let mut host = Vec::new();
+    let mut first_bad = None;
+    let mut got = 0u64;
+    while (o.frames == 0 || got < o.frames) && !STOP.load(Ordering::Relaxed) {
+        let h = match s.acquire(0, Duration::from_millis(o.timeout_ms)) {
+            Ok(h) => h,
+            Err(Error::WriterGone) => {
+                gone += 1;
+                break;
+            }
+            Err(Error::Timeout) => break,
+            Err(e) => return Err(e.into()),
+        };
+        got += 1;
+        let mut ok = true;
+        if o.verify {
+            let g = s.geometry().expect("attached");
+            for i in 0..h.plane_count as usize {
+                let len = (u64::from(h.pitches[i]) * plane_rows(&g, i)) as usize;
+                host.resize(len, 0);
+                backend.copy_to_host(&mut host, h.planes[i], 0)?;
+                let want = pattern_byte(h.meta.seq, i);
+                if let Some(pos) = host.iter().position(|&b| b != want) {
+                    ok = false;
+                    first_bad.get_or_insert(format!(
+                        "frame {} plane {i} byte {pos}: {} != {want}",
+                        h.meta.seq, host[pos]
+                    ));
+                    break;
+                }
+            }
+        }
+        if o.hold_ms > 0 {
+            std::thread::sleep(Duration::from_millis(o.hold_ms));
+        }
+        held.push_back((h, ok));
+        while held.len() > o.hold {
+            let (h, ok) = held.pop_front().expect("non-empty");
+            match s.release(&h, 0) {
+                // Only a frame whose release says it stayed intact counts: a revoked one may
+                // legitimately have changed under us.
+                Ok(()) if o.verify => {
+                    verified += 1;
+                    if !ok {
+                        bad += 1;
+                    }
+                }
+                Ok(()) => {}
+                Err(Error::Overwritten) => overwritten += 1,
+                Err(Error::WriterGone) => gone += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    while let Some((h, ok)) = held.pop_front() {
+        match s.release(&h, 0) {
+            Ok(()) if o.verify => {
+                verified += 1;
+                if !ok {
+                    bad += 1;
+                }
+            }
+            Err(Error::Overwritten) => overwritten += 1,
+            _ => {}
+        }
+    }
+    let st = s.stats();
+    println!(
+        "{}",
+        serde_json::json!({
+            "frames": got,
+            "verified": verified,
+            "bad": bad,
+            "first_bad": first_bad,
+            "overwritten": overwritten,
+            "missed": st.missed,
+            "revoked_notices": st.revoked,
+            "torn": st.torn,
+            "attaches": st.attaches,
+            "gone": gone,
+        })
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

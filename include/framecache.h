@@ -355,6 +355,12 @@
 // An open frame-slot reader. Opaque.
 typedef struct fc_consumer fc_consumer;
 
+// A cuframes publisher. Opaque; one thread at a time (calls are serialised inside).
+typedef struct fc_cuframes_publisher fc_cuframes_publisher;
+
+// A cuframes subscriber. Opaque; one thread at a time (calls are serialised inside).
+typedef struct fc_cuframes_subscriber fc_cuframes_subscriber;
+
 // An ingest engine: push listeners, stream keys, mounts and pull ingests. Opaque. All
 // functions on one engine may be called from any thread (they serialise on a lock).
 typedef struct fc_ingest fc_ingest;
@@ -683,6 +689,135 @@ typedef struct fc_ingest_stats {
   // Reserved, 0.
   uint32_t reserved;
 } fc_ingest_stats;
+
+// Settings of `fc_cuframes_publisher_create`. Zero fields take the default named.
+typedef struct fc_cuframes_publisher_config {
+  // Set by the caller to `sizeof(fc_cuframes_publisher_config)`.
+  uint32_t struct_size;
+  // Pixel format FourCC (`FC_FOURCC_NV12`, `FC_FOURCC_P010`, `FC_FOURCC_BGRA`, ...).
+  uint32_t format;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Buffers in the pool, 2..=64 (0 = 8).
+  uint32_t buffers;
+  // Subscriber slots, 1..=64 (0 = 8).
+  uint32_t max_subscribers;
+  // `FC_CUFRAMES_POLICY_REVOKE` (0 = this) or `FC_CUFRAMES_POLICY_SKIP`.
+  uint32_t policy;
+  // `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
+  uint32_t backend;
+  // CUDA device ordinal.
+  int32_t device;
+  // Root directory, NULL = `$FC_SHM_DIR` or `/dev/shm/framecache`.
+  const char *root;
+} fc_cuframes_publisher_config;
+
+// A buffer to write the next frame into (`fc_cuframes_publisher_acquire`).
+typedef struct fc_cuframes_buffer {
+  // Set by the caller to `sizeof(fc_cuframes_buffer)`.
+  uint32_t struct_size;
+  // Buffer index in the pool.
+  uint32_t index;
+  // Planes in use.
+  uint32_t plane_count;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Pixel format FourCC.
+  uint32_t format;
+  // `CUdeviceptr` of each plane.
+  uint64_t planes[4];
+  // Pitch (bytes per row) of each plane.
+  uint32_t pitches[4];
+  // `CUdeviceptr` of the whole allocation.
+  uint64_t base;
+  // Bytes of the allocation.
+  uint64_t size;
+} fc_cuframes_buffer;
+
+// Counters of a publisher.
+typedef struct fc_cuframes_publisher_stats {
+  // Set by the caller to `sizeof(fc_cuframes_publisher_stats)`.
+  uint32_t struct_size;
+  // Subscribers attached now.
+  uint32_t subscribers;
+  // Frames published.
+  uint64_t published;
+  // Frames skipped (skip policy).
+  uint64_t skipped;
+  // Holds revoked (revoke policy).
+  uint64_t revoked;
+} fc_cuframes_publisher_stats;
+
+// Settings of `fc_cuframes_subscriber_open`. NULL config = CUDA device 0, default root.
+typedef struct fc_cuframes_subscriber_config {
+  // Set by the caller to `sizeof(fc_cuframes_subscriber_config)`.
+  uint32_t struct_size;
+  // `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
+  uint32_t backend;
+  // CUDA device ordinal.
+  int32_t device;
+  // Root directory, NULL = default.
+  const char *root;
+} fc_cuframes_subscriber_config;
+
+// A frame held by a subscriber (`fc_cuframes_subscriber_acquire`). Valid until released.
+typedef struct fc_cuframes_frame {
+  // Set by the caller to `sizeof(fc_cuframes_frame)`.
+  uint32_t struct_size;
+  // Planes in use.
+  uint32_t plane_count;
+  // Identifies the hold for `fc_cuframes_subscriber_release`.
+  uint64_t token;
+  // Frame number (1, 2, ...; restarts with a new publisher).
+  uint64_t seq;
+  // Presentation timestamp (`FC_NOPTS` = none).
+  int64_t pts;
+  // Duration (0 = unknown).
+  int64_t duration;
+  // `CLOCK_MONOTONIC` when it was published.
+  uint64_t publish_ns;
+  // Published frames this subscriber never got, just before this one.
+  uint64_t missed;
+  // `FC_FRAME_*` flags.
+  uint32_t flags;
+  // Buffer index.
+  uint32_t buffer;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Pixel format FourCC.
+  uint32_t format;
+  // Pitch of each plane.
+  uint32_t pitches[4];
+  // `CUdeviceptr` of each plane, in this process.
+  uint64_t planes[4];
+  // The publisher's ready event (`CUevent`) for this frame, already waited on by the stream
+  // given to acquire; other streams may `cuStreamWaitEvent` on it too.
+  void *ready_event;
+} fc_cuframes_frame;
+
+// Counters of a subscriber.
+typedef struct fc_cuframes_subscriber_stats {
+  // Set by the caller to `sizeof(fc_cuframes_subscriber_stats)`.
+  uint32_t struct_size;
+  // 1 while a publisher is attached.
+  uint32_t attached;
+  // Frames acquired.
+  uint64_t frames;
+  // Published frames never acquired.
+  uint64_t missed;
+  // Revocation notices received.
+  uint64_t revoked;
+  // Releases that found the frame overwritten.
+  uint64_t torn;
+  // Attaches (1 + re-attaches to restarted publishers).
+  uint64_t attaches;
+} fc_cuframes_subscriber_stats;
 
 // Settings of `fc_whep_create`. Zero/NULL fields take the default named.
 typedef struct fc_whep_config {
@@ -1459,6 +1594,109 @@ int fc_ingest_remove(struct fc_ingest *engine, const char *slot);
 // # Safety
 // `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
 int fc_ingest_get_stats(struct fc_ingest *engine, const char *name, struct fc_ingest_stats *out);
+
+// 1 if CUDA is usable here (libcuda loads, `cuInit` succeeds, a device exists), else 0.
+// Never fails; loads libcuda at most once.
+int fc_cuframes_cuda_available(void);
+
+// Creates the publisher of `key`: allocates the buffer pool, the control block and the
+// socket. The caller owns `*out` until `fc_cuframes_publisher_destroy`. `FC_ERR_BUSY` if a
+// live publisher has the key; `FC_ERR_NO_CUDA` without CUDA.
+//
+// # Safety
+// `key` NUL-terminated; `config` valid; `out` writable.
+int fc_cuframes_publisher_create(const char *key,
+                                 const struct fc_cuframes_publisher_config *config,
+                                 struct fc_cuframes_publisher **out);
+
+// Takes a buffer for the next frame. `stream` (a `CUstream`, NULL = default stream) is made
+// to wait on the GPU for every subscriber that read the buffer before; the CPU never waits.
+// Write the frame on `stream`, then call `fc_cuframes_publisher_publish`. `FC_ERR_NO_BUFFER`
+// when every buffer is held and the policy is skip; `FC_ERR_STATE` if a buffer is already
+// acquired.
+//
+// # Safety
+// `publisher` from `fc_cuframes_publisher_create`; `out` writable, `struct_size` set.
+int fc_cuframes_publisher_acquire(const struct fc_cuframes_publisher *publisher,
+                                  void *stream,
+                                  struct fc_cuframes_buffer *out);
+
+// Publishes the acquired buffer once the work queued on `stream` is done (records the ready
+// event there; no CPU wait) and makes it the newest frame. `*seq_out` (may be NULL) gets its
+// frame number. `FC_ERR_STATE` without an acquired buffer.
+//
+// # Safety
+// `publisher` from `fc_cuframes_publisher_create`; `seq_out` NULL or writable.
+int fc_cuframes_publisher_publish(const struct fc_cuframes_publisher *publisher,
+                                  void *stream,
+                                  int64_t pts,
+                                  int64_t duration,
+                                  uint32_t flags,
+                                  uint64_t *seq_out);
+
+// Reads the publisher's counters.
+//
+// # Safety
+// `publisher` valid; `out` writable with `struct_size` set.
+int fc_cuframes_publisher_get_stats(const struct fc_cuframes_publisher *publisher,
+                                    struct fc_cuframes_publisher_stats *out);
+
+// Stops the publisher: subscribers get `BYE` (then `FC_ERR_WRITER_GONE`), the socket and the
+// control block are removed, the pool is freed. NULL is ignored.
+//
+// # Safety
+// NULL or from `fc_cuframes_publisher_create`, not used again.
+void fc_cuframes_publisher_destroy(struct fc_cuframes_publisher *publisher);
+
+// Attaches to the publisher of `key` (handshake over its socket, buffers mapped). The caller
+// owns `*out` until `fc_cuframes_subscriber_close`. `FC_ERR_NOT_FOUND` if no publisher runs;
+// `FC_ERR_REJECTED` if its subscriber slots are full; `FC_ERR_NO_CUDA` without CUDA.
+//
+// # Safety
+// `key` NUL-terminated; `config` NULL or valid; `out` writable.
+int fc_cuframes_subscriber_open(const char *key,
+                                const struct fc_cuframes_subscriber_config *config,
+                                struct fc_cuframes_subscriber **out);
+
+// Holds the newest frame not yet taken, waiting up to `timeout_ms` (negative = forever).
+// `stream` (NULL = default stream) is made to wait for the publisher's writes on the GPU.
+// Use the planes on `stream` (or streams that wait on `ready_event`), then release.
+// `FC_ERR_TIMEOUT` if no frame came; `FC_ERR_WRITER_GONE` if the publisher left and none came
+// back in time (a returning publisher is attached again automatically).
+//
+// # Safety
+// `subscriber` valid; `out` writable with `struct_size` set.
+int fc_cuframes_subscriber_acquire(const struct fc_cuframes_subscriber *subscriber,
+                                   void *stream,
+                                   int timeout_ms,
+                                   struct fc_cuframes_frame *out);
+
+// Releases a held frame after the work queued on `stream` (records this subscriber's done
+// event there; the publisher's next write of the buffer waits for it on the GPU).
+// `FC_ERR_OVERWRITTEN`: the publisher revoked the hold (this subscriber was too slow) and
+// what was computed from the frame must be discarded. `FC_ERR_WRITER_GONE`: the publisher
+// left. `FC_ERR_INVALID_ARG`: not a frame held by this subscriber (e.g. released twice).
+// The frame is released in every case.
+//
+// # Safety
+// `subscriber` valid; `frame` as filled by acquire.
+int fc_cuframes_subscriber_release(const struct fc_cuframes_subscriber *subscriber,
+                                   const struct fc_cuframes_frame *frame,
+                                   void *stream);
+
+// Reads the subscriber's counters.
+//
+// # Safety
+// `subscriber` valid; `out` writable with `struct_size` set.
+int fc_cuframes_subscriber_get_stats(const struct fc_cuframes_subscriber *subscriber,
+                                     struct fc_cuframes_subscriber_stats *out);
+
+// Detaches (the publisher drops this subscriber's holds) and frees the handle. Frames still
+// held become invalid. NULL is ignored.
+//
+// # Safety
+// NULL or from `fc_cuframes_subscriber_open`, not used again.
+void fc_cuframes_subscriber_close(struct fc_cuframes_subscriber *subscriber);
 
 // Creates a WHEP engine (its own 2 runtime threads) in `*out`, owned by the caller until
 // `fc_whep_destroy`. `config` NULL = all defaults.

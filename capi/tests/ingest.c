@@ -5,6 +5,7 @@
  *                    prints the counters; exit 0 when everything checked out. */
 #define _POSIX_C_SOURCE 200809L
 #include <framecache.h>
+#include "check.h"
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,16 +23,6 @@ static void on_event(void *user, const fc_ingest_event *ev) {
     atomic_store(&width, (int)ev->width);
   }
 }
-
-#define EXPECT(call, code)                                                                 \
-  do {                                                                                     \
-    int rc_ = (call);                                                                      \
-    if (rc_ != (code)) {                                                                   \
-      fprintf(stderr, "%s:%d: %s gave %d (%s), expected %d\n", __FILE__, __LINE__, #call,  \
-              rc_, fc_last_error(), (code));                                               \
-      return 1;                                                                            \
-    }                                                                                      \
-  } while (0)
 
 int main(void) {
   fc_ingest *e = NULL;

@@ -9,28 +9,11 @@
  * Exit 0 when everything checked out. */
 #define _POSIX_C_SOURCE 200809L
 #include <framecache.h>
+#include "check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define EXPECT(call, code)                                                                 \
-  do {                                                                                     \
-    int rc_ = (call);                                                                      \
-    if (rc_ != (code)) {                                                                   \
-      fprintf(stderr, "%s:%d: %s gave %d (%s), expected %d\n", __FILE__, __LINE__, #call,  \
-              rc_, fc_last_error(), (code));                                               \
-      return 1;                                                                            \
-    }                                                                                      \
-  } while (0)
-
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);             \
-      return 1;                                                                            \
-    }                                                                                      \
-  } while (0)
 
 static fc_whep *w;
 

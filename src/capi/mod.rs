@@ -30,6 +30,7 @@ use crate::ring::{
 };
 use crate::slot;
 
+pub mod cuframes;
 pub mod whep;
 pub use whep::*;
 

@@ -382,3 +382,43 @@ impl CuframesHeader {
 pub const fn split_latest(v: u64) -> (u64, u32) {
     (v >> 6, (v & 63) as u32)
 }
+
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// `(name, offset, size)` of every field of `$t`, for the conformance tests.
+macro_rules! fields {
+    ($t:ty; $($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), offset_of!($t, $f), field_size::<$t, _>(|x| &x.$f))),*]
+    };
+}
+
+/// Layout tables of the four structs (`fc_cuframes_header`, `_slot_desc`, `_frame_meta`,
+/// `_sub_slot`), compared by the tests with C's `offsetof` and with docs/CUFRAMES.md.
+pub fn field_tables() -> Vec<(&'static str, Vec<(&'static str, usize, usize)>)> {
+    vec![
+        (
+            "fc_cuframes_header",
+            fields!(CuframesHeader; magic, proto_version, header_size, file_size, buffer_count,
+                max_subscribers, slot_desc_size, sub_slot_size, slots_offset, subs_offset, format,
+                width, height, plane_count, pitches, plane_offsets, buffer_size, backend,
+                publisher_pid, device_uuid, epoch, policy, reserved0, key, reserved1, state,
+                notify, latest, published, skipped, revoked, reserved2),
+        ),
+        (
+            "fc_cuframes_slot_desc",
+            fields!(CuSlotDesc; seq, holders, readers, reserved0, meta, reserved1),
+        ),
+        (
+            "fc_cuframes_frame_meta",
+            fields!(CuFrameMeta; seq, pts, duration, publish_ns, flags, buffer, width, height,
+                format, reserved),
+        ),
+        (
+            "fc_cuframes_sub_slot",
+            fields!(CuSubscriberSlot; state, pid, attached_ns, frames, missed, revoked, torn,
+                last_seq, reserved),
+        ),
+    ]
+}

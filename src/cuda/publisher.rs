@@ -88,6 +88,8 @@ pub struct PublisherStats {
     pub revoked: u64,
     /// Subscribers attached now.
     pub subscribers: u32,
+    /// Buffers held by at least one subscriber now.
+    pub held: u32,
 }
 
 /// One attached (or attaching) subscriber, as the publishing thread and `acquire` share it.
@@ -274,8 +276,8 @@ impl Publisher {
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::os("socket", e))?;
+        // Success: the pool guard gives its buffers up (and frees nothing on drop).
         let buffers = std::mem::take(&mut pool.buffers);
-        std::mem::forget(pool);
         let shared = Arc::new(Shared {
             backend,
             ctl,
@@ -473,6 +475,9 @@ impl Publisher {
             revoked: ctl.head(off::REVOKED).load(Ordering::Relaxed),
             subscribers: (0..ctl.header.max_subscribers)
                 .filter(|&s| ctl.sub_state(s).load(Ordering::Acquire) == SUB_ACTIVE)
+                .count() as u32,
+            held: (0..ctl.n())
+                .filter(|&i| ctl.slot(i, off::SLOT_HOLDERS).load(Ordering::Acquire) != 0)
                 .count() as u32,
         }
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
-#   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header,
+#   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
 #                                       flv_tag, ts_media)
 set -euo pipefail
 cd "$(dirname "$0")"

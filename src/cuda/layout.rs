@@ -394,9 +394,12 @@ macro_rules! fields {
     };
 }
 
+/// `(field, offset, size)` rows of one struct.
+pub type FieldTable = Vec<(&'static str, usize, usize)>;
+
 /// Layout tables of the four structs (`fc_cuframes_header`, `_slot_desc`, `_frame_meta`,
 /// `_sub_slot`), compared by the tests with C's `offsetof` and with docs/CUFRAMES.md.
-pub fn field_tables() -> Vec<(&'static str, Vec<(&'static str, usize, usize)>)> {
+pub fn field_tables() -> Vec<(&'static str, FieldTable)> {
     vec![
         (
             "fc_cuframes_header",

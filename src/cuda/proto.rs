@@ -300,9 +300,16 @@ impl Msg {
             ty::ERROR => {
                 need(4, "ERROR")?;
                 let text = &v[4..v.len().min(4 + MAX_ERROR_TEXT)];
+                let mut text = String::from_utf8_lossy(text).into_owned();
+                // Replacement characters may lengthen it; keep it within what we would send.
+                let mut end = text.len().min(MAX_ERROR_TEXT);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
                 Msg::Error {
                     code: u32_at(0) as i32,
-                    text: String::from_utf8_lossy(text).into_owned(),
+                    text,
                 }
             }
             t if t & ty::OPTIONAL != 0 => return Ok(None),

@@ -386,6 +386,13 @@ fn scenario_kill_publisher(be: &str) {
     }
     assert!(!s.stats().attached);
     assert!(matches!(s.release(&held, 0), Err(Error::WriterGone)));
+    // What the killed publisher left: a control block nobody locks, and its socket.
+    let gc = root.cli().args(["gc", "--dry-run"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains("kp.cuframes"),
+        "{}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
     let _publ2 = start();
     let seq = take_and_verify(&mut s, Duration::from_secs(10)).unwrap();
     assert!(seq < 100, "a new publisher counts from 1 again (got {seq})");
@@ -395,6 +402,26 @@ fn scenario_kill_publisher(be: &str) {
     let st = s.stats();
     assert_eq!(st.attaches, 2, "{st:?}");
     assert!(st.attached);
+    // A live publisher's files are not garbage.
+    let gc = root.cli().arg("gc").output().unwrap();
+    assert!(!String::from_utf8_lossy(&gc.stdout).contains("kp.cuframes"));
+    assert!(root.path().join("cuframes-kp.sock").exists());
+}
+
+#[test]
+fn host_backend_gc_removes_what_a_killed_publisher_left() {
+    let root = TempRoot::new("cu-gc");
+    let mut publ = spawn(
+        root.cli()
+            .args(["cuframes", "publish", "g1", "--backend", "host"]),
+    );
+    let sock = root.path().join("cuframes-g1.sock");
+    wait_for("publisher socket", 10, || sock.exists());
+    publ.kill9();
+    assert!(root.path().join("g1.cuframes").exists() && sock.exists());
+    let out = root.cli().arg("gc").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("g1.cuframes and its socket"));
+    assert!(!root.path().join("g1.cuframes").exists() && !sock.exists());
 }
 
 // ---------------------------------------------------------------- host backend (everywhere)

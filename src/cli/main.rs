@@ -915,6 +915,23 @@ fn gc(dry_run: bool) -> CliResult {
             }
         }
     }
+    for key in framecache::cuda::list_keys(&root) {
+        let path = root.join(format!("{key}.cuframes"));
+        if dry_run {
+            if std::fs::File::open(&path).is_ok_and(|f| !slot::writer_lock_held(&f)) {
+                println!("would remove {}", path.display());
+            }
+            continue;
+        }
+        match framecache::cuda::remove_if_stale(&root, &key) {
+            Ok(true) => {
+                println!("removed {} and its socket", path.display());
+                removed += 1;
+            }
+            Ok(false) => {}
+            Err(e) => eprintln!("framecache: skipped {}: {e}", path.display()),
+        }
+    }
     for tmp in slot::stale_temporaries(&root) {
         if dry_run {
             println!("would remove {}", tmp.display());

@@ -188,3 +188,31 @@ pub(crate) fn planes(base: DevPtr, g: &FrameGeometry) -> [DevPtr; 4] {
 pub fn pattern_byte(seq: u64, plane: usize) -> u8 {
     (seq.wrapping_mul(7).wrapping_add(plane as u64 * 61) % 251) as u8
 }
+
+/// Keys with a control block under `root` (live or stale), sorted.
+pub fn list_keys(root: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let key = name.strip_suffix(".cuframes")?;
+            slot::validate_id(key).ok()?;
+            Some(key.to_string())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Removes the control block and socket of `key` if no publisher holds its lock (a publisher
+/// killed with -9 leaves both). Returns whether it removed them.
+pub fn remove_if_stale(root: &Path, key: &str) -> Result<bool> {
+    let (ctl, sock) = paths(root, key)?;
+    let removed = slot::remove_if_stale(root, &ctl)?;
+    if removed {
+        let _ = std::fs::remove_file(sock);
+    }
+    Ok(removed)
+}

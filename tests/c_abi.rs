@@ -87,36 +87,17 @@ fn rust_layout() -> BTreeMap<(String, String), (usize, usize)> {
 fn doc_layout() -> BTreeMap<(String, String), (usize, usize)> {
     let doc =
         std::fs::read_to_string(manifest().join("docs/PROTOCOL.md")).expect("docs/PROTOCOL.md");
-    let mut m = BTreeMap::new();
-    let mut tag = None;
-    for line in doc.lines() {
-        if line.starts_with('#') {
-            tag = match line.trim() {
-                "### Header (fc_frame_ring_header)" => Some("header"),
-                "### Frame descriptor (fc_frame_desc)" => Some("desc"),
-                "### Packet header (fc_packet_ring_header)" => Some("pheader"),
-                "### Stream entry (fc_stream_desc)" => Some("stream"),
-                "### Packet descriptor (fc_packet_desc)" => Some("pdesc"),
-                _ => None,
-            };
-            continue;
+    common::doc_field_tables(&doc, |heading| {
+        match heading {
+            "### Header (fc_frame_ring_header)" => Some("header"),
+            "### Frame descriptor (fc_frame_desc)" => Some("desc"),
+            "### Packet header (fc_packet_ring_header)" => Some("pheader"),
+            "### Stream entry (fc_stream_desc)" => Some("stream"),
+            "### Packet descriptor (fc_packet_desc)" => Some("pdesc"),
+            _ => None,
         }
-        let Some(tag) = tag else { continue };
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 4 {
-            continue;
-        }
-        let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) else {
-            continue;
-        };
-        let name = cells[3].trim_matches('`').to_string();
-        assert!(
-            m.insert((tag.to_string(), name.clone()), (off, size))
-                .is_none(),
-            "{name} twice in PROTOCOL.md"
-        );
-    }
-    m
+        .map(String::from)
+    })
 }
 
 #[test]

@@ -147,27 +147,12 @@ fn take_and_verify(s: &mut Subscriber, timeout: Duration) -> framecache::Result<
 
 fn doc_tables() -> BTreeMap<(String, String), (usize, usize)> {
     let doc = std::fs::read_to_string(manifest().join("docs/CUFRAMES.md")).unwrap();
-    let mut m = BTreeMap::new();
-    let mut tag: Option<String> = None;
-    for line in doc.lines() {
-        if line.starts_with('#') {
-            tag = line
-                .split_once("(fc_cuframes_")
-                .map(|(_, rest)| format!("fc_cuframes_{}", rest.split(',').next().unwrap()));
-            continue;
-        }
-        let Some(tag) = &tag else { continue };
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 4 {
-            continue;
-        }
-        let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) else {
-            continue;
-        };
-        let name = cells[3].trim_matches('`').to_string();
-        assert!(m.insert((tag.clone(), name), (off, size)).is_none());
-    }
-    m
+    // Headings name their struct: "### 2.1 Header (fc_cuframes_header, 512 bytes)".
+    common::doc_field_tables(&doc, |heading| {
+        heading
+            .split_once("(fc_cuframes_")
+            .map(|(_, rest)| format!("fc_cuframes_{}", rest.split(',').next().unwrap()))
+    })
 }
 
 #[test]

@@ -14,17 +14,37 @@ use framecache::{Error, PixelFormat};
 use crate::{CliResult, STOP};
 
 /// Options of `cuframes publish`.
+#[derive(clap::Args)]
 pub struct PubOpts {
-    pub key: String,
-    pub backend: String,
-    pub format: String,
-    pub size: (u32, u32),
-    pub fps: f64,
-    pub frames: u64,
-    pub buffers: u32,
-    pub max_subscribers: u32,
-    pub skip: bool,
-    pub linger_ms: u64,
+    /// Key (1-64 characters of A-Z a-z 0-9 . _ -).
+    key: String,
+    /// cuda, cuda:N (device ordinal) or host (CPU implementation, no GPU needed).
+    #[arg(long, default_value = "cuda")]
+    backend: String,
+    /// Pixel format.
+    #[arg(long, default_value = "nv12")]
+    format: String,
+    /// WIDTHxHEIGHT.
+    #[arg(long, default_value = "1920x1080", value_parser = crate::parse_size)]
+    size: (u32, u32),
+    /// Frames per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 60.0)]
+    fps: f64,
+    /// Stop after this many frames (0 = until interrupted).
+    #[arg(long, default_value_t = 0)]
+    frames: u64,
+    /// Buffers in the pool.
+    #[arg(long, default_value_t = 8)]
+    buffers: u32,
+    /// Subscriber slots.
+    #[arg(long, default_value_t = 8)]
+    max_subscribers: u32,
+    /// Skip frames instead of revoking holds when every buffer is held.
+    #[arg(long)]
+    skip: bool,
+    /// Keep the pool this long after the last frame.
+    #[arg(long, default_value_t = 500)]
+    linger_ms: u64,
 }
 
 pub fn publish(o: PubOpts) -> CliResult {
@@ -91,14 +111,28 @@ pub(crate) fn plane_rows(g: &framecache::FrameGeometry, i: usize) -> u64 {
 }
 
 /// Options of `cuframes subscribe`.
+#[derive(clap::Args)]
 pub struct SubOpts {
-    pub key: String,
-    pub backend: String,
-    pub frames: u64,
-    pub verify: bool,
-    pub hold: usize,
-    pub hold_ms: u64,
-    pub timeout_ms: u64,
+    /// Key.
+    key: String,
+    /// cuda, cuda:N or host (must match the publisher).
+    #[arg(long, default_value = "cuda")]
+    backend: String,
+    /// Stop after this many frames (0 = until the publisher is gone).
+    #[arg(long, default_value_t = 0)]
+    frames: u64,
+    /// Check every byte of every frame against the pattern.
+    #[arg(long)]
+    verify: bool,
+    /// Keep this many frames held before releasing the oldest.
+    #[arg(long, default_value_t = 0)]
+    hold: usize,
+    /// Sleep this long after each frame (a slow subscriber).
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// Give up after this long without a frame (or without a publisher).
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
 }
 
 pub fn subscribe(o: SubOpts) -> CliResult {

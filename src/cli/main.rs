@@ -231,60 +231,9 @@ enum Cmd {
 #[derive(Subcommand)]
 enum CuCmd {
     /// Publish a test pattern (every byte of plane p of frame n is a function of n and p).
-    Publish {
-        /// Key (1-64 characters of A-Z a-z 0-9 . _ -).
-        key: String,
-        /// cuda, cuda:N (device ordinal) or host (CPU implementation, no GPU needed).
-        #[arg(long, default_value = "cuda")]
-        backend: String,
-        /// Pixel format.
-        #[arg(long, default_value = "nv12")]
-        format: String,
-        /// WIDTHxHEIGHT.
-        #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
-        size: (u32, u32),
-        /// Frames per second (0 = as fast as possible).
-        #[arg(long, default_value_t = 60.0)]
-        fps: f64,
-        /// Stop after this many frames (0 = until interrupted).
-        #[arg(long, default_value_t = 0)]
-        frames: u64,
-        /// Buffers in the pool.
-        #[arg(long, default_value_t = 8)]
-        buffers: u32,
-        /// Subscriber slots.
-        #[arg(long, default_value_t = 8)]
-        max_subscribers: u32,
-        /// Skip frames instead of revoking holds when every buffer is held.
-        #[arg(long)]
-        skip: bool,
-        /// Keep the pool this long after the last frame.
-        #[arg(long, default_value_t = 500)]
-        linger_ms: u64,
-    },
+    Publish(cuframes::PubOpts),
     /// Take frames, optionally check every byte, print a JSON summary.
-    Subscribe {
-        /// Key.
-        key: String,
-        /// cuda, cuda:N or host (must match the publisher).
-        #[arg(long, default_value = "cuda")]
-        backend: String,
-        /// Stop after this many frames (0 = until the publisher is gone).
-        #[arg(long, default_value_t = 0)]
-        frames: u64,
-        /// Check every byte of every frame against the pattern.
-        #[arg(long)]
-        verify: bool,
-        /// Keep this many frames held before releasing the oldest.
-        #[arg(long, default_value_t = 0)]
-        hold: usize,
-        /// Sleep this long after each frame (a slow subscriber).
-        #[arg(long, default_value_t = 0)]
-        hold_ms: u64,
-        /// Give up after this long without a frame (or without a publisher).
-        #[arg(long, default_value_t = 5000)]
-        timeout_ms: u64,
-    },
+    Subscribe(cuframes::SubOpts),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -447,46 +396,8 @@ fn main() -> ExitCode {
             no_demo,
             seconds,
         }),
-        Cmd::Cuframes(CuCmd::Publish {
-            key,
-            backend,
-            format,
-            size,
-            fps,
-            frames,
-            buffers,
-            max_subscribers,
-            skip,
-            linger_ms,
-        }) => cuframes::publish(cuframes::PubOpts {
-            key,
-            backend,
-            format,
-            size,
-            fps,
-            frames,
-            buffers,
-            max_subscribers,
-            skip,
-            linger_ms,
-        }),
-        Cmd::Cuframes(CuCmd::Subscribe {
-            key,
-            backend,
-            frames,
-            verify,
-            hold,
-            hold_ms,
-            timeout_ms,
-        }) => cuframes::subscribe(cuframes::SubOpts {
-            key,
-            backend,
-            frames,
-            verify,
-            hold,
-            hold_ms,
-            timeout_ms,
-        }),
+        Cmd::Cuframes(CuCmd::Publish(o)) => cuframes::publish(o),
+        Cmd::Cuframes(CuCmd::Subscribe(o)) => cuframes::subscribe(o),
         Cmd::Gc { dry_run } => gc(dry_run),
     };
     match r {
@@ -686,7 +597,7 @@ fn stat(id: &str, once: bool, interval_ms: u64, json: bool, limit: Option<Durati
     }
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or(format!("size {s:?}: use WIDTHxHEIGHT"))?;

@@ -59,3 +59,33 @@ pub fn verify_json(out: &std::process::Output) -> serde_json::Value {
     });
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
+
+/// Field tables of a protocol document: rows `| offset | size | `field` | ...` under headings
+/// that `tag_of` maps to a struct tag (other headings end a table). Keyed by (tag, field).
+pub fn doc_field_tables(
+    doc: &str,
+    tag_of: impl Fn(&str) -> Option<String>,
+) -> std::collections::BTreeMap<(String, String), (usize, usize)> {
+    let mut m = std::collections::BTreeMap::new();
+    let mut tag = None;
+    for line in doc.lines() {
+        if line.starts_with('#') {
+            tag = tag_of(line.trim());
+            continue;
+        }
+        let Some(tag) = &tag else { continue };
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) else {
+            continue;
+        };
+        let name = cells[3].trim_matches('`').to_string();
+        assert!(
+            m.insert((tag.clone(), name.clone()), (off, size)).is_none(),
+            "{name} twice in the document"
+        );
+    }
+    m
+}

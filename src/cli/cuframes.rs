@@ -2,6 +2,8 @@
 //! ring, on a GPU or with the host backend. Every byte of plane `p` of frame `seq` is
 //! `framecache::cuda::pattern_byte(seq, p)`, so a subscriber can check each frame it gets.
 
+#![allow(clippy::needless_range_loop)] // plane loops index several parallel arrays (as in the library)
+
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 use framecache::cuda::{
     pattern_byte, BackendChoice, Policy, Publisher, PublisherConfig, Subscriber, SubscriberConfig,
 };
-use framecache::{Error, PixelFormat};
+use framecache::{testsrc, Error, PixelFormat};
 
 use crate::{CliResult, STOP};
 
@@ -56,6 +58,7 @@ pub fn publish(o: PubOpts) -> CliResult {
     cfg.policy = if o.skip { Policy::Skip } else { Policy::Revoke };
     let mut p = Publisher::create(&o.key, &cfg)?;
     let g = p.geometry();
+    let rows = testsrc::plane_rows(&g);
     let backend = p.backend().clone();
     eprintln!(
         "cuframes {}: {}x{} {} in {} buffers, backend {}",
@@ -78,8 +81,7 @@ pub fn publish(o: PubOpts) -> CliResult {
         };
         let seq = p.next_seq();
         for i in 0..b.plane_count as usize {
-            let rows = plane_rows(&g, i);
-            let len = u64::from(b.pitches[i]) * rows;
+            let len = u64::from(b.pitches[i]) * u64::from(rows[i]);
             backend.fill(b.planes[i], pattern_byte(seq, i), len, 0)?;
         }
         p.publish(0, seq as i64, 1, 0)?;
@@ -99,15 +101,6 @@ pub fn publish(o: PubOpts) -> CliResult {
         })
     );
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn plane_rows(g: &framecache::FrameGeometry, i: usize) -> u64 {
-    let next = if i + 1 < g.plane_count as usize {
-        u64::from(g.offsets[i + 1])
-    } else {
-        g.frame_size
-    };
-    (next - u64::from(g.offsets[i])) / u64::from(g.strides[i])
 }
 
 /// Options of `cuframes subscribe`.
@@ -162,9 +155,9 @@ pub fn subscribe(o: SubOpts) -> CliResult {
         got += 1;
         let mut ok = true;
         if o.verify {
-            let g = s.geometry().expect("attached");
+            let rows = testsrc::plane_rows(&s.geometry().expect("attached"));
             for i in 0..h.plane_count as usize {
-                let len = (u64::from(h.pitches[i]) * plane_rows(&g, i)) as usize;
+                let len = h.pitches[i] as usize * rows[i] as usize;
                 host.resize(len, 0);
                 backend.copy_to_host(&mut host, h.planes[i], 0)?;
                 let want = pattern_byte(h.meta.seq, i);

@@ -74,6 +74,23 @@ pub fn slot_path(root: &Path, id: &str, kind: SlotKind) -> Result<PathBuf> {
     Ok(root.join(format!("{id}{}", kind.suffix())))
 }
 
+/// 64 random bits from the kernel, for values that must not be guessed or repeat across
+/// starts (WHEP resource ids and ETags, cuframes epochs).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom into a local buffer of the given length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n != 8 {
+        // Fall back to time and address entropy; ids stay unique through the counter.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (&b as *const _ as u64).rotate_left(32);
+    }
+    u64::from_ne_bytes(b)
+}
+
 /// Wall-clock time in ns since the Unix epoch.
 pub fn realtime_ns() -> u64 {
     SystemTime::now()

@@ -169,11 +169,8 @@ impl Publisher {
         }
         let (g, buffer_size) = pool_geometry(cfg.format, cfg.width, cfg.height)?;
         let backend = cfg.backend.open()?;
-        let mut epoch = [0u8; 8];
-        File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut epoch))
-            .map_err(|e| Error::os("read /dev/urandom", e))?;
-        let epoch = u64::from_le_bytes(epoch) | 1;
+        // Never 0, so a zeroed header is never mistaken for a publisher's.
+        let epoch = slot::random_u64() | 1;
 
         // The pool first: a GPU out of memory must not leave a control block behind.
         let mut pool = Pool {
@@ -523,8 +520,6 @@ impl Drop for Pool {
         }
     }
 }
-
-use std::fs::File;
 
 #[derive(Debug, PartialEq, Eq)]
 enum ConnState {

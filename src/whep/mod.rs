@@ -44,6 +44,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::runtime::TokioRuntime;
 
+use crate::slot::random_u64;
 pub use feed::{AudioPlan, FeedCounters, FeedInfo};
 use feed::{Feed, FeedError, Unit};
 
@@ -524,25 +525,9 @@ impl Inner {
 
     fn new_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let r: u64 = rand_u64();
+        let r: u64 = random_u64();
         format!("{n:x}{r:016x}")
     }
-}
-
-/// 64 random bits from the kernel (resource ids and ETags must not be guessable).
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom into a local buffer of the given length.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    if n != 8 {
-        // Fall back to time and address entropy; ids stay unique through the counter.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ (&b as *const _ as u64).rotate_left(32);
-    }
-    u64::from_ne_bytes(b)
 }
 
 fn content_type_is(ct: Option<&str>, want: &str) -> bool {
@@ -820,7 +805,7 @@ async fn build_viewer(
         e
     };
 
-    let vssrc = rand_u64() as u32;
+    let vssrc = random_u64() as u32;
     let vtrack = Arc::new(TrackLocalStaticRTP::new(track(
         RtpCodecKind::Video,
         vcodec,
@@ -832,7 +817,7 @@ async fn build_viewer(
     }
     let mut aout = None;
     if let (Some(o), Some(c)) = (&opus, acodec) {
-        let assrc = rand_u64() as u32;
+        let assrc = random_u64() as u32;
         let atrack = Arc::new(TrackLocalStaticRTP::new(track(
             RtpCodecKind::Audio,
             c,
@@ -846,7 +831,7 @@ async fn build_viewer(
             track: atrack,
             pt: o.pt,
             ssrc: assrc,
-            seq: rand_u64() as u16,
+            seq: random_u64() as u16,
         });
     }
     let remote = match RTCSessionDescription::offer(sdp.clone()) {
@@ -883,13 +868,13 @@ async fn build_viewer(
     };
 
     let resource = inner.new_id();
-    let etag = format!("\"{:016x}\"", rand_u64());
+    let etag = format!("\"{:016x}\"", random_u64());
     let cancel = Arc::new(Notify::new());
     let vout = Out {
         track: vtrack,
         pt: h264.pt,
         ssrc: vssrc,
-        seq: rand_u64() as u16,
+        seq: random_u64() as u16,
     };
     let run: ViewerRun = Box::pin(run_viewer(
         inner.clone(),
@@ -980,7 +965,7 @@ async fn send_media(
     };
     // RTP time: the catch-up frames are squeezed 1 tick apart so the decoder reaches the live
     // edge at once; live frames then keep their spacing, shifted by `offset`.
-    let mut last_out: u32 = rand_u64() as u32;
+    let mut last_out: u32 = random_u64() as u32;
     let mut offset: Option<i64> = None;
     let mut started = false;
     for u in &gop {
@@ -1143,7 +1128,7 @@ async fn patch(
         }
     }
     frag_out.push_str("a=end-of-candidates\r\n");
-    let new_etag = format!("\"{:016x}\"", rand_u64());
+    let new_etag = format!("\"{:016x}\"", random_u64());
     {
         let mut st = lock(&inner.state);
         if let Some(v) = st

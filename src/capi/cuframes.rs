@@ -8,6 +8,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{arg, arg_mut, boundary, c_str, free_handle, lock, put, sized};
@@ -30,7 +31,7 @@ pub struct fc_cuframes_subscriber {
     inner: Mutex<Subscriber>,
     /// Holds handed out, by token, so a C caller never passes us a pointer back.
     holds: Mutex<Vec<(u64, Hold)>>,
-    next_token: Mutex<u64>,
+    next_token: AtomicU64,
 }
 
 /// Settings of `fc_cuframes_publisher_create`. Zero fields take the default named.
@@ -353,7 +354,7 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_open(
         *out = Box::into_raw(Box::new(fc_cuframes_subscriber {
             inner: Mutex::new(s),
             holds: Mutex::new(Vec::new()),
-            next_token: Mutex::new(1),
+            next_token: AtomicU64::new(1),
         }));
         Ok(())
     })
@@ -379,11 +380,7 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_acquire(
         let o = arg_mut(out, "out")?;
         sized::<fc_cuframes_frame>(o.struct_size, "out")?;
         let h = lock(&s.inner).acquire(stream as u64, super::timeout(timeout_ms))?;
-        let token = {
-            let mut t = lock(&s.next_token);
-            *t += 1;
-            *t
-        };
+        let token = s.next_token.fetch_add(1, Ordering::Relaxed);
         lock(&s.holds).push((token, h));
         *o = fc_cuframes_frame {
             struct_size: o.struct_size,

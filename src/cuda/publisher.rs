@@ -229,7 +229,7 @@ impl Publisher {
                 k
             },
             reserved1: [0; 32],
-            state: 1,
+            state: CU_STATE_LIVE,
             notify: 0,
             latest: 0,
             published: 0,
@@ -487,12 +487,11 @@ impl Drop for Publisher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        sh.ctl.state().store(STATE_CLOSED_CU, Ordering::Release);
+        sh.ctl.state().store(CU_STATE_CLOSED, Ordering::Release);
         crate::futex::wake_all(sh.ctl.notify());
         let _ = std::fs::remove_file(&sh.sock_path);
         let _ = std::fs::remove_file(&sh.ctl_path);
-        let subs: Vec<u32> = (0..sh.ctl.header.max_subscribers).collect();
-        for s in subs {
+        for s in 0..sh.ctl.header.max_subscribers {
             sh.drop_subscriber(s);
         }
         for &(p, ev) in &sh.buffers {
@@ -501,9 +500,6 @@ impl Drop for Publisher {
         }
     }
 }
-
-/// Header `state` after a clean close.
-const STATE_CLOSED_CU: u32 = 2;
 
 /// Frees a partly built pool when creation fails half way.
 struct Pool {

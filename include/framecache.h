@@ -708,10 +708,22 @@ typedef struct fc_cuframes_publisher_config {
   uint32_t policy;
   // `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
   uint32_t backend;
-  // CUDA device ordinal.
+  // CUDA device ordinal (ignored when `cuda_context` is set).
   int32_t device;
   // Root directory, NULL = `$FC_SHM_DIR` or `/dev/shm/framecache`.
   const char *root;
+  // Unit of `pts`/`duration` in seconds: numerator (0 = unknown), stored for subscribers.
+  uint32_t time_base_num;
+  // Time base denominator (0 = unknown).
+  uint32_t time_base_den;
+  // Nominal frame rate numerator (0 = unknown or variable), stored for subscribers.
+  uint32_t rate_num;
+  // Frame rate denominator.
+  uint32_t rate_den;
+  // A `CUcontext` of the caller to allocate and record on (NULL = the device's primary
+  // context). Streams passed to acquire/publish must belong to the context used. A given
+  // context must outlive the publisher.
+  void *cuda_context;
 } fc_cuframes_publisher_config;
 
 // A buffer to write the next frame into (`fc_cuframes_publisher_acquire`).
@@ -758,10 +770,14 @@ typedef struct fc_cuframes_subscriber_config {
   uint32_t struct_size;
   // `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
   uint32_t backend;
-  // CUDA device ordinal.
+  // CUDA device ordinal (ignored when `cuda_context` is set).
   int32_t device;
   // Root directory, NULL = default.
   const char *root;
+  // A `CUcontext` of the caller to map buffers and wait in (NULL = the device's primary
+  // context). Streams passed to acquire/release must belong to the context used. A given
+  // context must outlive the subscriber.
+  void *cuda_context;
 } fc_cuframes_subscriber_config;
 
 // A frame held by a subscriber (`fc_cuframes_subscriber_acquire`). Valid until released.
@@ -800,6 +816,40 @@ typedef struct fc_cuframes_frame {
   // given to acquire; other streams may `cuStreamWaitEvent` on it too.
   void *ready_event;
 } fc_cuframes_frame;
+
+// What a subscriber is attached to (`fc_cuframes_subscriber_get_info`).
+typedef struct fc_cuframes_info {
+  // Set by the caller to `sizeof(fc_cuframes_info)`.
+  uint32_t struct_size;
+  // Pixel format FourCC.
+  uint32_t format;
+  // Width in pixels.
+  uint32_t width;
+  // Height in pixels.
+  uint32_t height;
+  // Planes in use.
+  uint32_t plane_count;
+  // Pitch of each plane.
+  uint32_t pitches[4];
+  // Buffers in the pool.
+  uint32_t buffers;
+  // `FC_CUFRAMES_BACKEND_*` of the publisher.
+  uint32_t backend;
+  // `FC_CUFRAMES_POLICY_*` of the publisher.
+  uint32_t policy;
+  // Time base of `pts`/`duration` (0/0 = unknown).
+  uint32_t time_base_num;
+  // Time base denominator.
+  uint32_t time_base_den;
+  // Nominal frame rate (0/0 = unknown or variable).
+  uint32_t rate_num;
+  // Frame rate denominator.
+  uint32_t rate_den;
+  // Process id of the publisher.
+  uint32_t publisher_pid;
+  // Random identity of this publisher run (changes when it restarts).
+  uint64_t epoch;
+} fc_cuframes_info;
 
 // Counters of a subscriber.
 typedef struct fc_cuframes_subscriber_stats {
@@ -1181,8 +1231,16 @@ typedef struct fc_cuframes_header {
   uint32_t reserved0;
   // NUL-terminated key.
   uint8_t key[64];
+  // Unit of `pts` and `duration`: numerator of the time base in seconds (0 = unknown).
+  uint32_t time_base_num;
+  // Denominator of the time base (0 = unknown).
+  uint32_t time_base_den;
+  // Nominal frame rate, numerator (0 = unknown or variable).
+  uint32_t rate_num;
+  // Nominal frame rate, denominator.
+  uint32_t rate_den;
   // Zero.
-  uint8_t reserved1[32];
+  uint8_t reserved1[16];
   // Atomic: 1 live, 2 closed.
   uint32_t state;
   // Atomic futex word: low 32 bits of the newest frame's seq.
@@ -1683,6 +1741,17 @@ int fc_cuframes_subscriber_acquire(const struct fc_cuframes_subscriber *subscrib
 int fc_cuframes_subscriber_release(const struct fc_cuframes_subscriber *subscriber,
                                    const struct fc_cuframes_frame *frame,
                                    void *stream);
+
+// Describes the publisher the subscriber is attached to: geometry, time base, frame rate.
+// Attaches first if needed, waiting up to `timeout_ms` (negative = forever) for a publisher;
+// `FC_ERR_WRITER_GONE` if none is there in time. Call it before the first acquire to set up
+// the consumer; a restarted publisher may differ (compare `epoch`).
+//
+// # Safety
+// `subscriber` valid; `out` writable with `struct_size` set.
+int fc_cuframes_subscriber_get_info(const struct fc_cuframes_subscriber *subscriber,
+                                    int timeout_ms,
+                                    struct fc_cuframes_info *out);
 
 // Reads the subscriber's counters.
 //

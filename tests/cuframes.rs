@@ -491,11 +491,13 @@ fn host_backend_c_publisher_and_c_subscriber_with_wrong_use() {
         "host",
         "--size",
         "320x240",
+        "--buffers",
+        "4",
         "--fps",
         "200",
     ]));
     for exe in [&exe, &asan] {
-        let out = run(exe, &["sub", "rpub", "60"]).output().unwrap();
+        let out = run(exe, &["sub", "rpub", "60", "200"]).output().unwrap();
         assert!(
             out.status.success(),
             "C subscriber: {}{}",

@@ -30,7 +30,9 @@ static int layout(void) {
   F(fc_cuframes_header, plane_offsets); F(fc_cuframes_header, buffer_size);
   F(fc_cuframes_header, backend); F(fc_cuframes_header, publisher_pid);
   F(fc_cuframes_header, device_uuid); F(fc_cuframes_header, epoch); F(fc_cuframes_header, policy);
-  F(fc_cuframes_header, reserved0); F(fc_cuframes_header, key); F(fc_cuframes_header, reserved1);
+  F(fc_cuframes_header, reserved0); F(fc_cuframes_header, key);
+  F(fc_cuframes_header, time_base_num); F(fc_cuframes_header, time_base_den);
+  F(fc_cuframes_header, rate_num); F(fc_cuframes_header, rate_den); F(fc_cuframes_header, reserved1);
   F(fc_cuframes_header, state); F(fc_cuframes_header, notify); F(fc_cuframes_header, latest);
   F(fc_cuframes_header, published); F(fc_cuframes_header, skipped);
   F(fc_cuframes_header, revoked); F(fc_cuframes_header, reserved2);
@@ -75,6 +77,10 @@ static fc_cuframes_publisher_config pub_config(uint32_t backend) {
   c.height = 240;
   c.buffers = 4;
   c.backend = backend;
+  c.time_base_num = 1;
+  c.time_base_den = 30000;
+  c.rate_num = 30;
+  c.rate_den = 1;
   return c;
 }
 
@@ -165,7 +171,7 @@ static int publisher(const char *key, int frames) {
   return 0;
 }
 
-static int subscriber(const char *key, int frames) {
+static int subscriber(const char *key, int frames, int fps) {
   fc_cuframes_subscriber_config c;
   memset(&c, 0, sizeof c);
   c.struct_size = sizeof c;
@@ -183,6 +189,18 @@ static int subscriber(const char *key, int frames) {
     if (rc == FC_ERR_NOT_FOUND) sleep_ms(10);
   }
   EXPECT(rc, FC_OK);
+  fc_cuframes_info info;
+  memset(&info, 0, sizeof info);
+  EXPECT(fc_cuframes_subscriber_get_info(s, 1000, &info), FC_ERR_INVALID_ARG); /* struct_size */
+  info.struct_size = sizeof info;
+  EXPECT(fc_cuframes_subscriber_get_info(s, 1000, &info), FC_OK);
+  CHECK(info.format == FC_FOURCC_NV12 && info.width == 320 && info.height == 240);
+  CHECK(info.plane_count == 2 && info.pitches[0] >= 320 && info.buffers == 4);
+  CHECK(info.backend == FC_CUFRAMES_BACKEND_HOST && info.policy == FC_CUFRAMES_POLICY_REVOKE);
+  /* The CLI publisher states its --fps as a time base of one frame, in millihertz. */
+  CHECK(info.time_base_num == 1000 && info.time_base_den == (uint32_t)fps * 1000);
+  CHECK(info.rate_num == (uint32_t)fps * 1000 && info.rate_den == 1000);
+  CHECK(info.publisher_pid > 0 && info.epoch != 0);
   fc_cuframes_frame f;
   memset(&f, 0, sizeof f);
   EXPECT(fc_cuframes_subscriber_acquire(s, NULL, 100, &f), FC_ERR_INVALID_ARG); /* struct_size */
@@ -222,7 +240,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "layout")) return layout();
   if (argc >= 2 && !strcmp(argv[1], "nocuda")) return nocuda();
   if (argc >= 4 && !strcmp(argv[1], "pub")) return publisher(argv[2], atoi(argv[3]));
-  if (argc >= 4 && !strcmp(argv[1], "sub")) return subscriber(argv[2], atoi(argv[3]));
-  fprintf(stderr, "usage: cuframes layout|nocuda|pub KEY N|sub KEY N\n");
+  if (argc >= 5 && !strcmp(argv[1], "sub")) return subscriber(argv[2], atoi(argv[3]), atoi(argv[4]));
+  fprintf(stderr, "usage: cuframes layout|nocuda|pub KEY N|sub KEY N FPS\n");
   return 2;
 }

@@ -15,8 +15,8 @@ use super::{arg, arg_mut, boundary, c_str, free_handle, lock, put, sized};
 use crate::cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
 use crate::cuda::layout::{FC_CUFRAMES_POLICY_REVOKE, FC_CUFRAMES_POLICY_SKIP};
 use crate::cuda::{
-    cuda_available, BackendChoice, Hold, Policy, Publisher, PublisherConfig, Subscriber,
-    SubscriberConfig,
+    cuda_available, BackendChoice, ContextRef, Hold, Policy, Publisher, PublisherConfig,
+    Subscriber, SubscriberConfig,
 };
 use crate::error::{Error, Result};
 use crate::format::PixelFormat;
@@ -53,10 +53,22 @@ pub struct fc_cuframes_publisher_config {
     pub policy: u32,
     /// `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
     pub backend: u32,
-    /// CUDA device ordinal.
+    /// CUDA device ordinal (ignored when `cuda_context` is set).
     pub device: i32,
     /// Root directory, NULL = `$FC_SHM_DIR` or `/dev/shm/framecache`.
     pub root: *const c_char,
+    /// Unit of `pts`/`duration` in seconds: numerator (0 = unknown), stored for subscribers.
+    pub time_base_num: u32,
+    /// Time base denominator (0 = unknown).
+    pub time_base_den: u32,
+    /// Nominal frame rate numerator (0 = unknown or variable), stored for subscribers.
+    pub rate_num: u32,
+    /// Frame rate denominator.
+    pub rate_den: u32,
+    /// A `CUcontext` of the caller to allocate and record on (NULL = the device's primary
+    /// context). Streams passed to acquire/publish must belong to the context used. A given
+    /// context must outlive the publisher.
+    pub cuda_context: *mut c_void,
 }
 
 /// Settings of `fc_cuframes_subscriber_open`. NULL config = CUDA device 0, default root.
@@ -66,10 +78,50 @@ pub struct fc_cuframes_subscriber_config {
     pub struct_size: u32,
     /// `FC_CUFRAMES_BACKEND_CUDA` (0 = this) or `FC_CUFRAMES_BACKEND_HOST`.
     pub backend: u32,
-    /// CUDA device ordinal.
+    /// CUDA device ordinal (ignored when `cuda_context` is set).
     pub device: i32,
     /// Root directory, NULL = default.
     pub root: *const c_char,
+    /// A `CUcontext` of the caller to map buffers and wait in (NULL = the device's primary
+    /// context). Streams passed to acquire/release must belong to the context used. A given
+    /// context must outlive the subscriber.
+    pub cuda_context: *mut c_void,
+}
+
+/// What a subscriber is attached to (`fc_cuframes_subscriber_get_info`).
+#[repr(C)]
+#[derive(Default)]
+pub struct fc_cuframes_info {
+    /// Set by the caller to `sizeof(fc_cuframes_info)`.
+    pub struct_size: u32,
+    /// Pixel format FourCC.
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Planes in use.
+    pub plane_count: u32,
+    /// Pitch of each plane.
+    pub pitches: [u32; 4],
+    /// Buffers in the pool.
+    pub buffers: u32,
+    /// `FC_CUFRAMES_BACKEND_*` of the publisher.
+    pub backend: u32,
+    /// `FC_CUFRAMES_POLICY_*` of the publisher.
+    pub policy: u32,
+    /// Time base of `pts`/`duration` (0/0 = unknown).
+    pub time_base_num: u32,
+    /// Time base denominator.
+    pub time_base_den: u32,
+    /// Nominal frame rate (0/0 = unknown or variable).
+    pub rate_num: u32,
+    /// Frame rate denominator.
+    pub rate_den: u32,
+    /// Process id of the publisher.
+    pub publisher_pid: u32,
+    /// Random identity of this publisher run (changes when it restarts).
+    pub epoch: u64,
 }
 
 /// A buffer to write the next frame into (`fc_cuframes_publisher_acquire`).
@@ -170,8 +222,14 @@ pub struct fc_cuframes_subscriber_stats {
     pub attaches: u64,
 }
 
-fn backend(kind: u32, device: i32) -> Result<BackendChoice> {
+/// # Safety
+/// `ctx` NULL or a live `CUcontext` that outlives what is opened on it.
+unsafe fn backend(kind: u32, device: i32, ctx: *mut c_void) -> Result<BackendChoice> {
     match kind {
+        // SAFETY: the caller's contract.
+        0 | FC_CUFRAMES_BACKEND_CUDA if !ctx.is_null() => {
+            Ok(BackendChoice::CudaContext(unsafe { ContextRef::new(ctx) }))
+        }
         0 | FC_CUFRAMES_BACKEND_CUDA => Ok(BackendChoice::Cuda(device)),
         FC_CUFRAMES_BACKEND_HOST => Ok(BackendChoice::Host),
         k => Err(Error::InvalidArg(format!("backend {k}"))),
@@ -224,8 +282,11 @@ pub unsafe extern "C" fn fc_cuframes_publisher_create(
             FC_CUFRAMES_POLICY_SKIP => Policy::Skip,
             p => return Err(Error::InvalidArg(format!("policy {p}"))),
         };
-        cfg.backend = backend(c.backend, c.device)?;
+        // SAFETY: cuda_context per the field's contract.
+        cfg.backend = unsafe { backend(c.backend, c.device, c.cuda_context)? };
         cfg.root = root(c.root)?;
+        cfg.time_base = (c.time_base_num, c.time_base_den);
+        cfg.rate = (c.rate_num, c.rate_den);
         let p = Publisher::create(key, &cfg)?;
         *out = Box::into_raw(Box::new(fc_cuframes_publisher {
             inner: Mutex::new(p),
@@ -347,7 +408,8 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_open(
         // SAFETY: NULL or valid per the contract.
         if let Some(c) = unsafe { config.as_ref() } {
             sized::<fc_cuframes_subscriber_config>(c.struct_size, "config")?;
-            cfg.backend = backend(c.backend, c.device)?;
+            // SAFETY: cuda_context per the field's contract.
+            cfg.backend = unsafe { backend(c.backend, c.device, c.cuda_context)? };
             cfg.root = root(c.root)?;
         }
         let s = Subscriber::open(key, &cfg)?;
@@ -431,6 +493,45 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_release(
             holds.swap_remove(k).1
         };
         lock(&s.inner).release(&h, stream as u64)
+    })
+}
+
+/// Describes the publisher the subscriber is attached to: geometry, time base, frame rate.
+/// Attaches first if needed, waiting up to `timeout_ms` (negative = forever) for a publisher;
+/// `FC_ERR_WRITER_GONE` if none is there in time. Call it before the first acquire to set up
+/// the consumer; a restarted publisher may differ (compare `epoch`).
+///
+/// # Safety
+/// `subscriber` valid; `out` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_subscriber_get_info(
+    subscriber: *const fc_cuframes_subscriber,
+    timeout_ms: c_int,
+    out: *mut fc_cuframes_info,
+) -> c_int {
+    boundary(|| {
+        let s = arg(subscriber, "subscriber")?;
+        let o = arg_mut(out, "out")?;
+        sized::<fc_cuframes_info>(o.struct_size, "out")?;
+        let h = lock(&s.inner).info(super::timeout(timeout_ms))?;
+        *o = fc_cuframes_info {
+            struct_size: o.struct_size,
+            format: h.format,
+            width: h.width,
+            height: h.height,
+            plane_count: h.plane_count,
+            pitches: h.pitches,
+            buffers: h.buffer_count,
+            backend: h.backend,
+            policy: h.policy,
+            time_base_num: h.time_base_num,
+            time_base_den: h.time_base_den,
+            rate_num: h.rate_num,
+            rate_den: h.rate_den,
+            publisher_pid: h.publisher_pid,
+            epoch: h.epoch,
+        };
+        Ok(())
     })
 }
 

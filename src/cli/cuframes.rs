@@ -56,6 +56,12 @@ pub fn publish(o: PubOpts) -> CliResult {
     cfg.buffers = o.buffers;
     cfg.max_subscribers = o.max_subscribers;
     cfg.policy = if o.skip { Policy::Skip } else { Policy::Revoke };
+    if o.fps > 0.0 {
+        // pts counts frames, so the time base is one frame (in millihertz for fractional rates).
+        let milli = (o.fps * 1000.0).round() as u32;
+        cfg.time_base = (1000, milli);
+        cfg.rate = (milli, 1000);
+    }
     let mut p = Publisher::create(&o.key, &cfg)?;
     let g = p.geometry();
     let rows = testsrc::plane_rows(&g);

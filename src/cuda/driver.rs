@@ -42,11 +42,26 @@ fn check(r: sys::CUresult, what: &str) -> Result<()> {
     })
 }
 
-/// CUDA device memory and interprocess events on one device's primary context.
+/// CUDA device memory and interprocess events on one device's primary context, or on a
+/// context the caller owns (ffmpeg's, so that its streams and our events belong together).
 pub struct CudaBackend {
     ctx: sys::CUcontext,
     dev: sys::CUdevice,
     uuid: [u8; 16],
+    /// Whether `ctx` is the retained primary context (released on drop).
+    retained: bool,
+}
+
+/// Keeps the backend's context current on this thread; the caller's context comes back on
+/// drop (push/pop, so a caller such as ffmpeg finds its own context current afterwards).
+struct Bound;
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let mut old = std::ptr::null_mut();
+        // SAFETY: balances the push in bind().
+        unsafe { sys::cuCtxPopCurrent_v2(&mut old) };
+    }
 }
 
 // SAFETY: a CUcontext handle may be used from any thread once made current there, which every
@@ -80,12 +95,49 @@ impl CudaBackend {
             ctx,
             dev,
             uuid: uuid.bytes.map(|b| b as u8),
+            retained: true,
         })
     }
 
-    fn bind(&self) -> Result<()> {
-        // SAFETY: ctx is a retained primary context.
-        check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+    /// Works on `ctx`, a context the caller created and keeps alive for as long as this
+    /// backend and everything allocated through it exist.
+    ///
+    /// # Safety
+    /// `ctx` must be a valid `CUcontext` for the backend's whole life.
+    pub unsafe fn with_context(ctx: usize) -> Result<CudaBackend> {
+        if !cuda_available() {
+            return Err(Error::NoCuda(
+                "libcuda.so is not loadable or no CUDA device is present".into(),
+            ));
+        }
+        let ctx = ctx as sys::CUcontext;
+        let mut dev = 0;
+        let mut uuid = sys::CUuuid_st { bytes: [0; 16] };
+        // SAFETY: ctx valid (caller's contract); out-pointers valid; push balanced by pop.
+        unsafe {
+            check(sys::cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")?;
+            let r = check(sys::cuCtxGetDevice(&mut dev), "cuCtxGetDevice")
+                .and_then(|_| check(sys::cuDeviceGetUuid(&mut uuid, dev), "cuDeviceGetUuid"));
+            let mut old = std::ptr::null_mut();
+            sys::cuCtxPopCurrent_v2(&mut old);
+            r?;
+        }
+        Ok(CudaBackend {
+            ctx,
+            dev,
+            uuid: uuid.bytes.map(|b| b as u8),
+            retained: false,
+        })
+    }
+
+    #[must_use = "the context is current only while the guard lives"]
+    fn bind(&self) -> Result<Bound> {
+        // SAFETY: ctx is a retained primary context or the caller's live context.
+        check(
+            unsafe { sys::cuCtxPushCurrent_v2(self.ctx) },
+            "cuCtxPushCurrent",
+        )?;
+        Ok(Bound)
     }
 
     /// The primary context (for callers that create their own streams).
@@ -95,7 +147,7 @@ impl CudaBackend {
 
     /// Creates a non-blocking stream on this context.
     pub fn stream_create(&self) -> Result<Stream> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut s = std::ptr::null_mut();
         // SAFETY: valid out-pointer, context current.
         check(
@@ -109,7 +161,7 @@ impl CudaBackend {
 
     /// Destroys a stream from [`CudaBackend::stream_create`].
     pub fn stream_destroy(&self, s: Stream) {
-        if self.bind().is_ok() {
+        if let Ok(_bound) = self.bind() {
             // SAFETY: a stream we created.
             unsafe { sys::cuStreamDestroy_v2(s as sys::CUstream) };
         }
@@ -118,8 +170,10 @@ impl CudaBackend {
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
-        // SAFETY: balances the retain in new().
-        unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.dev) };
+        if self.retained {
+            // SAFETY: balances the retain in new().
+            unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.dev) };
+        }
     }
 }
 
@@ -139,7 +193,7 @@ impl Backend for CudaBackend {
         self.uuid
     }
     fn alloc(&self, size: u64) -> Result<DevPtr> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut p = 0;
         // SAFETY: valid out-pointer, context current.
         check(
@@ -149,13 +203,13 @@ impl Backend for CudaBackend {
         Ok(p)
     }
     fn free(&self, ptr: DevPtr, _size: u64) {
-        if self.bind().is_ok() {
+        if let Ok(_bound) = self.bind() {
             // SAFETY: memory from alloc().
             unsafe { sys::cuMemFree_v2(ptr) };
         }
     }
     fn export_mem(&self, ptr: DevPtr) -> Result<Handle> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut h = sys::CUipcMemHandle_st { reserved: [0; 64] };
         // SAFETY: ptr is the base of a cuMemAlloc allocation.
         check(
@@ -165,7 +219,7 @@ impl Backend for CudaBackend {
         Ok(to_handle(&h.reserved))
     }
     fn import_mem(&self, handle: &Handle, _size: u64) -> Result<DevPtr> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut p = 0;
         let h = sys::CUipcMemHandle_st {
             reserved: from_handle(handle),
@@ -184,13 +238,13 @@ impl Backend for CudaBackend {
         Ok(p)
     }
     fn close_mem(&self, ptr: DevPtr, _size: u64) {
-        if self.bind().is_ok() {
+        if let Ok(_bound) = self.bind() {
             // SAFETY: ptr from import_mem().
             unsafe { sys::cuIpcCloseMemHandle(ptr) };
         }
     }
     fn event_create(&self) -> Result<Event> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut e = std::ptr::null_mut();
         let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32
             | sys::CUevent_flags::CU_EVENT_INTERPROCESS as u32;
@@ -202,7 +256,7 @@ impl Backend for CudaBackend {
         Ok(e as Event)
     }
     fn export_event(&self, ev: Event) -> Result<Handle> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut h = sys::CUipcEventHandle_st { reserved: [0; 64] };
         // SAFETY: ev is an interprocess event of ours.
         check(
@@ -212,7 +266,7 @@ impl Backend for CudaBackend {
         Ok(to_handle(&h.reserved))
     }
     fn import_event(&self, handle: &Handle) -> Result<Event> {
-        self.bind()?;
+        let _bound = self.bind()?;
         let mut e = std::ptr::null_mut();
         let h = sys::CUipcEventHandle_st {
             reserved: from_handle(handle),
@@ -225,13 +279,13 @@ impl Backend for CudaBackend {
         Ok(e as Event)
     }
     fn event_destroy(&self, ev: Event) {
-        if self.bind().is_ok() {
+        if let Ok(_bound) = self.bind() {
             // SAFETY: an event we created or opened.
             unsafe { sys::cuEventDestroy_v2(ev as sys::CUevent) };
         }
     }
     fn record(&self, ev: Event, stream: Stream) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: event and stream belong to this context (or stream 0).
         check(
             unsafe { sys::cuEventRecord(ev as sys::CUevent, stream as sys::CUstream) },
@@ -239,7 +293,7 @@ impl Backend for CudaBackend {
         )
     }
     fn stream_wait(&self, stream: Stream, ev: Event) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: as above.
         check(
             unsafe { sys::cuStreamWaitEvent(stream as sys::CUstream, ev as sys::CUevent, 0) },
@@ -247,7 +301,7 @@ impl Backend for CudaBackend {
         )
     }
     fn fill(&self, ptr: DevPtr, value: u8, len: u64, stream: Stream) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: range inside an allocation (callers' contract).
         check(
             unsafe { sys::cuMemsetD8Async(ptr, value, len as usize, stream as sys::CUstream) },
@@ -255,7 +309,7 @@ impl Backend for CudaBackend {
         )
     }
     fn copy_to_host(&self, dst: &mut [u8], src: DevPtr, stream: Stream) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: dst is valid for its length; synchronised before returning.
         unsafe {
             check(
@@ -271,7 +325,7 @@ impl Backend for CudaBackend {
         self.synchronize(stream)
     }
     fn copy_from_host(&self, dst: DevPtr, src: &[u8], stream: Stream) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: src valid for its length; synchronised before returning.
         unsafe {
             check(
@@ -287,7 +341,7 @@ impl Backend for CudaBackend {
         self.synchronize(stream)
     }
     fn synchronize(&self, stream: Stream) -> Result<()> {
-        self.bind()?;
+        let _bound = self.bind()?;
         // SAFETY: a stream of this context.
         check(
             unsafe { sys::cuStreamSynchronize(stream as sys::CUstream) },

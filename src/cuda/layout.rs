@@ -106,8 +106,16 @@ pub struct CuframesHeader {
     pub reserved0: u32,
     /// NUL-terminated key.
     pub key: [u8; 64],
+    /// Unit of `pts` and `duration`: numerator of the time base in seconds (0 = unknown).
+    pub time_base_num: u32,
+    /// Denominator of the time base (0 = unknown).
+    pub time_base_den: u32,
+    /// Nominal frame rate, numerator (0 = unknown or variable).
+    pub rate_num: u32,
+    /// Nominal frame rate, denominator.
+    pub rate_den: u32,
     /// Zero.
-    pub reserved1: [u8; 32],
+    pub reserved1: [u8; 16],
     /// Atomic: 1 live, 2 closed.
     pub state: u32,
     /// Atomic futex word: low 32 bits of the newest frame's seq.
@@ -411,7 +419,8 @@ pub fn field_tables() -> Vec<(&'static str, FieldTable)> {
             fields!(CuframesHeader; magic, proto_version, header_size, file_size, buffer_count,
                 max_subscribers, slot_desc_size, sub_slot_size, slots_offset, subs_offset, format,
                 width, height, plane_count, pitches, plane_offsets, buffer_size, backend,
-                publisher_pid, device_uuid, epoch, policy, reserved0, key, reserved1, state,
+                publisher_pid, device_uuid, epoch, policy, reserved0, key, time_base_num,
+                time_base_den, rate_num, rate_den, reserved1, state,
                 notify, latest, published, skipped, revoked, reserved2),
         ),
         (

@@ -41,8 +41,25 @@ use layout::*;
 pub enum BackendChoice {
     /// CUDA on device `ordinal` ([`Error::NoCuda`] without one).
     Cuda(i32),
+    /// CUDA on a context the caller owns (e.g. ffmpeg's device context).
+    CudaContext(ContextRef),
     /// Host memory (the CPU implementation).
     Host,
+}
+
+/// A `CUcontext` owned by the caller, promised to outlive what is built on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextRef(usize);
+
+impl ContextRef {
+    /// Wraps `ctx`.
+    ///
+    /// # Safety
+    /// `ctx` must be a valid `CUcontext` that stays alive for as long as any publisher or
+    /// subscriber opened with it (and any frame held through it) exists.
+    pub unsafe fn new(ctx: *mut std::ffi::c_void) -> ContextRef {
+        ContextRef(ctx as usize)
+    }
 }
 
 impl BackendChoice {
@@ -50,6 +67,8 @@ impl BackendChoice {
     pub fn open(self) -> Result<Arc<dyn Backend>> {
         Ok(match self {
             BackendChoice::Cuda(d) => Arc::new(CudaBackend::new(d)?),
+            // SAFETY: ContextRef::new's contract.
+            BackendChoice::CudaContext(c) => Arc::new(unsafe { CudaBackend::with_context(c.0)? }),
             BackendChoice::Host => Arc::new(HostBackend::new()),
         })
     }

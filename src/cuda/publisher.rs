@@ -42,6 +42,10 @@ pub struct PublisherConfig {
     pub backend: BackendChoice,
     /// Root directory (default: [`slot::root_dir`]).
     pub root: Option<PathBuf>,
+    /// Unit of `pts` and `duration` as (numerator, denominator) seconds; (0, 0) = unknown.
+    pub time_base: (u32, u32),
+    /// Nominal frame rate as (numerator, denominator); (0, 0) = unknown or variable.
+    pub rate: (u32, u32),
 }
 
 impl PublisherConfig {
@@ -56,6 +60,8 @@ impl PublisherConfig {
             policy: Policy::Revoke,
             backend: BackendChoice::Cuda(0),
             root: None,
+            time_base: (0, 0),
+            rate: (0, 0),
         }
     }
 }
@@ -228,7 +234,11 @@ impl Publisher {
                 slot::put_cstr(&mut k, key);
                 k
             },
-            reserved1: [0; 32],
+            time_base_num: cfg.time_base.0,
+            time_base_den: cfg.time_base.1,
+            rate_num: cfg.rate.0,
+            rate_den: cfg.rate.1,
+            reserved1: [0; 16],
             state: CU_STATE_LIVE,
             notify: 0,
             latest: 0,

@@ -205,6 +205,15 @@ impl Subscriber {
             .map(|a| a.ctl.geometry)
     }
 
+    /// A copy of the current publisher's header (`None` while detached): geometry, time base,
+    /// frame rate, policy, pid. Its counters are as of the attach.
+    pub fn header(&self) -> Option<CuframesHeader> {
+        self.att
+            .as_ref()
+            .filter(|a| !a.detached)
+            .map(|a| a.ctl.header)
+    }
+
     fn attach(&mut self, deadline: Instant) -> Result<Attachment> {
         let (ctl_path, sock_path) = paths(&self.root, &self.key)?;
         let mut sock = UnixStream::connect(&sock_path).map_err(|e| match e.raw_os_error() {
@@ -374,24 +383,9 @@ impl Subscriber {
     /// the publisher's writes (no CPU wait). A publisher that went away is re-attached when it
     /// returns; `WriterGone` if none is back within `timeout`.
     pub fn acquire(&mut self, stream: Stream, timeout: Duration) -> Result<Hold> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
-            if self.att.is_none() {
-                match self.attach(deadline) {
-                    Ok(a) => self.att = Some(a),
-                    Err(Error::NotFound(_))
-                    | Err(Error::WriterGone)
-                    | Err(Error::Timeout)
-                    | Err(Error::Protocol(_)) => {
-                        if Instant::now() >= deadline {
-                            return Err(Error::WriterGone);
-                        }
-                        std::thread::sleep(SLICE.min(deadline - Instant::now()));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            self.ensure_attached(deadline)?;
             let att = self.att.as_mut().expect("attached");
             if !Self::poll_socket(att, &mut self.stats) {
                 self.detach();
@@ -400,16 +394,53 @@ impl Subscriber {
             if let Some(h) = Self::try_take(att, stream, &mut self.stats)? {
                 return Ok(h);
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let left = remaining(deadline);
+            if left.is_zero() {
                 return Err(Error::Timeout);
             }
             let att = self.att.as_ref().expect("attached");
             let seen = att.ctl.notify().load(Ordering::Acquire);
             if att.ctl.head(off::LATEST).load(Ordering::Acquire) >> 6 <= att.last_seq {
-                crate::futex::wait(att.ctl.notify(), seen, SLICE.min(deadline - now));
+                crate::futex::wait(att.ctl.notify(), seen, SLICE.min(left));
             }
         }
+    }
+
+    /// The header of the publisher, attaching first (waiting up to `timeout`) if needed;
+    /// `WriterGone` if none is there in time.
+    pub fn info(&mut self, timeout: Duration) -> Result<CuframesHeader> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            self.ensure_attached(deadline)?;
+            let att = self.att.as_mut().expect("attached");
+            if Self::poll_socket(att, &mut self.stats) {
+                return Ok(att.ctl.header);
+            }
+            self.detach();
+        }
+    }
+
+    /// Attaches (again) if not attached, retrying until `deadline` (`None` = forever).
+    fn ensure_attached(&mut self, deadline: Option<Instant>) -> Result<()> {
+        while self.att.is_none() {
+            // A deadline beyond what Instant holds is "forever"; a day is as good here.
+            let d = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            match self.attach(d) {
+                Ok(a) => self.att = Some(a),
+                Err(Error::NotFound(_))
+                | Err(Error::WriterGone)
+                | Err(Error::Timeout)
+                | Err(Error::Protocol(_)) => {
+                    let left = remaining(deadline);
+                    if left.is_zero() {
+                        return Err(Error::WriterGone);
+                    }
+                    std::thread::sleep(SLICE.min(left));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn try_take(
@@ -551,4 +582,11 @@ impl Drop for Subscriber {
             let _ = a.sock.write_all(&Msg::Bye { reason: 0 }.to_bytes());
         }
     }
+}
+
+/// Time left until `deadline` (`None` = never).
+fn remaining(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |d| {
+        d.saturating_duration_since(Instant::now())
+    })
 }

@@ -11,7 +11,8 @@
 # A second run with the same patches and library rebuilds only what changed.
 #
 # Needs: apt-get source (deb-src entries are added for the run if missing), nasm, pkg-config,
-# a C compiler, cargo. Set FC_FFMPEG_SOURCE=DIR to use an unpacked ffmpeg source instead.
+# make, a C compiler, cargo, and for 5.1 libffmpeg-nvenc-dev. Set FC_FFMPEG_SOURCE=DIR to use
+# an unpacked ffmpeg source instead.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -25,36 +26,63 @@ out=$(mkdir -p "${2:-$repo/target/ffmpeg-$version}" && cd "${2:-$repo/target/ffm
 series="$here/$version"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Downloads the upstream tarball of Debian source package $1 (newest version starting with
+# $2) from $suite, found through a temporary deb-src entry, checks its SHA-256 against the
+# archive's index and unpacks it into $3. (Only the upstream tarball: Debian's patches are
+# not wanted, and some mirrors lack the .debian.tar that `apt-get source` insists on.)
+srclist=/etc/apt/sources.list.d/framecache-ffmpeg-src.sources
+fetch_debian_source() {
+  local pkg=$1 prefix=$2 dest=$3 pkgver uri file sum
+  rm -rf "$dest" "$dest.fetch"
+  mkdir -p "$dest.fetch"
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$suite" "$suite" "$suite" | as_root tee "$srclist" >/dev/null
+  trap 'as_root rm -f "$srclist"' EXIT
+  as_root apt-get update -q >/dev/null 2>&1
+  pkgver=$(apt-cache madison "$pkg" | awk '/Sources/ {print $3}' |
+    grep -E "^([0-9]+:)?${prefix//./\\.}" | sort -V -r | head -n1 || true)
+  [ -n "$pkgver" ] || { echo "build.sh: no $pkg $prefix source in $suite" >&2; exit 1; }
+  read -r uri file sum < <(apt-get source --print-uris -q "$pkg=$pkgver" |
+    awk '$2 ~ /\.orig\.tar\.[a-z0-9]+$/ {gsub("\047", "", $1); print $1, $2, $4; exit}')
+  as_root rm -f "$srclist"
+  trap - EXIT
+  as_root apt-get update -q >/dev/null 2>&1 || true
+  [ -n "${uri:-}" ] || { echo "build.sh: no upstream tarball for $pkg $pkgver" >&2; exit 1; }
+  curl -fsSL --retry 3 -o "$dest.fetch/$file" "$uri"
+  echo "${sum#SHA256:}  $dest.fetch/$file" | sha256sum -c --quiet ||
+    { echo "build.sh: $file does not match the archive's SHA-256" >&2; exit 1; }
+  mkdir -p "$dest"
+  tar -xf "$dest.fetch/$file" -C "$dest" --strip-components=1
+  rm -rf "$dest.fetch"
+}
+
 # 1. The source, fetched once and kept pristine in $out/orig.
 if [ ! -f "$out/orig/configure" ]; then
-  rm -rf "$out/orig" "$out/fetch"
-  mkdir -p "$out/fetch"
   if [ -n "${FC_FFMPEG_SOURCE:-}" ]; then
+    rm -rf "$out/orig"
     cp -a "$FC_FFMPEG_SOURCE" "$out/orig"
   else
-    # Source entries for the suite, only for this fetch.
-    list=/etc/apt/sources.list.d/framecache-ffmpeg-src.sources
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      "$suite" "$suite" "$suite" | as_root tee "$list" >/dev/null
-    trap 'as_root rm -f "$list"' EXIT
-    as_root apt-get update -q >/dev/null 2>&1
-    # The newest ffmpeg source of the suite; only its upstream tarball is used.
-    pkgver=$(apt-cache madison ffmpeg | awk '/Sources/ {print $3}' |
-      grep -E "^([0-9]+:)?${version//./\\.}\\." | sort -V -r | head -n1 || true)
-    [ -n "$pkgver" ] || { echo "build.sh: no ffmpeg $version source in $suite" >&2; exit 1; }
-    (cd "$out/fetch" && apt-get source -q --download-only "ffmpeg=$pkgver" >/dev/null)
-    as_root rm -f "$list"
-    trap - EXIT
-    as_root apt-get update -q >/dev/null 2>&1 || true
-    tarball=$(ls "$out"/fetch/ffmpeg_*.orig.tar.* | head -n1)
-    mkdir -p "$out/orig"
-    tar -xf "$tarball" -C "$out/orig" --strip-components=1
+    # Only the upstream tarball is used, not Debian's patches.
+    fetch_debian_source ffmpeg "$version." "$out/orig"
   fi
-  rm -rf "$out/fetch"
 fi
 
+# 1b. CUDA headers (nv-codec-headers: dynamically loaded, no CUDA SDK) for the cuframes
+# filters. 5.1 takes Debian 12's libffmpeg-nvenc-dev; 7.1 needs >= 11.1.5.3, so it builds
+# trixie's nv-codec-headers source into $out/nvcodec.
+if [ "$version" = 7.1 ]; then
+  if [ ! -f "$out/nvcodec/lib/pkgconfig/ffnvcodec.pc" ]; then
+    fetch_debian_source nv-codec-headers 12. "$out/nvcodec-src"
+    make -C "$out/nvcodec-src" PREFIX="$out/nvcodec" install >/dev/null
+  fi
+  export PKG_CONFIG_PATH="$out/nvcodec/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+fi
+pkg-config --exists ffnvcodec ||
+  { echo "build.sh: ffnvcodec headers missing (apt-get install libffmpeg-nvenc-dev)" >&2; exit 1; }
+
 # 2. A fresh copy with the series applied (git apply, as a user would: fails on any fuzz).
-stamp=$(cat "$series"/*.patch | sha256sum | cut -c1-16)
+# (this script is part of the stamp: a changed configure line needs a fresh build)
+stamp=$(cat "$series"/*.patch "$here/build.sh" | sha256sum | cut -c1-16)
 if [ "$(cat "$out/src/.framecache-series" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$out/src" "$out/build"
   cp -a "$out/orig" "$out/src"
@@ -71,13 +99,11 @@ fi
 export PKG_CONFIG_PATH="$out/prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 
 # 4. Configure (once per series) a build with what the tests use, and make.
-ffnv=()
-if pkg-config --exists ffnvcodec; then ffnv=(--enable-ffnvcodec); fi
 mkdir -p "$out/build"
 cd "$out/build"
 if [ ! -f ffbuild/config.mak ]; then
   "$out/src/configure" --prefix="$out" --disable-everything --disable-doc --disable-debug \
-    --disable-autodetect --enable-pthreads "${ffnv[@]}" \
+    --disable-autodetect --enable-pthreads --enable-ffnvcodec \
     --enable-ffmpeg --enable-ffprobe --enable-libframecache \
     --enable-indev=framecache,lavfi --enable-outdev=framecache \
     --enable-protocol=file,pipe \
@@ -87,6 +113,7 @@ if [ ! -f ffbuild/config.mak ]; then
     --enable-parser=h264,hevc,aac,opus \
     --enable-bsf=h264_mp4toannexb,hevc_mp4toannexb,aac_adtstoasc \
     --enable-filter=null,anull,scale,format,testsrc,testsrc2,sine,aresample,setpts \
+    --enable-filter=hwupload,hwdownload,hwupload_cuda,cuframes_pub,cuframes_sub \
     --extra-ldflags="-Wl,-rpath,$out/prefix/lib" >"$out/configure.log" 2>&1 ||
     { tail -n 30 "$out/configure.log" ffbuild/config.log >&2; rm -f ffbuild/config.mak; exit 1; }
 fi

@@ -2,7 +2,9 @@
 //! and writes slots. Each test runs against every patched build it finds: `$FC_PATCHED_FFMPEG`
 //! (a directory with `ffmpeg`), else `target/ffmpeg-5.1/bin` and `target/ffmpeg-7.1/bin` as
 //! `ffmpeg-patches/build.sh` leaves them (CI builds them). Without one, the tests say they
-//! skipped. Debian's own ffmpeg/ffprobe make the reference files and check the results.
+//! skipped. Debian's own ffmpeg/ffprobe make the reference files and check the results. The
+//! cuframes filter tests move frames between two patched ffmpeg processes (every pairing of
+//! builds) on the host backend, and on CUDA where a GPU is (they say they skipped otherwise).
 
 mod common;
 
@@ -505,5 +507,247 @@ fn a_writer_that_restarts_is_followed_and_one_that_stalls_ends_the_read() {
             "{label}: {:?}",
             t.elapsed()
         );
+    }
+}
+
+/// The `(pts, md5)` pairs a cuframes subscriber got must each be a frame the publisher hashed
+/// itself (same pts, same bytes), in increasing pts; returns how many there were.
+fn check_subscribed_frames(what: &str, published: &str, subscribed: &str) -> usize {
+    let published: std::collections::HashMap<u64, String> =
+        framemd5(published).into_iter().collect();
+    let got = framemd5(subscribed);
+    for (i, (pts, md5)) in got.iter().enumerate() {
+        assert_eq!(
+            published.get(pts),
+            Some(md5),
+            "{what}: frame {i} (pts {pts}) differs from the published frame"
+        );
+        assert!(i == 0 || *pts > got[i - 1].0, "{what}: pts went back");
+    }
+    got.len()
+}
+
+/// ffmpeg running `cuframes_sub` on `key` until the publisher goes (2 s without a frame),
+/// hashing every frame; `chain` is appended to the source (e.g. `,hwdownload,format=nv12`).
+fn cuframes_subscriber(
+    bin: &Path,
+    root: &TempRoot,
+    key: &str,
+    extra: &[&str],
+    chain: &str,
+) -> Child {
+    ffmpeg(bin, root)
+        .args(extra)
+        .arg("-filter_complex")
+        .arg(format!("cuframes_sub=key={key}:timeout=2000{chain}"))
+        .args(["-f", "framemd5", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn cuframes_filters_register_and_fail_cleanly_without_a_gpu() {
+    for (label, bin) in builds() {
+        let root = TempRoot::new("ffcu-bad");
+        let out = ok(
+            ffmpeg(&bin, &root).arg("-filters").output().unwrap(),
+            "ffmpeg -filters",
+        );
+        let list = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            list.contains(" cuframes_pub ") && list.contains(" cuframes_sub "),
+            "{label}: {list}"
+        );
+        let fail = |args: &[&str], expect: &str| {
+            let t = Instant::now();
+            let out = ffmpeg(&bin, &root).args(args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!out.status.success(), "{label} {args:?} succeeded");
+            assert!(
+                err.contains(expect),
+                "{label} {args:?}: no {expect:?} in {err}"
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "{label} {args:?}: {:?}",
+                t.elapsed()
+            );
+        };
+        let sub = |opts: &str, expect: &str| {
+            let graph = format!("cuframes_sub={opts}");
+            fail(&["-filter_complex", &graph, "-f", "null", "-"], expect)
+        };
+        sub(
+            "key=nosuch:timeout=500",
+            "Nothing publishes nosuch (waited 500 ms)",
+        );
+        sub("timeout=500", "The key option is required");
+        sub("key=bad/key:timeout=500", "cannot subscribe: bad slot id");
+        let lavfi = [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240",
+            "-frames:v",
+            "3",
+        ];
+        let mut a = lavfi.to_vec();
+        a.extend(["-vf", "format=nv12,cuframes_pub", "-f", "null", "-"]);
+        fail(&a, "The key option is required");
+        // A key with a live publisher cannot be published twice.
+        let mut first = ffmpeg(&bin, &root)
+            .args([
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "20",
+            ])
+            .args([
+                "-vf",
+                "format=nv12,cuframes_pub=key=taken",
+                "-f",
+                "null",
+                "-",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !root.path().join("taken.cuframes").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{label}: no publisher"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut a = lavfi.to_vec();
+        a.extend([
+            "-vf",
+            "format=nv12,cuframes_pub=key=taken",
+            "-f",
+            "null",
+            "-",
+        ]);
+        fail(&a, "cannot publish: slot is owned by a live writer");
+        let _ = first.kill();
+        let _ = first.wait();
+        if framecache::cuda::cuda_available() {
+            eprintln!("{label}: a GPU is present; the no-GPU errors are not checked");
+            continue;
+        }
+        // Without a GPU: CUDA is refused where it is asked for, with the reason.
+        sub(
+            "key=x:backend=cuda:timeout=500",
+            "Cannot open CUDA device 0",
+        );
+        let mut a = lavfi.to_vec();
+        a.extend([
+            "-vf",
+            "format=nv12,hwupload_cuda,cuframes_pub=key=x",
+            "-f",
+            "null",
+            "-",
+        ]);
+        fail(&a, "CUDA");
+    }
+}
+
+#[test]
+fn cuframes_filters_move_frames_between_two_ffmpeg_processes_on_the_host() {
+    let builds = builds();
+    // Every pairing of builds, 5.1 publishing to 7.1 and the other way round included; each
+    // pairing with another pixel format.
+    let formats = ["nv12", "yuv420p", "uyvy422", "bgra", "p010le", "rgb24"];
+    let mut n = 0;
+    for (pl, pbin) in &builds {
+        for (sl, sbin) in &builds {
+            let fmt = formats[n % formats.len()];
+            n += 1;
+            let what = format!("{pl} -> {sl} ({fmt})");
+            let root = TempRoot::new("ffcu-host");
+            let sub = cuframes_subscriber(sbin, &root, "cam", &[], "");
+            // The subscriber waits for the publisher; 3 s at 25 frames/s, whose own hashes
+            // of what it passed on are the reference.
+            let publ = ok(
+                ffmpeg(pbin, &root)
+                    .args([
+                        "-re",
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        "testsrc2=size=320x240:rate=25:duration=3",
+                    ])
+                    .args(["-vf", &format!("format={fmt},cuframes_pub=key=cam")])
+                    .args(["-f", "framemd5", "-"])
+                    .output()
+                    .unwrap(),
+                &what,
+            );
+            assert_eq!(
+                framemd5(&String::from_utf8_lossy(&publ.stdout)).len(),
+                75,
+                "{what}"
+            );
+            // Once the publisher is gone the subscriber ends its stream, successfully.
+            let out = ok(sub.wait_with_output().unwrap(), &what);
+            let got = check_subscribed_frames(
+                &what,
+                &String::from_utf8_lossy(&publ.stdout),
+                &String::from_utf8_lossy(&out.stdout),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("end of stream"), "{what}: {err}");
+            // A subscriber takes the newest frame and may miss some; it must keep getting
+            // them, not stop after the first few.
+            assert!(got >= 10, "{what}: only {got} frames");
+            eprintln!("{what}: {got} of 75 frames, each equal to the published one");
+        }
+    }
+}
+
+#[test]
+fn cuframes_filters_move_cuda_frames_between_two_ffmpeg_processes() {
+    if !framecache::cuda::cuda_available() {
+        eprintln!("SKIPPED: no CUDA device here (libcuda or a GPU missing)");
+        return;
+    }
+    let gpu = ["-init_hw_device", "cuda=gpu", "-filter_hw_device", "gpu"];
+    for (label, bin) in builds() {
+        let root = TempRoot::new("ffcu-gpu");
+        let sub = cuframes_subscriber(&bin, &root, "gpu", &gpu, ",hwdownload,format=nv12");
+        // Frames go to the GPU, are published there, and come back for the hash.
+        let publ = ok(
+            ffmpeg(&bin, &root)
+                .args(gpu)
+                .args([
+                    "-re",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=1280x720:rate=25:duration=3",
+                ])
+                .args([
+                    "-vf",
+                    "format=nv12,hwupload_cuda,cuframes_pub=key=gpu,hwdownload,format=nv12",
+                ])
+                .args(["-f", "framemd5", "-"])
+                .output()
+                .unwrap(),
+            &label,
+        );
+        let out = ok(sub.wait_with_output().unwrap(), &label);
+        let got = check_subscribed_frames(
+            &label,
+            &String::from_utf8_lossy(&publ.stdout),
+            &String::from_utf8_lossy(&out.stdout),
+        );
+        assert!(got >= 10, "{label}: only {got} frames");
+        eprintln!("{label}: {got} CUDA frames, each equal to the published one");
     }
 }

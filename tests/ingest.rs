@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -502,9 +502,9 @@ fn failover_to_a_file_and_failback_to_udp() {
     drop(ing);
 }
 
-#[test]
-fn hls_pull_from_ffmpegs_segmenter_over_http() {
-    let root = TempRoot::new("ing-hls");
+/// ffmpeg's HLS segmenter output (1 s TS segments of a 4 s H.264+AAC source) in `ROOT/web`,
+/// plus `evil.m3u8` pointing at another server.
+fn hls_site(root: &TempRoot) -> PathBuf {
     let web = root.path().join("web");
     std::fs::create_dir_all(&web).unwrap();
     let src = source(root.path(), "src.ts", 4);
@@ -527,26 +527,40 @@ fn hls_pull_from_ffmpegs_segmenter_over_http() {
         .status()
         .unwrap();
     assert!(st.success());
-    // A playlist that points at another server must be refused.
     std::fs::write(
         web.join("evil.m3u8"),
         "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://10.255.255.1:1/x.ts\n",
     )
     .unwrap();
+    web
+}
+
+/// Python's `http.server` on `dir`, over TLS with `cert`/`key` PEM files when given; returns
+/// the server and its port once it accepts connections.
+fn web_server(dir: &Path, tls: Option<(&Path, &Path)>) -> (Reaper, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let _server = Reaper(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .current_dir(&web)
+    let mut c = Command::new("python3");
+    match tls {
+        None => c.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()]),
+        Some((cert, key)) => c
+            .arg("-c")
+            .arg(
+                "import http.server, ssl, sys\n\
+                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+                 ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+                 s = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)\n\
+                 s.socket = ctx.wrap_socket(s.socket, server_side=True)\n\
+                 s.serve_forever()\n",
+            )
+            .arg(port.to_string())
+            .arg(cert)
+            .arg(key),
+    };
+    let server = Reaper(
+        c.current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -555,6 +569,14 @@ fn hls_pull_from_ffmpegs_segmenter_over_http() {
     wait_for("the HTTP server", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    (server, port)
+}
+
+#[test]
+fn hls_pull_from_ffmpegs_segmenter_over_http() {
+    let root = TempRoot::new("ing-hls");
+    let web = hls_site(&root);
+    let (_server, port) = web_server(&web, None);
     let url = format!("http://127.0.0.1:{port}/index.m3u8");
     let rootp = root.path().to_path_buf();
     let reader = std::thread::spawn(move || read_slot(&rootp, "hls", Duration::from_secs(5)));
@@ -581,6 +603,91 @@ fn hls_pull_from_ffmpegs_segmenter_over_http() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(ing.stats().packets, 0);
     drop(ing);
+}
+
+#[test]
+fn hls_pull_over_https_checks_the_certificate() {
+    let root = TempRoot::new("ing-https");
+    let web = hls_site(&root);
+    // A CA of this test and a server certificate for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "framecache test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let pem = |name: &str, text: String| {
+        let p = root.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_pem = pem("ca.pem", ca_cert.pem());
+    let cert_pem = pem("cert.pem", cert.pem());
+    let key_pem = pem("key.pem", key.serialize_pem());
+    let (_server, port) = web_server(&web, Some((&cert_pem, &key_pem)));
+    let url = format!("https://127.0.0.1:{port}/index.m3u8");
+
+    // Trusting the test CA ($SSL_CERT_FILE, as OpenSSL tools read it): the pull works.
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "tls", Duration::from_secs(5)));
+    let ingest = Reaper(
+        root.cli()
+            .args(["ingest", &url, "--slot", "tls", "--payload-mb", "4"])
+            .args(["--seconds", "4"])
+            .env("SSL_CERT_FILE", &ca_pem)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let seen = reader.join().unwrap();
+    drop(ingest);
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert!(seen.video >= 60, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params);
+
+    // Without that trust (the system store only): refused with the reason, nothing written,
+    // and the worker stays up, retrying.
+    let mut untrusted = root
+        .cli()
+        .args(["ingest", &url, "--slot", "untrusted", "--seconds", "2"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    untrusted
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(untrusted.wait().unwrap().success(), "{err}");
+    assert!(
+        err.contains("TLS") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    match PacketReader::open_in(root.path(), "untrusted", PacketReaderConfig::default()) {
+        Ok(mut r) => {
+            let got = r.next_vec(&mut Vec::new(), Duration::from_millis(200));
+            assert!(
+                got.is_err(),
+                "a packet came through an untrusted connection"
+            );
+        }
+        Err(e) => assert!(
+            matches!(e, Error::NotFound(_) | Error::NoPacketRing(_)),
+            "{e}"
+        ),
+    }
 }
 
 fn nginx_rtmp() -> Option<PathBuf> {

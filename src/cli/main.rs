@@ -169,7 +169,7 @@ enum Cmd {
     /// Run the ingest engine until interrupted: listener URLs (`rtmp://ADDR:PORT`,
     /// `srt://0.0.0.0:PORT`) start push listeners routed by stream key; `publish://KEY` accepts
     /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
-    /// rtmp://HOST/APP/KEY, http://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
+    /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
     /// --slot, highest priority first, with failover and failback.
     Ingest {
         /// URLs (see above).

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 pub mod engine;
 pub mod flv;
+pub mod http;
 pub mod pull;
 pub mod push;
 pub mod registry;

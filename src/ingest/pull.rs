@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use super::http::{http_get, parse_http};
 use super::rtmp::FlvToMedia;
 use super::sink::{Media, Track};
 use crate::error::{Error, Result};
@@ -160,10 +161,9 @@ impl InputUrl {
                     key: key.to_string(),
                 })
             }
-            "http" => Ok(InputUrl::Hls {
+            "http" | "https" => Ok(InputUrl::Hls {
                 url: url.to_string(),
             }),
-            "https" => Err(bad("https is not supported yet; use http")),
             "file" => {
                 let (mount, path) = rest
                     .split_once('/')
@@ -607,126 +607,25 @@ fn run_copy(slot: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Res
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------------
-// HTTP (for HLS): a small HTTP/1.1 GET over plain TCP
-// ---------------------------------------------------------------------------------------------
-
-/// Largest playlist or segment accepted.
-const HTTP_MAX: usize = 64 << 20;
-
-struct HttpUrl {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-fn parse_http(url: &str) -> Result<HttpUrl> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::BadUrl(format!("{url}: only http:// is supported")))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h.to_string(),
-            p.parse()
-                .map_err(|_| Error::BadUrl(format!("{url}: bad port")))?,
-        ),
-        None => (hostport.to_string(), 80),
-    };
-    if host.is_empty() {
-        return Err(Error::BadUrl(format!("{url}: no host")));
-    }
-    Ok(HttpUrl {
-        host,
-        port,
-        path: path.to_string(),
-    })
-}
-
-fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>> {
-    let u = parse_http(url)?;
-    let addr = (u.host.as_str(), u.port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| Error::BadUrl(format!("{url}: host not found")))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: framecache/{}\r\nConnection: close\r\n\r\n",
-        u.path,
-        u.host,
-        u.port,
-        env!("CARGO_PKG_VERSION")
-    )?;
-    let mut data = Vec::new();
-    s.take(HTTP_MAX as u64 + 65536).read_to_end(&mut data)?;
-    let end = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| Error::Protocol(format!("{url}: no HTTP header")))?;
-    let head = String::from_utf8_lossy(&data[..end]).to_string();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or("");
-    let code: u16 = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| Error::Protocol(format!("{url}: bad status line {status:?}")))?;
-    if code != 200 {
-        return Err(Error::Protocol(format!("{url}: HTTP {code}")));
-    }
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = data[end + 4..].to_vec();
-    if body.len() > HTTP_MAX {
-        return Err(Error::Protocol(format!("{url}: response too large")));
-    }
-    if chunked {
-        return dechunk(&body).ok_or_else(|| Error::Protocol(format!("{url}: bad chunked body")));
-    }
-    Ok(body)
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_txt = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_txt.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
-
-/// Resolves a playlist entry against the playlist URL; it must stay on the same host and
-/// port and be http.
+/// Resolves a playlist entry against the playlist URL; it must stay on the same scheme, host
+/// and port.
 fn resolve_uri(base: &str, uri: &str) -> Result<String> {
     let b = parse_http(base)?;
+    let origin = b.origin();
     let full = if uri.contains("://") {
         uri.to_string()
     } else if let Some(abs) = uri.strip_prefix('/') {
-        format!("http://{}:{}/{abs}", b.host, b.port)
+        format!("{origin}/{abs}")
     } else {
         let dir = match b.path.split('?').next().unwrap_or("").rfind('/') {
             Some(i) => &b.path[..=i],
             None => "/",
         };
-        format!("http://{}:{}{dir}{uri}", b.host, b.port)
+        format!("{origin}{dir}{uri}")
     };
     let u = parse_http(&full)
-        .map_err(|_| Error::BadUrl(format!("playlist entry {uri:?} is not an http URL")))?;
-    if u.host != b.host || u.port != b.port {
+        .map_err(|_| Error::BadUrl(format!("playlist entry {uri:?} is not an http(s) URL")))?;
+    if u.host != b.host || u.port != b.port || u.tls != b.tls {
         return Err(Error::BadUrl(format!(
             "playlist entry {uri:?} points to another server"
         )));
@@ -1013,7 +912,6 @@ mod tests {
             "file://m//etc/passwd",
             "rtmp://h",
             "copy://bad/slot",
-            "https://x/a.m3u8",
         ] {
             assert!(
                 matches!(
@@ -1044,6 +942,14 @@ mod tests {
         ] {
             assert!(resolve_uri(base, bad).is_err(), "{bad}");
         }
+        // https playlists keep to https on the same host and port (no downgrade).
+        let base = "https://cdn.example/live/index.m3u8";
+        assert_eq!(
+            resolve_uri(base, "seg_001.ts").unwrap(),
+            "https://cdn.example:443/live/seg_001.ts"
+        );
+        assert!(resolve_uri(base, "http://cdn.example:443/live/x.ts").is_err());
+        assert!(resolve_uri(base, "https://other.example/x.ts").is_err());
         let p = parse_playlist(
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:1.0,\na.ts\n#EXTINF:1.0,\nb.ts\n#EXT-X-ENDLIST\n",
         )
@@ -1051,8 +957,6 @@ mod tests {
         assert_eq!(p.segments, vec![(7, "a.ts".into()), (8, "b.ts".into())]);
         assert!(p.ended);
         assert!(parse_playlist("garbage").is_err());
-        assert_eq!(dechunk(b"3\r\nabc\r\n0\r\n\r\n").unwrap(), b"abc");
-        assert!(dechunk(b"ff\r\nabc").is_none());
     }
 
     #[test]

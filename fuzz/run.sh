@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
-#                                       flv_tag, ts_media)
+#                                       flv_tag, ts_media, hls_http)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
@@ -26,6 +26,11 @@ if [ "$target" = ts_media ] && [ -z "$(ls corpus/ts_media)" ] && command -v ffmp
   ffmpeg -loglevel error -f lavfi -i testsrc=size=64x64:rate=10 -f lavfi -i sine -t 1 \
     -c:v libx264 -g 5 -c:a aac -f mpegts "$t/s.ts"
   { printf '\x1b'; head -c 12000 "$t/s.ts"; } > corpus/ts_media/seed && rm -rf "$t"
+fi
+# A real HLS playlist in an HTTP response (chunked) for hls_http.
+if [ "$target" = hls_http ] && [ -z "$(ls corpus/hls_http)" ]; then
+  pl=$'#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\nseg_007.ts\n#EXTINF:2.0,\n/live/seg_008.ts?t=1\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n#EXT-X-ENDLIST\n'
+  printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n' "${#pl}" "$pl" > corpus/hls_http/seed
 fi
 "./target/$host/release/$target" -max_total_time="$secs" -max_len=16384 -artifact_prefix=artifacts/ \
   "corpus/$target" 2>&1 | tail -n 5

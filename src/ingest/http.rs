@@ -127,6 +127,13 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<Vec<u8>> {
     } else {
         exchange(&mut s, &request, limit, &mut data)?;
     }
+    parse_response(url, &data)
+}
+
+/// The body of a complete HTTP/1.1 response in `data` (the server closed after it): a 200 with
+/// a plain or chunked body of at most [`HTTP_MAX`] bytes; anything else is an error. Sans-IO,
+/// for hostile bytes.
+pub fn parse_response(url: &str, data: &[u8]) -> Result<Vec<u8>> {
     let end = data
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

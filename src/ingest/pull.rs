@@ -609,7 +609,7 @@ fn run_copy(slot: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Res
 
 /// Resolves a playlist entry against the playlist URL; it must stay on the same scheme, host
 /// and port.
-fn resolve_uri(base: &str, uri: &str) -> Result<String> {
+pub fn resolve_uri(base: &str, uri: &str) -> Result<String> {
     let b = parse_http(base)?;
     let origin = b.origin();
     let full = if uri.contains("://") {
@@ -645,14 +645,21 @@ fn resolve_uri(base: &str, uri: &str) -> Result<String> {
 }
 
 /// A parsed playlist: media segments (sequence number, URI) or variant streams.
-struct Playlist {
-    variants: Vec<String>,
-    segments: Vec<(u64, String)>,
-    target: Duration,
-    ended: bool,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Playlist {
+    /// Variant stream URIs (a master playlist).
+    pub variants: Vec<String>,
+    /// Media segments: (media sequence number, URI).
+    pub segments: Vec<(u64, String)>,
+    /// `#EXT-X-TARGETDURATION`, clamped to 0.1..=60 s (default 2 s).
+    pub target: Duration,
+    /// `#EXT-X-ENDLIST` seen.
+    pub ended: bool,
 }
 
-fn parse_playlist(text: &str) -> Result<Playlist> {
+/// Parses an M3U8 playlist (hostile input: never panics). fMP4 playlists (`#EXT-X-MAP`) are
+/// refused.
+pub fn parse_playlist(text: &str) -> Result<Playlist> {
     if !text.trim_start().starts_with("#EXTM3U") {
         return Err(Error::Protocol("not an M3U8 playlist".into()));
     }
@@ -685,7 +692,7 @@ fn parse_playlist(text: &str) -> Result<Playlist> {
                 next_is_variant = false;
             } else {
                 p.segments.push((seq, line.to_string()));
-                seq += 1;
+                seq = seq.wrapping_add(1);
             }
         }
     }

@@ -353,21 +353,24 @@ fn packet_slots_stream_copy_through_ffmpeg_into_mp4_ts_and_flv() {
     }
 }
 
+/// Runs ffmpeg with `args`, which must fail with `expect` in its log; returns how long it took.
+fn fails_with(label: &str, bin: &Path, root: &TempRoot, args: &[&str], expect: &str) -> Duration {
+    let t = Instant::now();
+    let out = ffmpeg(bin, root).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{label} {args:?} succeeded");
+    assert!(
+        err.contains(expect),
+        "{label} {args:?}: no {expect:?} in {err}"
+    );
+    t.elapsed()
+}
+
 #[test]
 fn wrong_use_gets_clear_errors_and_nothing_hangs_past_the_timeout() {
     for (label, bin) in builds() {
         let root = TempRoot::new("ffdev-bad");
-        let fail = |args: &[&str], expect: &str| {
-            let t = Instant::now();
-            let out = ffmpeg(&bin, &root).args(args).output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(!out.status.success(), "{label} {args:?} succeeded");
-            assert!(
-                err.contains(expect),
-                "{label} {args:?}: no {expect:?} in {err}"
-            );
-            t.elapsed()
-        };
+        let fail = |args: &[&str], expect: &str| fails_with(&label, &bin, &root, args, expect);
         // A slot that never appears: an error once the timeout (1 s) has passed.
         let took = fail(
             &[
@@ -561,19 +564,8 @@ fn cuframes_filters_register_and_fail_cleanly_without_a_gpu() {
             "{label}: {list}"
         );
         let fail = |args: &[&str], expect: &str| {
-            let t = Instant::now();
-            let out = ffmpeg(&bin, &root).args(args).output().unwrap();
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(!out.status.success(), "{label} {args:?} succeeded");
-            assert!(
-                err.contains(expect),
-                "{label} {args:?}: no {expect:?} in {err}"
-            );
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "{label} {args:?}: {:?}",
-                t.elapsed()
-            );
+            let took = fails_with(&label, &bin, &root, args, expect);
+            assert!(took < Duration::from_secs(15), "{label} {args:?}: {took:?}");
         };
         let sub = |opts: &str, expect: &str| {
             let graph = format!("cuframes_sub={opts}");

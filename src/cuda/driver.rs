@@ -8,6 +8,7 @@ use cudarc::driver::sys;
 
 use super::backend::{Backend, DevPtr, Event, Stream};
 use super::proto::Handle;
+use super::ContextRef;
 use crate::error::{Error, Result};
 
 /// Whether libcuda can be loaded and `cuInit` succeeds with at least one device. Cached.
@@ -52,9 +53,22 @@ pub struct CudaBackend {
     retained: bool,
 }
 
-/// Keeps the backend's context current on this thread; the caller's context comes back on
-/// drop (push/pop, so a caller such as ffmpeg finds its own context current afterwards).
+/// Keeps a context current on this thread; the caller's context comes back on drop
+/// (push/pop, so a caller such as ffmpeg finds its own context current afterwards).
 struct Bound;
+
+impl Bound {
+    /// Makes `ctx` current until the guard drops.
+    ///
+    /// # Safety
+    /// `ctx` must be a live context.
+    #[must_use = "the context is current only while the guard lives"]
+    unsafe fn push(ctx: sys::CUcontext) -> Result<Bound> {
+        // SAFETY: ctx live per the contract; the pop is in drop.
+        check(unsafe { sys::cuCtxPushCurrent_v2(ctx) }, "cuCtxPushCurrent")?;
+        Ok(Bound)
+    }
+}
 
 impl Drop for Bound {
     fn drop(&mut self) {
@@ -100,27 +114,21 @@ impl CudaBackend {
     }
 
     /// Works on `ctx`, a context the caller created and keeps alive for as long as this
-    /// backend and everything allocated through it exist.
-    ///
-    /// # Safety
-    /// `ctx` must be a valid `CUcontext` for the backend's whole life.
-    pub unsafe fn with_context(ctx: usize) -> Result<CudaBackend> {
+    /// backend and everything allocated through it exist (the promise of [`ContextRef::new`]).
+    pub fn with_context(ctx: ContextRef) -> Result<CudaBackend> {
         if !cuda_available() {
             return Err(Error::NoCuda(
                 "libcuda.so is not loadable or no CUDA device is present".into(),
             ));
         }
-        let ctx = ctx as sys::CUcontext;
+        let ctx = ctx.get() as sys::CUcontext;
         let mut dev = 0;
         let mut uuid = sys::CUuuid_st { bytes: [0; 16] };
-        // SAFETY: ctx valid (caller's contract); out-pointers valid; push balanced by pop.
+        // SAFETY: ctx live (ContextRef's contract); out-pointers valid.
         unsafe {
-            check(sys::cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")?;
-            let r = check(sys::cuCtxGetDevice(&mut dev), "cuCtxGetDevice")
-                .and_then(|_| check(sys::cuDeviceGetUuid(&mut uuid, dev), "cuDeviceGetUuid"));
-            let mut old = std::ptr::null_mut();
-            sys::cuCtxPopCurrent_v2(&mut old);
-            r?;
+            let _bound = Bound::push(ctx)?;
+            check(sys::cuCtxGetDevice(&mut dev), "cuCtxGetDevice")?;
+            check(sys::cuDeviceGetUuid(&mut uuid, dev), "cuDeviceGetUuid")?;
         }
         Ok(CudaBackend {
             ctx,
@@ -133,11 +141,7 @@ impl CudaBackend {
     #[must_use = "the context is current only while the guard lives"]
     fn bind(&self) -> Result<Bound> {
         // SAFETY: ctx is a retained primary context or the caller's live context.
-        check(
-            unsafe { sys::cuCtxPushCurrent_v2(self.ctx) },
-            "cuCtxPushCurrent",
-        )?;
-        Ok(Bound)
+        unsafe { Bound::push(self.ctx) }
     }
 
     /// The primary context (for callers that create their own streams).

@@ -60,6 +60,11 @@ impl ContextRef {
     pub unsafe fn new(ctx: *mut std::ffi::c_void) -> ContextRef {
         ContextRef(ctx as usize)
     }
+
+    /// The `CUcontext` as an address.
+    pub fn get(self) -> usize {
+        self.0
+    }
 }
 
 impl BackendChoice {
@@ -67,8 +72,7 @@ impl BackendChoice {
     pub fn open(self) -> Result<Arc<dyn Backend>> {
         Ok(match self {
             BackendChoice::Cuda(d) => Arc::new(CudaBackend::new(d)?),
-            // SAFETY: ContextRef::new's contract.
-            BackendChoice::CudaContext(c) => Arc::new(unsafe { CudaBackend::with_context(c.0)? }),
+            BackendChoice::CudaContext(c) => Arc::new(CudaBackend::with_context(c)?),
             BackendChoice::Host => Arc::new(HostBackend::new()),
         })
     }

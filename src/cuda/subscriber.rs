@@ -205,15 +205,6 @@ impl Subscriber {
             .map(|a| a.ctl.geometry)
     }
 
-    /// A copy of the current publisher's header (`None` while detached): geometry, time base,
-    /// frame rate, policy, pid. Its counters are as of the attach.
-    pub fn header(&self) -> Option<CuframesHeader> {
-        self.att
-            .as_ref()
-            .filter(|a| !a.detached)
-            .map(|a| a.ctl.header)
-    }
-
     fn attach(&mut self, deadline: Instant) -> Result<Attachment> {
         let (ctl_path, sock_path) = paths(&self.root, &self.key)?;
         let mut sock = UnixStream::connect(&sock_path).map_err(|e| match e.raw_os_error() {
@@ -423,8 +414,8 @@ impl Subscriber {
     /// Attaches (again) if not attached, retrying until `deadline` (`None` = forever).
     fn ensure_attached(&mut self, deadline: Option<Instant>) -> Result<()> {
         while self.att.is_none() {
-            // A deadline beyond what Instant holds is "forever"; a day is as good here.
-            let d = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+            // attach() bounds its handshake by HANDSHAKE_TIMEOUT anyway; that is "forever" there.
+            let d = deadline.unwrap_or_else(|| Instant::now() + HANDSHAKE_TIMEOUT);
             match self.attach(d) {
                 Ok(a) => self.att = Some(a),
                 Err(Error::NotFound(_))

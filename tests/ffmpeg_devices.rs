@@ -417,11 +417,16 @@ fn wrong_use_gets_clear_errors_and_nothing_hangs_past_the_timeout() {
 }
 
 fn wait_for_slot(root: &TempRoot, slot: &str) {
+    wait_for_file(root, &format!("{slot}.frames"));
+}
+
+/// Waits (10 s at most) for `name` to appear in the root: a slot or a cuframes control block.
+fn wait_for_file(root: &TempRoot, name: &str) {
     let t = Instant::now();
-    while !root.path().join(format!("{slot}.frames")).exists() {
+    while !root.path().join(name).exists() {
         assert!(
             t.elapsed() < Duration::from_secs(10),
-            "slot {slot} never appeared"
+            "{name} never appeared"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -589,35 +594,30 @@ fn cuframes_filters_register_and_fail_cleanly_without_a_gpu() {
         a.extend(["-vf", "format=nv12,cuframes_pub", "-f", "null", "-"]);
         fail(&a, "The key option is required");
         // A key with a live publisher cannot be published twice.
-        let mut first = ffmpeg(&bin, &root)
-            .args([
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-                "-t",
-                "20",
-            ])
-            .args([
-                "-vf",
-                "format=nv12,cuframes_pub=key=taken",
-                "-f",
-                "null",
-                "-",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !root.path().join("taken.cuframes").exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "{label}: no publisher"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let first = Reaper(
+            ffmpeg(&bin, &root)
+                .args([
+                    "-re",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=320x240:rate=25",
+                    "-t",
+                    "20",
+                ])
+                .args([
+                    "-vf",
+                    "format=nv12,cuframes_pub=key=taken",
+                    "-f",
+                    "null",
+                    "-",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_file(&root, "taken.cuframes");
         let mut a = lavfi.to_vec();
         a.extend([
             "-vf",
@@ -627,8 +627,7 @@ fn cuframes_filters_register_and_fail_cleanly_without_a_gpu() {
             "-",
         ]);
         fail(&a, "cannot publish: slot is owned by a live writer");
-        let _ = first.kill();
-        let _ = first.wait();
+        drop(first);
         if framecache::cuda::cuda_available() {
             eprintln!("{label}: a GPU is present; the no-GPU errors are not checked");
             continue;

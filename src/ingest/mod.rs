@@ -2,6 +2,7 @@
 //!
 //! - [`sink`]: source-neutral media → packet slot ([`SlotSink`]), events and counters.
 //! - [`flv`]: FLV tag bodies (RTMP, FLV files) ↔ access units.
+//! - [`chunk`]: the inbound RTMP chunk stream (the publish hot path).
 //! - [`registry`]: stream keys of the push listeners, one pusher per key.
 //! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
@@ -12,10 +13,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub mod chunk;
 pub mod engine;
 pub mod flv;
 pub mod http;
 pub mod pull;
+pub(crate) mod pump;
 pub mod push;
 pub mod registry;
 pub mod rtmp;
@@ -27,7 +30,7 @@ pub use pull::{InputTimeouts, InputUrl, Mounts};
 
 pub use registry::{KeyConfig, KeyRegistry, PushGuard};
 pub use sink::{
-    EventCallback, IngestEvent, IngestStats, Media, MediaInfo, SinkOptions, SlotSink,
+    EventCallback, FrameRef, IngestEvent, IngestStats, Media, MediaInfo, SinkOptions, SlotSink,
     StatsSnapshot, Track,
 };
 

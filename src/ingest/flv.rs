@@ -7,6 +7,8 @@
 //! AudioSpecificConfig as codec parameters, Opus as raw packets with `OpusHead`.
 
 use crate::packet::{FC_CODEC_AAC, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3, FC_CODEC_OPUS};
+use std::borrow::Cow;
+
 use crate::ts::nal_units;
 
 /// Why a tag body was refused. The stream goes on: the caller logs and drops the tag.
@@ -52,6 +54,32 @@ pub enum FlvMedia {
     Nothing,
 }
 
+/// What one tag body holds, parsed by [`FlvParser::parse_in_place`]: the frame borrows the
+/// body unless it had to be copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlvMediaRef<'a> {
+    /// As [`FlvMedia::Config`].
+    Config {
+        /// `FC_CODEC_*`.
+        codec: u32,
+        /// The parameters.
+        data: Vec<u8>,
+    },
+    /// As [`FlvMedia::Frame`].
+    Frame {
+        /// `FC_CODEC_*`.
+        codec: u32,
+        /// Composition offset in ms.
+        cts: i32,
+        /// Key frame.
+        keyframe: bool,
+        /// The access unit.
+        data: Cow<'a, [u8]>,
+    },
+    /// Nothing to carry.
+    Nothing,
+}
+
 /// Per-connection parser state: the NAL length size comes from the decoder configuration.
 #[derive(Debug, Clone, Default)]
 pub struct FlvParser {
@@ -84,8 +112,77 @@ impl FlvParser {
 
     /// Parses a video tag body.
     pub fn video(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
+        match self.parse_video(b)? {
+            Parsed::Frame {
+                codec,
+                cts,
+                keyframe,
+                at,
+            } => self.frame(codec, cts, keyframe, &b[at..]),
+            p => Ok(p.owned(b)),
+        }
+    }
+
+    /// Parses a tag body (video or audio) and hands the frame out without copying it: video
+    /// with 4-byte NAL lengths (what encoders send) is rewritten to Annex-B in place, in
+    /// `b`. The RTMP publish path uses this; [`FlvParser::video`] and [`FlvParser::audio`]
+    /// give the same media, owned.
+    pub fn parse_in_place<'a>(
+        &mut self,
+        video: bool,
+        b: &'a mut [u8],
+    ) -> Result<FlvMediaRef<'a>, FlvError> {
+        let parsed = if video {
+            self.parse_video(b)?
+        } else {
+            parse_audio(b)?
+        };
+        Ok(match parsed {
+            Parsed::Config { codec, data } => FlvMediaRef::Config { codec, data },
+            Parsed::Nothing => FlvMediaRef::Nothing,
+            Parsed::Frame { at, .. } if at >= b.len() => FlvMediaRef::Nothing,
+            Parsed::Frame {
+                codec,
+                cts,
+                keyframe,
+                at,
+            } if video => {
+                if annexb_in_place(self.nal_len, &mut b[at..])? {
+                    FlvMediaRef::Frame {
+                        codec,
+                        cts,
+                        keyframe,
+                        data: Cow::Borrowed(&b[at..]),
+                    }
+                } else {
+                    match self.frame(codec, cts, keyframe, &b[at..])? {
+                        FlvMedia::Frame { data, .. } => FlvMediaRef::Frame {
+                            codec,
+                            cts,
+                            keyframe,
+                            data: Cow::Owned(data),
+                        },
+                        _ => FlvMediaRef::Nothing,
+                    }
+                }
+            }
+            Parsed::Frame {
+                codec,
+                cts,
+                keyframe,
+                at,
+            } => FlvMediaRef::Frame {
+                codec,
+                cts,
+                keyframe,
+                data: Cow::Borrowed(&b[at..]),
+            },
+        })
+    }
+
+    fn parse_video(&mut self, b: &[u8]) -> Result<Parsed, FlvError> {
         if b.is_empty() {
-            return Ok(FlvMedia::Nothing);
+            return Ok(Parsed::Nothing);
         }
         if b[0] & 0x80 != 0 {
             return self.enhanced_video(b);
@@ -97,18 +194,29 @@ impl FlvParser {
             c => return Err(FlvError::Unsupported(format!("FLV video codec id {c}"))),
         };
         if frame_type == 5 {
-            return Ok(FlvMedia::Nothing); // video info / command frame
+            return Ok(Parsed::Nothing); // video info / command frame
         }
         need(b, 5, "video")?;
         match b[1] {
             0 => self.config(codec, &b[5..]),
-            1 => self.frame(codec, si24(&b[2..5]), frame_type == 1, &b[5..]),
-            2 => Ok(FlvMedia::Nothing),
+            1 => self.coded(codec, si24(&b[2..5]), frame_type == 1, 5),
+            2 => Ok(Parsed::Nothing),
             t => Err(FlvError::Unsupported(format!("AVC packet type {t}"))),
         }
     }
 
-    fn enhanced_video(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
+    /// A coded video frame at `at`: it needs the sequence header first.
+    fn coded(&self, codec: u32, cts: i32, keyframe: bool, at: usize) -> Result<Parsed, FlvError> {
+        self.nal_len.ok_or(FlvError::NoConfig("video"))?;
+        Ok(Parsed::Frame {
+            codec,
+            cts,
+            keyframe,
+            at,
+        })
+    }
+
+    fn enhanced_video(&mut self, b: &[u8]) -> Result<Parsed, FlvError> {
         need(b, 5, "enhanced video")?;
         let frame_type = (b[0] >> 4) & 7;
         let packet_type = b[0] & 0x0F;
@@ -123,24 +231,24 @@ impl FlvParser {
             }
         };
         if frame_type == 5 {
-            return Ok(FlvMedia::Nothing);
+            return Ok(Parsed::Nothing);
         }
         let body = &b[5..];
         match packet_type {
             0 => self.config(codec, body),
             1 => {
                 need(body, 3, "enhanced video")?;
-                self.frame(codec, si24(body), frame_type == 1, &body[3..])
+                self.coded(codec, si24(body), frame_type == 1, 8)
             }
-            2 | 4 => Ok(FlvMedia::Nothing), // sequence end, metadata
-            3 => self.frame(codec, 0, frame_type == 1, body),
+            2 | 4 => Ok(Parsed::Nothing), // sequence end, metadata
+            3 => self.coded(codec, 0, frame_type == 1, 5),
             t => Err(FlvError::Unsupported(format!(
                 "enhanced video packet type {t}"
             ))),
         }
     }
 
-    fn config(&mut self, codec: u32, rec: &[u8]) -> Result<FlvMedia, FlvError> {
+    fn config(&mut self, codec: u32, rec: &[u8]) -> Result<Parsed, FlvError> {
         let (nal_len, nals) = if codec == FC_CODEC_H264 {
             avcc_record(rec)?
         } else {
@@ -152,7 +260,7 @@ impl FlvParser {
             data.extend_from_slice(&[0, 0, 0, 1]);
             data.extend_from_slice(n);
         }
-        Ok(FlvMedia::Config { codec, data })
+        Ok(Parsed::Config { codec, data })
     }
 
     fn frame(
@@ -193,68 +301,132 @@ impl FlvParser {
 
     /// Parses an audio tag body.
     pub fn audio(&mut self, b: &[u8]) -> Result<FlvMedia, FlvError> {
-        if b.is_empty() {
-            return Ok(FlvMedia::Nothing);
+        Ok(parse_audio(b)?.owned(b))
+    }
+}
+
+fn parse_audio(b: &[u8]) -> Result<Parsed, FlvError> {
+    if b.is_empty() {
+        return Ok(Parsed::Nothing);
+    }
+    let frame = |codec, at| Parsed::Frame {
+        codec,
+        cts: 0,
+        keyframe: true,
+        at,
+    };
+    match b[0] >> 4 {
+        10 => {
+            need(b, 2, "AAC")?;
+            match b[1] {
+                0 => aac_config(&b[2..]),
+                1 => Ok(frame(FC_CODEC_AAC, 2)),
+                t => Err(FlvError::Unsupported(format!("AAC packet type {t}"))),
+            }
         }
-        let frame = |codec, data: &[u8]| {
-            if data.is_empty() {
-                FlvMedia::Nothing
-            } else {
-                FlvMedia::Frame {
+        2 | 14 => Ok(frame(FC_CODEC_MP3, 1)),
+        9 => {
+            need(b, 5, "enhanced audio")?;
+            let codec = match &b[1..5] {
+                b"Opus" => FC_CODEC_OPUS,
+                b"mp4a" => FC_CODEC_AAC,
+                b".mp3" => FC_CODEC_MP3,
+                other => {
+                    return Err(FlvError::Unsupported(format!(
+                        "audio FourCC {}",
+                        fourcc(other)
+                    )))
+                }
+            };
+            let body = &b[5..];
+            match b[0] & 0x0F {
+                0 if codec == FC_CODEC_AAC => aac_config(body),
+                0 => Ok(Parsed::Config {
                     codec,
-                    cts: 0,
-                    keyframe: true,
-                    data: data.to_vec(),
-                }
+                    data: body.to_vec(),
+                }),
+                1 => Ok(frame(codec, 5)),
+                2 | 4 => Ok(Parsed::Nothing),
+                t => Err(FlvError::Unsupported(format!(
+                    "enhanced audio packet type {t}"
+                ))),
             }
-        };
-        match b[0] >> 4 {
-            10 => {
-                need(b, 2, "AAC")?;
-                match b[1] {
-                    0 => aac_config(&b[2..]),
-                    1 => Ok(frame(FC_CODEC_AAC, &b[2..])),
-                    t => Err(FlvError::Unsupported(format!("AAC packet type {t}"))),
-                }
-            }
-            2 | 14 => Ok(frame(FC_CODEC_MP3, &b[1..])),
-            9 => {
-                need(b, 5, "enhanced audio")?;
-                let codec = match &b[1..5] {
-                    b"Opus" => FC_CODEC_OPUS,
-                    b"mp4a" => FC_CODEC_AAC,
-                    b".mp3" => FC_CODEC_MP3,
-                    other => {
-                        return Err(FlvError::Unsupported(format!(
-                            "audio FourCC {}",
-                            fourcc(other)
-                        )))
-                    }
-                };
-                let body = &b[5..];
-                match b[0] & 0x0F {
-                    0 if codec == FC_CODEC_AAC => aac_config(body),
-                    0 => Ok(FlvMedia::Config {
-                        codec,
-                        data: body.to_vec(),
-                    }),
-                    1 => Ok(frame(codec, body)),
-                    2 | 4 => Ok(FlvMedia::Nothing),
-                    t => Err(FlvError::Unsupported(format!(
-                        "enhanced audio packet type {t}"
-                    ))),
-                }
-            }
-            f => Err(FlvError::Unsupported(format!("FLV sound format {f}"))),
+        }
+        f => Err(FlvError::Unsupported(format!("FLV sound format {f}"))),
+    }
+}
+
+/// What a tag body holds, with the frame as a position in the body.
+enum Parsed {
+    Config {
+        codec: u32,
+        data: Vec<u8>,
+    },
+    Frame {
+        codec: u32,
+        cts: i32,
+        keyframe: bool,
+        /// Offset of the frame data (NAL units with length prefixes for video).
+        at: usize,
+    },
+    Nothing,
+}
+
+impl Parsed {
+    /// The media of an audio body, or of a video body without a frame.
+    fn owned(self, b: &[u8]) -> FlvMedia {
+        match self {
+            Parsed::Config { codec, data } => FlvMedia::Config { codec, data },
+            Parsed::Frame { at, .. } if at >= b.len() => FlvMedia::Nothing,
+            Parsed::Frame {
+                codec,
+                cts,
+                keyframe,
+                at,
+            } => FlvMedia::Frame {
+                codec,
+                cts,
+                keyframe,
+                data: b[at..].to_vec(),
+            },
+            Parsed::Nothing => FlvMedia::Nothing,
         }
     }
 }
 
-fn aac_config(asc: &[u8]) -> Result<FlvMedia, FlvError> {
+/// Rewrites a frame's 4-byte NAL lengths as Annex-B start codes, in place. Returns false
+/// (nothing changed) when the frame needs a copy instead: other length sizes, or empty NAL
+/// units (which the copy leaves out).
+fn annexb_in_place(nal_len: Option<usize>, b: &mut [u8]) -> Result<bool, FlvError> {
+    if nal_len != Some(4) {
+        return Ok(false);
+    }
+    let mut i = 0;
+    while i < b.len() {
+        need(&b[i..], 4, "video")?;
+        let n = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n > b.len() - i - 4 {
+            return Err(FlvError::Malformed("NAL unit length"));
+        }
+        i += 4 + n;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let n = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+        b[i..i + 4].copy_from_slice(&[0, 0, 0, 1]);
+        i += 4 + n;
+    }
+    Ok(true)
+}
+
+fn aac_config(asc: &[u8]) -> Result<Parsed, FlvError> {
     if crate::ts::aac_config_info(asc).is_none() {
         return Err(FlvError::Malformed("AudioSpecificConfig"));
     }
-    Ok(FlvMedia::Config {
+    Ok(Parsed::Config {
         codec: FC_CODEC_AAC,
         data: asc.to_vec(),
     })
@@ -492,6 +664,64 @@ mod tests {
                 data: annexb(&[idr]),
             }
         );
+    }
+
+    /// The in-place parse gives what the copying parse gives, for every kind of tag.
+    fn same_both_ways(p: &mut FlvParser, video: bool, tag: &[u8]) {
+        let mut q = p.clone();
+        let owned = if video { p.video(tag) } else { p.audio(tag) };
+        let mut copy = tag.to_vec();
+        let in_place = q.parse_in_place(video, &mut copy).map(|m| match m {
+            FlvMediaRef::Config { codec, data } => FlvMedia::Config { codec, data },
+            FlvMediaRef::Frame {
+                codec,
+                cts,
+                keyframe,
+                data,
+            } => FlvMedia::Frame {
+                codec,
+                cts,
+                keyframe,
+                data: data.into_owned(),
+            },
+            FlvMediaRef::Nothing => FlvMedia::Nothing,
+        });
+        assert_eq!(in_place, owned, "tag {tag:02x?}");
+    }
+
+    #[test]
+    fn in_place_parse_matches_the_copying_one() {
+        let mut p = FlvParser::new();
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33];
+        let p_frame: &[u8] = &[0x41, 0x9A, 0x02];
+        let frame = avc_frame(&annexb(&[p_frame]), false, 0);
+        same_both_ways(&mut p, true, &frame); // before the sequence header: an error
+        let seq = avc_sequence_header(&annexb(&[SPS, PPS])).unwrap();
+        same_both_ways(&mut p, true, &seq);
+        same_both_ways(&mut p, true, &avc_frame(&annexb(&[idr, p_frame]), true, 80));
+        same_both_ways(&mut p, true, &frame);
+        // An empty NAL unit in the middle, a truncated length, a length past the end.
+        same_both_ways(
+            &mut p,
+            true,
+            &[0x27, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x41],
+        );
+        same_both_ways(&mut p, true, &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41, 0, 0]);
+        same_both_ways(&mut p, true, &[0x27, 1, 0, 0, 0, 0, 0, 0, 9, 0x41]);
+        same_both_ways(&mut p, true, &[0x27, 1, 0, 0, 0]);
+        same_both_ways(&mut p, true, &[0x17, 2, 0, 0, 0]);
+        // 2-byte NAL lengths: copied, not rewritten in place.
+        let mut seq2 = seq.clone();
+        seq2[9] = 0xFD;
+        same_both_ways(&mut p, true, &seq2);
+        same_both_ways(&mut p, true, &[0x27, 1, 0, 0, 0, 0, 2, 0x41, 7, 0, 1, 0x41]);
+        // Audio: AAC config and frame, MP3, Opus, an empty frame.
+        same_both_ways(&mut p, false, &[0xAF, 0, 0x12, 0x10]);
+        same_both_ways(&mut p, false, &[0xAF, 1, 0x21, 0x10, 0x04]);
+        same_both_ways(&mut p, false, &[0xAF, 1]);
+        same_both_ways(&mut p, false, &[0x2F, 0xFF, 0xFB, 0x90]);
+        same_both_ways(&mut p, false, &[0x91, b'O', b'p', b'u', b's', 0xFC, 1]);
+        same_both_ways(&mut p, false, &[0x30]);
     }
 
     #[test]

@@ -227,6 +227,39 @@ pub struct SlotSink {
     stats: Arc<IngestStats>,
     events: Option<EventCallback>,
     packet_events: bool,
+    /// Readers are woken by [`SlotSink::flush`], not by every packet.
+    defer_wake: bool,
+}
+
+/// One access unit, borrowed: [`SlotSink::push_frame`] writes it into the slot without an
+/// owned copy (the RTMP publish path). Fields as in [`Media::Frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// Track id.
+    pub track: usize,
+    /// Presentation time in the track's timebase (`FC_NOPTS` = none).
+    pub pts: i64,
+    /// Decoding time in the track's timebase (`FC_NOPTS` = none).
+    pub dts: i64,
+    /// Random-access point.
+    pub keyframe: bool,
+    /// Data was lost before this unit.
+    pub discontinuity: bool,
+    /// The unit, in the packet ring's format.
+    pub data: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    fn to_media(self) -> Media {
+        Media::Frame {
+            track: self.track,
+            pts: self.pts,
+            dts: self.dts,
+            keyframe: self.keyframe,
+            discontinuity: self.discontinuity,
+            data: self.data.to_vec(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SlotSink {
@@ -278,6 +311,7 @@ impl SlotSink {
             stats,
             events: None,
             packet_events: false,
+            defer_wake: false,
         })
     }
 
@@ -381,6 +415,37 @@ impl SlotSink {
             }
         }
         self.pump(Some(m))
+    }
+
+    /// Takes one access unit, borrowed: as [`SlotSink::push`] of a [`Media::Frame`], with no
+    /// copy beyond the one into the slot once the slot exists.
+    pub fn push_frame(&mut self, f: FrameRef<'_>) -> Result<()> {
+        if let Some(t) = self.tracks.get_mut(f.track) {
+            t.seen_frame = true;
+        } else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.writer.is_none() || self.map.is_empty() {
+            return self.pump(Some(f.to_media()));
+        }
+        self.publish_frame(f)
+    }
+
+    /// Batches reader wake-ups: while `on`, packets do not wake waiting readers one by one;
+    /// [`SlotSink::flush`] does, once per batch (see [`PacketWriter::set_defer_wake`]).
+    pub fn set_defer_wake(&mut self, on: bool) {
+        self.defer_wake = on;
+        if let Some(w) = &mut self.writer {
+            w.set_defer_wake(on);
+        }
+    }
+
+    /// Wakes the slot's readers if packets were published since the last flush.
+    pub fn flush(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.wake_readers();
+        }
     }
 
     /// Whether the open slot's streams match the current tracks (same codecs, same order).
@@ -498,6 +563,7 @@ impl SlotSink {
         // Drop the old writer first: the same id is re-created.
         self.writer = None;
         let mut w = PacketWriter::create_in(&self.root, &self.id, &cfg)?;
+        w.set_defer_wake(self.defer_wake);
         for (pos, t) in order.iter().map(|&i| &self.tracks[i]).enumerate() {
             if let Some(p) = &t.params {
                 w.set_codec_params(pos as u32, p)?;
@@ -536,75 +602,84 @@ impl SlotSink {
                 keyframe,
                 discontinuity,
                 data,
-            } => {
-                let Some(Some(stream)) = self.map.get(track).copied() else {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                };
-                let t = &self.tracks[track];
-                let codec = t.track.codec;
-                let (mut pts, mut dts) = (
-                    rescale(pts, t.track.timebase, 90_000),
-                    rescale(dts, t.track.timebase, 90_000),
-                );
-                if dts == FC_NOPTS {
-                    dts = pts;
-                }
-                if dts != FC_NOPTS {
-                    let off = *self.offset.get_or_insert_with(|| match self.last_dts {
-                        // Continue 1/30 s after the last packet of the previous session.
-                        Some(last) => last + 3000 - dts,
-                        None => 0,
-                    });
-                    dts += off;
-                    if pts != FC_NOPTS {
-                        pts += off;
-                    }
-                    self.last_dts = Some(self.last_dts.map_or(dts, |l| l.max(dts)));
-                }
-                let mut flags = if keyframe { FC_PACKET_KEYFRAME } else { 0 };
-                let d = &mut self.disc[stream as usize];
-                if discontinuity || *d {
-                    flags |= FC_PACKET_DISCONTINUITY;
-                    *d = false;
-                }
-                let prefixed;
-                let mut payload: &[u8] = &data;
-                if keyframe
-                    && matches!(codec, FC_CODEC_H264 | FC_CODEC_HEVC)
-                    && !has_sps(codec, &data)
-                {
-                    if let Some(p) = &t.params {
-                        prefixed = [p.as_slice(), &data].concat();
-                        payload = &prefixed;
-                    }
-                }
-                let w = self.writer.as_mut().expect("open");
-                match w.publish(&Packet {
-                    stream,
-                    pts,
-                    dts,
-                    flags,
-                    data: payload,
-                }) {
-                    Ok(_) => {
-                        self.stats.count(payload.len());
-                        if self.packet_events {
-                            self.emit(IngestEvent::Packet {
-                                stream,
-                                size: payload.len(),
-                                keyframe,
-                            });
-                        }
-                        Ok(())
-                    }
-                    Err(Error::Oversized { .. }) | Err(Error::InvalidArg(_)) => {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+            } => self.publish_frame(FrameRef {
+                track,
+                pts,
+                dts,
+                keyframe,
+                discontinuity,
+                data: &data,
+            }),
+        }
+    }
+
+    fn publish_frame(&mut self, f: FrameRef<'_>) -> Result<()> {
+        let FrameRef {
+            track,
+            pts,
+            dts,
+            keyframe,
+            discontinuity,
+            data,
+        } = f;
+        let Some(Some(stream)) = self.map.get(track).copied() else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let t = &self.tracks[track];
+        let codec = t.track.codec;
+        let (mut pts, mut dts) = (
+            rescale(pts, t.track.timebase, 90_000),
+            rescale(dts, t.track.timebase, 90_000),
+        );
+        if dts == FC_NOPTS {
+            dts = pts;
+        }
+        if dts != FC_NOPTS {
+            let off = *self.offset.get_or_insert_with(|| match self.last_dts {
+                // Continue 1/30 s after the last packet of the previous session.
+                Some(last) => last + 3000 - dts,
+                None => 0,
+            });
+            dts += off;
+            if pts != FC_NOPTS {
+                pts += off;
             }
+            self.last_dts = Some(self.last_dts.map_or(dts, |l| l.max(dts)));
+        }
+        let mut flags = if keyframe { FC_PACKET_KEYFRAME } else { 0 };
+        let d = &mut self.disc[stream as usize];
+        if discontinuity || *d {
+            flags |= FC_PACKET_DISCONTINUITY;
+            *d = false;
+        }
+        // A keyframe without its parameter sets gets them in front (written as two parts,
+        // not joined), so a reader joining there can decode.
+        let mut parts: [&[u8]; 2] = [&[], data];
+        if keyframe && matches!(codec, FC_CODEC_H264 | FC_CODEC_HEVC) && !has_sps(codec, data) {
+            if let Some(p) = &t.params {
+                parts[0] = p;
+            }
+        }
+        let size = parts[0].len() + parts[1].len();
+        let w = self.writer.as_mut().expect("open");
+        match w.publish_gather(stream, pts, dts, flags, &parts) {
+            Ok(_) => {
+                self.stats.count(size);
+                if self.packet_events {
+                    self.emit(IngestEvent::Packet {
+                        stream,
+                        size,
+                        keyframe,
+                    });
+                }
+                Ok(())
+            }
+            Err(Error::Oversized { .. }) | Err(Error::InvalidArg(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 }

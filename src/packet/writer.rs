@@ -109,6 +109,10 @@ pub struct PacketWriter {
     pos: u64,
     last_gen: [u32; MAX_STREAMS],
     keep_on_close: bool,
+    /// Publishes leave the readers' wake-up to [`PacketWriter::wake_readers`].
+    defer_wake: bool,
+    /// Something was published since the last wake-up.
+    unwoken: bool,
 }
 
 impl std::fmt::Debug for PacketWriter {
@@ -187,6 +191,8 @@ impl PacketWriter {
             pos: 0,
             last_gen: [0; MAX_STREAMS],
             keep_on_close: config.keep_on_close,
+            defer_wake: false,
+            unwoken: false,
         })
     }
 
@@ -245,14 +251,27 @@ impl PacketWriter {
     /// oldest packets are overwritten. Audio and data packets are always sync points
     /// (`FC_PACKET_KEYFRAME` is added).
     pub fn publish(&mut self, p: &Packet) -> Result<u64> {
+        self.publish_gather(p.stream, p.pts, p.dts, p.flags, &[p.data])
+    }
+
+    /// [`PacketWriter::publish`] of a packet whose data is `parts` back to back (say codec
+    /// parameters and a frame), without joining them first.
+    pub fn publish_gather(
+        &mut self,
+        stream: u32,
+        pts: i64,
+        dts: i64,
+        flags: u32,
+        parts: &[&[u8]],
+    ) -> Result<u64> {
         let l = self.ring.layout;
-        if p.stream >= l.stream_count {
+        if stream >= l.stream_count {
             return Err(Error::InvalidArg(format!(
                 "stream {} of {}",
-                p.stream, l.stream_count
+                stream, l.stream_count
             )));
         }
-        let len = p.data.len() as u64;
+        let len: u64 = parts.iter().map(|d| d.len() as u64).sum();
         if len == 0 {
             return Err(Error::InvalidArg("empty packet".into()));
         }
@@ -285,28 +304,32 @@ impl PacketWriter {
                 .map
                 .ptr()
                 .add((l.payload_offset + pos % l.payload_size) as usize);
-            std::ptr::copy_nonoverlapping(p.data.as_ptr(), dst, p.data.len());
+            let mut at = 0;
+            for d in parts {
+                std::ptr::copy_nonoverlapping(d.as_ptr(), dst.add(at), d.len());
+                at += d.len();
+            }
         }
-        let stream = self.ring.stream(p.stream);
-        let mut flags = p.flags & !FC_PACKET_CONFIG_CHANGE;
-        if stream.media != FC_MEDIA_VIDEO {
+        let desc_stream = self.ring.stream(stream);
+        let mut flags = flags & !FC_PACKET_CONFIG_CHANGE;
+        if desc_stream.media != FC_MEDIA_VIDEO {
             flags |= FC_PACKET_KEYFRAME;
         }
-        let gen = self.ring.stream_gen(p.stream).load(Ordering::Relaxed);
-        if gen != self.last_gen[p.stream as usize] {
+        let gen = self.ring.stream_gen(stream).load(Ordering::Relaxed);
+        if gen != self.last_gen[stream as usize] {
             flags |= FC_PACKET_CONFIG_CHANGE;
-            self.last_gen[p.stream as usize] = gen;
+            self.last_gen[stream as usize] = gen;
         }
         let now = slot::monotonic_ns();
         let desc = PacketDesc {
             lock: writing(seq),
             seq,
-            pts: p.pts,
-            dts: p.dts,
+            pts,
+            dts,
             pos,
             size: len as u32,
             flags,
-            stream: p.stream,
+            stream,
             params_gen: gen,
             publish_ns: now,
         };
@@ -316,7 +339,7 @@ impl PacketWriter {
         self.ring
             .atomic(offset_of!(PacketRingHeader, write_seq))
             .store(seq + 1, Ordering::Release);
-        if p.stream == l.primary_stream && flags & FC_PACKET_KEYFRAME != 0 {
+        if stream == l.primary_stream && flags & FC_PACKET_KEYFRAME != 0 {
             self.ring
                 .atomic(offset_of!(PacketRingHeader, last_keyframe))
                 .store(seq + 1, Ordering::Release);
@@ -327,12 +350,33 @@ impl PacketWriter {
         self.ring
             .atomic(offset_of!(PacketRingHeader, bytes_published))
             .fetch_add(len, Ordering::Relaxed);
-        let wake = self.ring.wake();
-        wake.fetch_add(1, Ordering::Release);
-        futex::wake_all(wake);
         self.pos = pos + len;
         self.next_seq = seq + 1;
+        self.unwoken = true;
+        if !self.defer_wake {
+            self.wake_readers();
+        }
         Ok(seq)
+    }
+
+    /// Batches wake-ups: while `on`, publishing does not wake waiting readers; the caller
+    /// calls [`PacketWriter::wake_readers`] after each batch. A source that delivers in
+    /// bursts (one socket read every few ms) saves a system call per packet. Readers that
+    /// are not woken still see the packets within their 100 ms liveness slice.
+    pub fn set_defer_wake(&mut self, on: bool) {
+        self.defer_wake = on;
+        if !on && self.unwoken {
+            self.wake_readers();
+        }
+    }
+
+    /// Wakes the readers waiting for a packet, if anything was published since the last call.
+    pub fn wake_readers(&mut self) {
+        if std::mem::take(&mut self.unwoken) {
+            let wake = self.ring.wake();
+            wake.fetch_add(1, Ordering::Release);
+            futex::wake_all(wake);
+        }
     }
 }
 

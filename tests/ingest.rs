@@ -289,6 +289,31 @@ fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() 
     );
 }
 
+/// The same publish with each publisher read as its data arrives (read interval zero, no
+/// pump thread): every packet reaches the slot, keyframes carry their parameter sets.
+#[test]
+fn rtmp_push_read_as_data_arrives() {
+    let root = TempRoot::new("ing-rtmp0");
+    let src = source(root.path(), "src.flv", 2);
+    let (src_v, src_a, _, _) = probe(&src);
+    let mut e = engine(&root);
+    e.set_rtmp_read_interval(Duration::ZERO);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("direct", &["publish://k0"]).unwrap();
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "direct", Duration::from_secs(5)));
+    let mut p = push_rtmp(&src, &format!("rtmp://{addr}/live/k0"));
+    assert!(p.wait().unwrap().success());
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.video, src_v, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    assert_eq!(seen.keyframes_without_sps, 0);
+    wait_for("the disconnect", Duration::from_secs(5), || {
+        !e.stats("k0").unwrap().connected
+    });
+    assert_eq!(e.stats("k0").unwrap().packets, src_v + src_a);
+}
+
 fn srt_available() -> bool {
     if framecache::ingest::srt::available() {
         return true;

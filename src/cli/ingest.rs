@@ -23,6 +23,8 @@ pub struct IngestOpts {
     pub mounts: Vec<String>,
     /// Payload ring MiB.
     pub payload_mb: u64,
+    /// RTMP read interval in ms.
+    pub rtmp_read_ms: u64,
     /// Stop after.
     pub seconds: Option<u64>,
 }
@@ -47,6 +49,7 @@ pub fn run(o: IngestOpts) -> CliResult {
         payload_size: o.payload_mb.max(1) << 20,
         ..SinkOptions::default()
     });
+    engine.set_rtmp_read_interval(Duration::from_millis(o.rtmp_read_ms));
     engine.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
         IngestEvent::Connected { input } => eprintln!("framecache: ingest: connected {input}"),
         IngestEvent::Disconnected { input, reason } => {

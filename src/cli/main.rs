@@ -190,6 +190,10 @@ enum Cmd {
         /// Payload ring of each slot in MiB.
         #[arg(long, default_value_t = 32)]
         payload_mb: u64,
+        /// RTMP publishers are read every this many ms, all in one wake-up (0 = as data
+        /// arrives: lower latency, more CPU per stream).
+        #[arg(long, default_value_t = 20)]
+        rtmp_read_ms: u64,
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
@@ -327,6 +331,7 @@ fn main() -> ExitCode {
             any_key,
             mounts,
             payload_mb,
+            rtmp_read_ms,
             seconds,
         } => {
             catch_signals();
@@ -337,6 +342,7 @@ fn main() -> ExitCode {
                 any_key,
                 mounts,
                 payload_mb,
+                rtmp_read_ms,
                 seconds,
             })
         }

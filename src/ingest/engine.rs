@@ -329,6 +329,7 @@ pub struct Engine {
     srt: Vec<SrtListener>,
     pulls: HashMap<String, PullIngest>,
     sink: SinkOptions,
+    rtmp_read_interval: Duration,
 }
 
 impl Engine {
@@ -364,6 +365,7 @@ impl Engine {
             srt: Vec::new(),
             pulls: HashMap::new(),
             sink: SinkOptions::default(),
+            rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
         })
     }
 
@@ -375,6 +377,12 @@ impl Engine {
     /// Options of the slots the engine creates (source type is set per protocol).
     pub fn set_sink_options(&mut self, s: SinkOptions) {
         self.sink = s;
+    }
+
+    /// How often RTMP servers started afterwards read their publishers (see
+    /// [`RtmpServerConfig::read_interval`]; zero = as data arrives).
+    pub fn set_rtmp_read_interval(&mut self, d: Duration) {
+        self.rtmp_read_interval = d;
     }
 
     /// Reports events of everything started afterwards to `cb`.
@@ -429,6 +437,7 @@ impl Engine {
         let cfg = RtmpServerConfig {
             push: self.push_config("rtmp"),
             play: true,
+            read_interval: self.rtmp_read_interval,
         };
         let task = self
             .rt

@@ -1,6 +1,7 @@
 //! RTMP: the push server (publish routed by stream key, play of any packet slot) and the pull
 //! client, on rml_rtmp's sans-IO sessions with tokio at the socket edge.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,16 +17,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::flv::{self, FlvMedia, FlvParser};
+use super::chunk::ChunkReader;
+use super::flv::{self, FlvMedia, FlvMediaRef, FlvParser};
+use super::pump::{Publish, Publisher, Pump, PumpConn, PUBLISH_IDLE};
 use super::push::{PushConfig, PushSession};
 use super::registry::KeyRegistry;
-use super::sink::{Media, Track};
+use super::sink::{FrameRef, Media, Track};
 use super::Streams;
 use crate::error::{Error, Result};
 use crate::packet::*;
 
-/// A publisher that sends nothing for this long is dropped.
-const PUBLISH_IDLE: Duration = Duration::from_secs(20);
 /// Handshake and connect must be done within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,37 +65,24 @@ impl FlvToMedia {
         i64::from(ts) + (self.wraps << 32)
     }
 
-    /// Converts one tag body (`video` or audio) with its timestamp into media events.
-    pub fn tag(&mut self, video: bool, body: &[u8], ts: u32, out: &mut Vec<Media>) {
-        let parsed = if video {
-            self.parser.video(body)
-        } else {
-            self.parser.audio(body)
-        };
-        let m = match parsed {
-            Ok(m) => m,
-            Err(e) => {
-                self.errors += 1;
-                self.last_error = Some(e.to_string());
-                return;
-            }
-        };
-        let codec = match &m {
-            FlvMedia::Config { codec, .. } | FlvMedia::Frame { codec, .. } => *codec,
-            FlvMedia::Nothing => return,
-        };
+    fn refuse(&mut self, why: String) {
+        self.errors += 1;
+        self.last_error = Some(why);
+    }
+
+    /// The track of `codec` (declared in `out` on first sight); None when the codec switched
+    /// mid-stream, which is not supported (the first one is kept).
+    fn track_for(&mut self, video: bool, codec: u32, out: &mut Vec<Media>) -> Option<usize> {
         let slot = if video {
             &mut self.video
         } else {
             &mut self.audio
         };
-        let track = match *slot {
-            Some((t, c)) if c == codec => t,
+        match *slot {
+            Some((t, c)) if c == codec => Some(t),
             Some(_) => {
-                // A codec switch mid-stream is not supported: keep the first.
-                self.errors += 1;
-                self.last_error = Some("codec changed mid-stream".into());
-                return;
+                self.refuse("codec changed mid-stream".into());
+                None
             }
             None => {
                 let t = self.tracks;
@@ -104,8 +92,28 @@ impl FlvToMedia {
                     codec,
                     timebase: (1, 1000),
                 }));
-                t
+                Some(t)
             }
+        }
+    }
+
+    /// Converts one tag body (`video` or audio) with its timestamp into media events.
+    pub fn tag(&mut self, video: bool, body: &[u8], ts: u32, out: &mut Vec<Media>) {
+        let parsed = if video {
+            self.parser.video(body)
+        } else {
+            self.parser.audio(body)
+        };
+        let m = match parsed {
+            Ok(m) => m,
+            Err(e) => return self.refuse(e.to_string()),
+        };
+        let codec = match &m {
+            FlvMedia::Config { codec, .. } | FlvMedia::Frame { codec, .. } => *codec,
+            FlvMedia::Nothing => return,
+        };
+        let Some(track) = self.track_for(video, codec, out) else {
+            return;
         };
         let dts = self.unwrap_ts(ts);
         match m {
@@ -126,6 +134,62 @@ impl FlvToMedia {
             FlvMedia::Nothing => {}
         }
     }
+
+    /// [`FlvToMedia::tag`] of a body the caller owns and lets go of: the frame comes back
+    /// borrowed (video rewritten to Annex-B in place) instead of going to `out`. Track and
+    /// parameter events still go to `out`, which the caller must push first.
+    pub fn tag_in_place<'a>(
+        &mut self,
+        video: bool,
+        body: &'a mut [u8],
+        ts: u32,
+        out: &mut Vec<Media>,
+    ) -> Option<FrameRef<'a>> {
+        let m = match self.parser.parse_in_place(video, body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse(e.to_string());
+                return None;
+            }
+        };
+        let codec = match &m {
+            FlvMediaRef::Config { codec, .. } | FlvMediaRef::Frame { codec, .. } => *codec,
+            FlvMediaRef::Nothing => return None,
+        };
+        let track = self.track_for(video, codec, out)?;
+        let dts = self.unwrap_ts(ts);
+        match m {
+            FlvMediaRef::Config { data, .. } => out.push(Media::Params { track, data }),
+            FlvMediaRef::Frame {
+                cts,
+                keyframe,
+                data,
+                ..
+            } => {
+                let f = FrameRef {
+                    track,
+                    pts: dts + i64::from(cts),
+                    dts,
+                    keyframe,
+                    discontinuity: false,
+                    data: &[],
+                };
+                match data {
+                    Cow::Borrowed(data) => return Some(FrameRef { data, ..f }),
+                    Cow::Owned(data) => out.push(Media::Frame {
+                        track,
+                        pts: f.pts,
+                        dts,
+                        keyframe,
+                        discontinuity: false,
+                        data,
+                    }),
+                }
+            }
+            FlvMediaRef::Nothing => {}
+        }
+        None
+    }
 }
 
 /// Settings of the RTMP server.
@@ -135,14 +199,22 @@ pub struct RtmpServerConfig {
     pub push: PushConfig,
     /// Serve `play` requests from packet slots.
     pub play: bool,
+    /// Publishers' sockets are read by one thread every this often, all in one wake-up,
+    /// instead of on every arriving message: less CPU per stream (the wake-ups are what costs), at
+    /// most this much added latency. Zero reads each publisher as its data arrives.
+    pub read_interval: Duration,
 }
 
+/// Default [`RtmpServerConfig::read_interval`].
+pub const DEFAULT_READ_INTERVAL: Duration = Duration::from_millis(20);
+
 impl RtmpServerConfig {
-    /// Publish through `registry`, play enabled.
+    /// Publish through `registry`, play enabled, [`DEFAULT_READ_INTERVAL`].
     pub fn new(registry: KeyRegistry) -> RtmpServerConfig {
         RtmpServerConfig {
             push: PushConfig::new(registry, "rtmp"),
             play: true,
+            read_interval: DEFAULT_READ_INTERVAL,
         }
     }
 }
@@ -151,14 +223,28 @@ struct Ctx {
     cfg: RtmpServerConfig,
     streams: Streams,
     conn_ids: AtomicU64,
+    /// Reads the publishers (None with a zero read interval).
+    pump: Option<Pump>,
 }
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Streams) {
+    let pump = if cfg.read_interval.is_zero() {
+        None
+    } else {
+        match Pump::start(cfg.read_interval) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("framecache: rtmp: {e}; publishers are read as data arrives");
+                None
+            }
+        }
+    };
     let ctx = Arc::new(Ctx {
         cfg,
         streams,
         conn_ids: AtomicU64::new(0),
+        pump,
     });
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -186,14 +272,6 @@ enum PlayMsg {
     Video(Bytes, u32),
     Audio(Bytes, u32),
     End(String),
-}
-
-struct Publish {
-    session: PushSession,
-    conv: FlvToMedia,
-    /// Media of the current tag (kept to reuse its allocation).
-    media: Vec<Media>,
-    reported_errors: u64,
 }
 
 fn catch<T>(f: impl FnOnce() -> T) -> Result<T> {
@@ -237,23 +315,24 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
     let mut play_stream: Option<u32> = None;
     let mut out = Vec::new();
     let mut queue: Vec<ServerSessionResult> = init;
-    // Bytes that came with the end of the handshake, then each read (in `buf`).
-    if !remaining.is_empty() {
-        match catch(|| session.handle_input(&remaining))? {
-            Ok(r) => queue.extend(r),
-            Err(e) => return Err(Error::Protocol(format!("{e:?}"))),
-        }
-    }
-    let mut input: usize = 0;
+    // Our own chunk reader follows the same bytes as rml_rtmp's session during setup, so that
+    // once a publish is accepted it can take over mid-stream (see `super::pump`).
+    let mut tee = Tee::default();
+    let mut input: Vec<u8> = remaining;
     let mut last_read = std::time::Instant::now();
     let mut idle_tick = tokio::time::interval(Duration::from_secs(2));
     let result: Result<()> = loop {
-        if input > 0 {
-            let bytes = &buf[..std::mem::take(&mut input)];
-            match catch(|| session.handle_input(bytes))? {
+        if !input.is_empty() {
+            if play_stream.is_none() {
+                if let Err(e) = tee.follow(&input) {
+                    break Err(e);
+                }
+            }
+            match catch(|| session.handle_input(&input))? {
                 Ok(r) => queue.extend(r),
                 Err(e) => break Err(Error::Protocol(format!("{e:?}"))),
             }
+            input.clear();
         }
         // Results may raise requests whose answers are more results.
         let mut stop = None;
@@ -285,16 +364,32 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
         if let Some(e) = stop {
             break Err(e);
         }
-        // Idle publishers are found by a periodic check, not a timer per read (one timer
+        if let Some(p) = publish.take() {
+            // Accepted: the rest of the connection is media, read by our own path.
+            let publisher = Publisher::new(tee.reader, &tee.rest, p, tee.window);
+            let sock = rd.reunite(wr).map_err(|e| Error::Protocol(e.to_string()))?;
+            return match &ctx.pump {
+                Some(pump) => {
+                    pump.add(PumpConn {
+                        sock: sock.into_std()?,
+                        peer,
+                        publisher,
+                    });
+                    Ok(())
+                }
+                None => publish_as_data_arrives(sock, peer, publisher).await,
+            };
+        }
+        // Idle connections are found by a periodic check, not a timer per read (one timer
         // registration per read showed up in profiles).
-        let idle_limit = publish.is_some() || play_stream.is_none();
+        let idle_limit = play_stream.is_none();
         tokio::select! {
             r = rd.read(&mut buf) => {
                 last_read = std::time::Instant::now();
                 match r {
                     Err(e) => break Err(e.into()),
                     Ok(0) => break Ok(()),
-                    Ok(n) => input = n,
+                    Ok(n) => input.extend_from_slice(&buf[..n]),
                 }
             }
             _ = idle_tick.tick() => {
@@ -331,9 +426,91 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
     result
 }
 
+/// Our chunk reader following the setup bytes: its state, the bytes it left unparsed and the
+/// acknowledgement window the peer set.
+#[derive(Default)]
+struct Tee {
+    reader: ChunkReader,
+    rest: Vec<u8>,
+    window: Option<u32>,
+}
+
+impl Tee {
+    fn follow(&mut self, bytes: &[u8]) -> Result<()> {
+        self.rest.extend_from_slice(bytes);
+        let mut at = 0;
+        loop {
+            let (n, m) = self
+                .reader
+                .read(&mut self.rest[at..])
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            at += n;
+            match m {
+                Some(m) if m.type_id == 5 && m.payload.len() >= 4 => {
+                    let w = u32::from_be_bytes([
+                        m.payload[0],
+                        m.payload[1],
+                        m.payload[2],
+                        m.payload[3],
+                    ]);
+                    self.window = (w > 0).then_some(w);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        self.rest.drain(..at);
+        Ok(())
+    }
+}
+
+/// A publisher read in this task as its data arrives (read interval zero).
+async fn publish_as_data_arrives(
+    sock: TcpStream,
+    peer: SocketAddr,
+    mut p: Publisher,
+) -> Result<()> {
+    let (mut rd, mut wr) = sock.into_split();
+    let mut idle_tick = tokio::time::interval(Duration::from_secs(2));
+    let end: Result<String> = loop {
+        tokio::select! {
+            r = rd.read(p.space()) => match r {
+                Err(e) => break Err(e.into()),
+                Ok(0) => break Ok("publisher closed".into()),
+                Ok(n) => match p.filled(n) {
+                    Err(e) => break Err(e),
+                    Ok(Some(why)) => break Ok(why),
+                    Ok(None) => {}
+                },
+            },
+            _ = idle_tick.tick() => {
+                if p.idle() {
+                    break Err(Error::Protocol("idle timeout".into()));
+                }
+            }
+        }
+        p.flush();
+        let out = p.outbound();
+        if !out.is_empty() {
+            if let Err(e) = wr.write_all(out).await {
+                break Err(e.into());
+            }
+            out.clear();
+        }
+    };
+    let reason = match &end {
+        Ok(why) => why.clone(),
+        Err(e) => {
+            eprintln!("framecache: rtmp: {peer}: publish ended: {e}");
+            e.to_string()
+        }
+    };
+    p.finish(reason);
+    end.map(|_| ())
+}
+
 fn finish_publish(p: Publish, err: Option<&Error>) {
-    let reason = err.map_or("publisher closed".into(), |e| e.to_string());
-    p.session.finish(reason);
+    p.finish(err.map_or("publisher closed".into(), |e| e.to_string()));
 }
 
 /// What an event led to: results to process (responses to send) and, when the connection
@@ -377,12 +554,12 @@ fn on_event(
                 }
             };
             let input = format!("rtmp://{peer}/{}", guard.key());
-            *publish = Some(Publish {
-                session: PushSession::start(&ctx.cfg.push, &ctx.streams, guard, input)?,
-                conv: FlvToMedia::new(),
-                media: Vec::with_capacity(2),
-                reported_errors: 0,
-            });
+            *publish = Some(Publish::new(PushSession::start(
+                &ctx.cfg.push,
+                &ctx.streams,
+                guard,
+                input,
+            )?));
             Ok((session.accept_request(request_id).map_err(proto)?, None))
         }
         ServerSessionEvent::VideoDataReceived {
@@ -443,29 +620,8 @@ fn on_event(
 }
 
 fn media(publish: &mut Option<Publish>, video: bool, data: &[u8], ts: u32) -> Result<Outcome> {
-    let Some(p) = publish.as_mut() else {
-        return Ok((Vec::new(), None));
-    };
-    p.conv.tag(video, data, ts, &mut p.media);
-    if p.conv.errors > p.reported_errors {
-        // Log the first few refused tags, then every 100th.
-        if p.reported_errors < 5 || p.conv.errors % 100 == 0 {
-            eprintln!(
-                "framecache: rtmp: key {:?}: dropped a tag: {}",
-                p.session.key(),
-                p.conv.last_error.as_deref().unwrap_or("?")
-            );
-        }
-        let dropped = p.conv.errors - p.reported_errors;
-        p.session
-            .sink()
-            .stats()
-            .dropped
-            .fetch_add(dropped, Ordering::Relaxed);
-        p.reported_errors = p.conv.errors;
-    }
-    for m in p.media.drain(..) {
-        p.session.sink().push(m)?;
+    if let Some(p) = publish.as_mut() {
+        p.tag(video, data, ts)?;
     }
     Ok((Vec::new(), None))
 }

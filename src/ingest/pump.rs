@@ -1,0 +1,423 @@
+//! RTMP publishers after their publish was accepted: the hot path of the RTMP server.
+//!
+//! [`Publisher`] is sans-IO: bytes read from the socket go in, media go into the key's slot,
+//! Acknowledgements come out. It reads chunks with [`ChunkReader`] and rewrites video to
+//! Annex-B in place, so a payload byte is copied twice in user space (into its message, into
+//! the ring), or once when a message fits one chunk.
+//!
+//! [`Pump`] is one thread that reads every publishing socket on a fixed tick (the server's
+//! `read_interval`) instead of waking on every arriving message: a 5 Mbit/s stream sends ~80
+//! messages a second, and at that rate the wake-ups, not the bytes, are what an ingest server
+//! spends its CPU on. One wake-up per tick serves all publishers, and each slot's readers are
+//! woken once per tick. The cost is at most one tick of added latency.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::chunk::{ChunkError, ChunkReader};
+use super::push::PushSession;
+use super::rtmp::FlvToMedia;
+use super::sink::Media;
+use crate::error::{Error, Result};
+
+/// A publisher that sends nothing for this long is dropped.
+pub(crate) const PUBLISH_IDLE: Duration = Duration::from_secs(20);
+/// Read buffer of one publisher.
+const READ_BUF: usize = 64 * 1024;
+/// Most bytes taken from one socket per tick, so one fast publisher cannot starve the rest.
+const MAX_PER_TICK: usize = 8 << 20;
+
+const MSG_WINDOW_ACK_SIZE: u8 = 5;
+const MSG_AUDIO: u8 = 8;
+const MSG_VIDEO: u8 = 9;
+const MSG_COMMAND_AMF3: u8 = 17;
+const MSG_COMMAND_AMF0: u8 = 20;
+
+/// One accepted publish: the key's session and the FLV → media conversion.
+pub(crate) struct Publish {
+    pub session: PushSession,
+    pub conv: FlvToMedia,
+    /// Track and parameter events of the current tag (kept to reuse the allocation).
+    pub media: Vec<Media>,
+    reported_errors: u64,
+}
+
+impl Publish {
+    pub fn new(session: PushSession) -> Publish {
+        Publish {
+            session,
+            conv: FlvToMedia::new(),
+            media: Vec::with_capacity(2),
+            reported_errors: 0,
+        }
+    }
+
+    /// One tag body given by value (rml_rtmp's events during setup).
+    pub fn tag(&mut self, video: bool, body: &[u8], ts: u32) -> Result<()> {
+        self.conv.tag(video, body, ts, &mut self.media);
+        self.report();
+        for m in self.media.drain(..) {
+            self.session.sink().push(m)?;
+        }
+        Ok(())
+    }
+
+    /// One tag body the publisher owns: the frame goes into the slot without a copy.
+    pub fn tag_in_place(&mut self, video: bool, body: &mut [u8], ts: u32) -> Result<()> {
+        let frame = self.conv.tag_in_place(video, body, ts, &mut self.media);
+        self.report();
+        for m in self.media.drain(..) {
+            self.session.sink().push(m)?;
+        }
+        if let Some(f) = frame {
+            self.session.sink().push_frame(f)?;
+        }
+        Ok(())
+    }
+
+    /// Logs the first few refused tags, then every 100th, and counts them as dropped.
+    fn report(&mut self) {
+        let errors = self.conv.errors;
+        if errors <= self.reported_errors {
+            return;
+        }
+        if self.reported_errors < 5 || errors.is_multiple_of(100) {
+            eprintln!(
+                "framecache: rtmp: key {:?}: dropped a tag: {}",
+                self.session.key(),
+                self.conv.last_error.as_deref().unwrap_or("?")
+            );
+        }
+        self.session
+            .sink()
+            .stats()
+            .dropped
+            .fetch_add(errors - self.reported_errors, Ordering::Relaxed);
+        self.reported_errors = errors;
+    }
+
+    /// Ends the publish (slot closed, key released) with `reason`.
+    pub fn finish(self, reason: String) {
+        self.session.finish(reason);
+    }
+}
+
+/// The publishing side of one RTMP connection, from the first byte after the publish was
+/// accepted (sans-IO).
+pub(crate) struct Publisher {
+    reader: ChunkReader,
+    /// Unparsed bytes (less than one chunk header) at the front, then room to read into.
+    buf: Vec<u8>,
+    filled: usize,
+    publish: Publish,
+    /// The peer's window: acknowledge every this many bytes (none until it says).
+    window: Option<u32>,
+    acked: u64,
+    out: Vec<u8>,
+    last_data: Instant,
+}
+
+/// Why a publisher's connection ends.
+pub(crate) type End = String;
+
+impl Publisher {
+    /// Continues a connection whose chunk stream `reader` has read so far (`rest`: bytes it
+    /// left unparsed); `window` is the acknowledgement window the peer set, if any.
+    pub fn new(
+        reader: ChunkReader,
+        rest: &[u8],
+        publish: Publish,
+        window: Option<u32>,
+    ) -> Publisher {
+        let mut buf = vec![0u8; READ_BUF.max(rest.len() * 2)];
+        buf[..rest.len()].copy_from_slice(rest);
+        let acked = reader.consumed();
+        let mut publish = publish;
+        publish.session.sink().set_defer_wake(true);
+        Publisher {
+            reader,
+            buf,
+            filled: rest.len(),
+            publish,
+            window,
+            acked,
+            out: Vec::new(),
+            last_data: Instant::now(),
+        }
+    }
+
+    /// Where the next read goes.
+    pub fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[self.filled..]
+    }
+
+    /// Takes `n` bytes read into [`Publisher::space`]: media into the slot, Acknowledgements
+    /// queued. `Ok(Some(why))` when the peer ended the publish.
+    pub fn filled(&mut self, n: usize) -> Result<Option<End>> {
+        self.filled += n;
+        if n > 0 {
+            self.last_data = Instant::now();
+        }
+        let Publisher {
+            reader,
+            buf,
+            publish,
+            window,
+            ..
+        } = self;
+        let mut at = 0;
+        let mut end = None;
+        while end.is_none() {
+            let (used, msg) = reader
+                .read(&mut buf[at..self.filled])
+                .map_err(|e: ChunkError| Error::Protocol(e.to_string()))?;
+            at += used;
+            let Some(m) = msg else { break };
+            match m.type_id {
+                MSG_AUDIO | MSG_VIDEO => {
+                    publish.tag_in_place(m.type_id == MSG_VIDEO, m.payload, m.timestamp)?
+                }
+                MSG_WINDOW_ACK_SIZE if m.payload.len() >= 4 => {
+                    let w = u32::from_be_bytes([
+                        m.payload[0],
+                        m.payload[1],
+                        m.payload[2],
+                        m.payload[3],
+                    ]);
+                    *window = (w > 0).then_some(w);
+                }
+                MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
+                    let p = if m.type_id == MSG_COMMAND_AMF3 {
+                        m.payload.get(1..).unwrap_or_default()
+                    } else {
+                        &m.payload[..]
+                    };
+                    if let Some(name @ ("deleteStream" | "FCUnpublish" | "closeStream")) =
+                        command_name(p)
+                    {
+                        end = Some(format!("publisher sent {name}"));
+                    }
+                }
+                _ => {} // metadata, pings, acknowledgements: nothing to do
+            }
+        }
+        // Keep the unparsed tail (part of a chunk header) at the front.
+        self.buf.copy_within(at..self.filled, 0);
+        self.filled -= at;
+        if let Some(w) = self.window {
+            let consumed = self.reader.consumed();
+            if consumed - self.acked >= u64::from(w) {
+                self.acked = consumed;
+                self.out.extend_from_slice(&ack(consumed as u32));
+            }
+        }
+        Ok(end)
+    }
+
+    /// Wakes the slot's readers once for everything since the last call.
+    pub fn flush(&mut self) {
+        self.publish.session.sink().flush();
+    }
+
+    /// Bytes to send to the peer (Acknowledgements); the caller sends and clears them.
+    pub fn outbound(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Nothing arrived for [`PUBLISH_IDLE`].
+    pub fn idle(&self) -> bool {
+        self.last_data.elapsed() > PUBLISH_IDLE
+    }
+
+    /// Ends the publish with `reason`.
+    pub fn finish(self, reason: String) {
+        self.publish.finish(reason);
+    }
+}
+
+/// The name of an AMF0 command (its first value, a string).
+fn command_name(p: &[u8]) -> Option<&str> {
+    if p.len() < 3 || p[0] != 0x02 {
+        return None;
+    }
+    let n = usize::from(u16::from_be_bytes([p[1], p[2]]));
+    std::str::from_utf8(p.get(3..3 + n)?).ok()
+}
+
+/// An Acknowledgement (type 3) with a full header on chunk stream 2: nothing else is sent on
+/// the connection once it publishes, so no header compression state matters.
+fn ack(sequence: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0] = 0x02;
+    b[6] = 4; // length
+    b[7] = 3; // type
+    b[12..].copy_from_slice(&sequence.to_be_bytes());
+    b
+}
+
+/// A publisher handed to the pump with its socket.
+pub(crate) struct PumpConn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub publisher: Publisher,
+}
+
+impl PumpConn {
+    /// Reads what arrived since the last tick; `Some(why)` when the connection ends.
+    fn tick(&mut self) -> Option<End> {
+        let mut total = 0;
+        let end = loop {
+            let space = self.publisher.space();
+            let room = space.len();
+            match self.sock.read(space) {
+                Ok(0) => break Some("publisher closed".to_string()),
+                Ok(n) => {
+                    total += n;
+                    match self.publisher.filled(n) {
+                        // A short read emptied the socket: the next read would only say
+                        // EAGAIN (a system call per publisher per tick saved).
+                        Ok(None) if n < room => break None,
+                        Ok(None) if total < MAX_PER_TICK => {}
+                        Ok(None) => break None,
+                        Ok(Some(why)) => break Some(why),
+                        Err(e) => break Some(e.to_string()),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        self.publisher.flush();
+        let out = self.publisher.outbound();
+        if !out.is_empty() {
+            match self.sock.write(out) {
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+        if end.is_none() && self.publisher.idle() {
+            return Some("idle timeout".into());
+        }
+        end
+    }
+}
+
+/// The thread that reads all handed-over publishers every `interval`. Dropping it ends their
+/// publishes and joins the thread.
+pub(crate) struct Pump {
+    tx: Option<mpsc::Sender<Box<PumpConn>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pump {
+    /// Starts the thread (idle, without wake-ups, until the first publisher).
+    pub fn start(interval: Duration) -> Result<Pump> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fc-rtmp-pump".into())
+            .spawn(move || run(rx, interval))
+            .map_err(Error::Io)?;
+        Ok(Pump {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a publisher over; it is read from the next tick on.
+    pub fn add(&self, c: PumpConn) {
+        if let Some(Err(mpsc::SendError(c))) = self.tx.as_ref().map(|tx| tx.send(Box::new(c))) {
+            c.publisher.finish("server stopped".into());
+        }
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
+    let mut conns: Vec<Box<PumpConn>> = Vec::new();
+    let mut next = Instant::now();
+    loop {
+        if conns.is_empty() {
+            match rx.recv() {
+                Ok(c) => conns.push(c),
+                Err(_) => return,
+            }
+            next = Instant::now();
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(c) => conns.push(c),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    for c in conns.drain(..) {
+                        c.publisher.finish("server stopped".into());
+                    }
+                    return;
+                }
+            }
+        }
+        let mut i = 0;
+        while i < conns.len() {
+            // A panic in one publisher's media path ends that publisher, not the server.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns[i].tick()));
+            let end = r.unwrap_or_else(|_| Some("internal error (panic) on its input".into()));
+            match end {
+                None => i += 1,
+                Some(why) => {
+                    let c = conns.swap_remove(i);
+                    eprintln!("framecache: rtmp: {}: publish ended: {why}", c.peer);
+                    let reason = if why == "publisher closed" {
+                        why
+                    } else {
+                        format!("rtmp: {why}")
+                    };
+                    c.publisher.finish(reason);
+                }
+            }
+        }
+        // Ticks on a fixed grid; after a stall, the next tick is one interval from now.
+        next += interval;
+        let now = Instant::now();
+        if next <= now {
+            next = now + interval;
+        }
+        std::thread::sleep(next - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_names_and_acks() {
+        let mut p = vec![0x02, 0, 12];
+        p.extend_from_slice(b"deleteStream");
+        p.extend_from_slice(&[0x00, 0x40, 0x10, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(command_name(&p), Some("deleteStream"));
+        assert_eq!(command_name(&[0x02, 0, 9, b'x']), None);
+        assert_eq!(command_name(&[0x00, 0, 0]), None);
+        // The Acknowledgement parses back with our own reader.
+        let mut a = ack(123_456).to_vec();
+        let mut r = ChunkReader::new();
+        let (n, m) = r.read(&mut a).unwrap();
+        let m = m.unwrap();
+        assert_eq!((n, m.type_id, m.stream_id), (16, 3, 0));
+        assert_eq!(m.payload, &123_456u32.to_be_bytes());
+    }
+}

@@ -1,13 +1,12 @@
 //! `framecache ingest`: the ingest engine from the command line.
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use framecache::ingest::{Endpoint, Engine, IngestEvent, KeyConfig, SinkOptions};
 
-use crate::{CliResult, STOP};
+use crate::CliResult;
 
 /// Options of `framecache ingest`.
 pub struct IngestOpts {
@@ -125,12 +124,20 @@ pub fn run(o: IngestOpts) -> CliResult {
     let _ = std::io::stdout().flush();
     let start = Instant::now();
     let mut last_print = Instant::now();
-    while !STOP.load(Ordering::Relaxed)
-        && o.seconds
-            .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
-    {
-        std::thread::sleep(Duration::from_millis(100));
-        if last_print.elapsed() >= Duration::from_secs(10) {
+    let stats_every = Duration::from_secs(10);
+    loop {
+        let mut wait = stats_every.saturating_sub(last_print.elapsed());
+        if let Some(s) = o.seconds {
+            let left = Duration::from_secs(s).saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            wait = wait.min(left);
+        }
+        if crate::wait_stop(wait) {
+            break;
+        }
+        if last_print.elapsed() >= stats_every {
             last_print = Instant::now();
             for (name, s) in engine.streams().snapshot() {
                 eprintln!(

@@ -267,6 +267,38 @@ fn catch_signals() {
     }
 }
 
+/// SIGINT and SIGTERM of a long-running command (ingest, serve) are blocked in every thread
+/// and taken by [`wait_stop`]: the main thread sleeps until a signal comes, instead of waking
+/// every 100 ms to look at a flag. Call before any thread starts (threads inherit the mask;
+/// child processes get an empty one from std).
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to `d` for SIGINT or SIGTERM (blocked by [`block_stop_signals`]); true, with
+/// [`STOP`] set, when one came.
+pub(crate) fn wait_stop(d: Duration) -> bool {
+    let set = block_stop_signals();
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; no siginfo is asked for.
+    let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if r > 0 {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    STOP.load(Ordering::Relaxed)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -334,7 +366,7 @@ fn main() -> ExitCode {
             rtmp_read_ms,
             seconds,
         } => {
-            catch_signals();
+            block_stop_signals();
             ingest::run(ingest::IngestOpts {
                 urls,
                 slot,
@@ -394,14 +426,17 @@ fn main() -> ExitCode {
             config,
             no_demo,
             seconds,
-        } => serve::run(serve::ServeOpts {
-            http,
-            rtmp,
-            srt,
-            config,
-            no_demo,
-            seconds,
-        }),
+        } => {
+            block_stop_signals();
+            serve::run(serve::ServeOpts {
+                http,
+                rtmp,
+                srt,
+                config,
+                no_demo,
+                seconds,
+            })
+        }
         Cmd::Cuframes(CuCmd::Publish(o)) => cuframes::publish(o),
         Cmd::Cuframes(CuCmd::Subscribe(o)) => cuframes::subscribe(o),
         Cmd::Gc { dry_run } => gc(dry_run),

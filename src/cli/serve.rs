@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use framecache::whep::http::{Page, Routes};
 use framecache::whep::{WhepConfig, WhepEngine};
 use serde::Deserialize;
 
-use crate::{CliResult, STOP};
+use crate::CliResult;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const WHEP_JS: &str = include_str!("web/whep.js");
@@ -217,11 +216,14 @@ pub fn run(o: ServeOpts) -> CliResult {
     let _ = std::io::stdout().flush();
 
     let start = std::time::Instant::now();
-    while !STOP.load(Ordering::Relaxed)
-        && o.seconds
-            .is_none_or(|s| start.elapsed() < Duration::from_secs(s))
-    {
-        std::thread::sleep(Duration::from_millis(100));
+    loop {
+        let wait = match o.seconds {
+            Some(s) => Duration::from_secs(s).saturating_sub(start.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        if wait.is_zero() || crate::wait_stop(wait) {
+            break;
+        }
     }
     server.abort();
     whep.shutdown();

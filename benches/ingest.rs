@@ -8,6 +8,9 @@
 //! late when a tag leaves more than 500 ms behind its schedule. Server CPU is read from
 //! /proc/PID/stat over the measured window.
 //!
+//! framecache runs once per read interval (`--rtmp-read-ms`): 20 ms (its default), 100 ms and
+//! 0 (each publisher read as its data arrives); `FC_BENCH_RTMP_READ_MS=20,40,...` picks others.
+//!
 //! `cargo bench --bench ingest [-- SECONDS N1,N2,...]` (defaults: 8 s; 1,4,16,32 streams).
 
 use std::io::{Read, Write};
@@ -333,6 +336,11 @@ fn main() {
         .get(1)
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 4, 16, 32]);
+    // framecache's read intervals to measure (ms; 0 = as data arrives).
+    let intervals: Vec<u64> = std::env::var("FC_BENCH_RTMP_READ_MS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![20, 100, 0]);
     let work = std::env::temp_dir().join(format!("fc-bench-ingest-{}", std::process::id()));
     // Slots live in tmpfs, as in production: a disk-backed root adds page-cache writeback.
     let shm_base = if Path::new("/dev/shm").is_dir() {
@@ -349,31 +357,63 @@ fn main() {
         println!("nginx-rtmp not installed (apt install nginx-light libnginx-mod-rtmp): its column is skipped");
     }
     println!("RTMP ingest, {secs} s per point, 720p30 H.264 5 Mbit/s + AAC, CPU in % of one core per stream");
-    println!("| streams | framecache CPU/stream | late | nginx-rtmp CPU/stream | late | ratio (fc / nginx) |");
-    println!("|---:|---:|---|---:|---|---:|");
-    for &n in &counts {
-        let port = free_port();
-        let shm = shm_base.join(format!("fc-bench-ingest-{}-{n}", std::process::id()));
-        let fc = Reaper(
-            Command::new(&bin)
-                .args([
-                    "ingest",
-                    &format!("rtmp://127.0.0.1:{port}"),
-                    "--any-key",
-                    "--payload-mb",
-                    "16",
-                ])
-                .env("FC_SHM_DIR", &shm)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+    let name = |ms: u64| match ms {
+        0 => "framecache, as data arrives".to_string(),
+        20 => "framecache, read every 20 ms (default)".to_string(),
+        ms => format!("framecache, read every {ms} ms"),
+    };
+    let mut head = "| streams ".to_string();
+    for &ms in &intervals {
+        head += &format!("| {} | late ", name(ms));
+    }
+    head += "| nginx-rtmp | late ";
+    for &ms in &intervals {
+        head += &format!(
+            "| {} ÷ nginx ",
+            if ms == 0 {
+                "arrival".to_string()
+            } else {
+                format!("{ms} ms")
+            }
         );
-        wait_port(port);
-        let (fc_cpu, fc_late, mbit) =
-            measure(fc.0.id(), &format!("127.0.0.1:{port}"), n, secs, &tags);
-        drop(fc);
-        let _ = std::fs::remove_dir_all(&shm);
+    }
+    println!("{head}|");
+    println!(
+        "|---:{}|---:|---{}|",
+        "|---:|---".repeat(intervals.len()),
+        "|---:".repeat(intervals.len())
+    );
+    for &n in &counts {
+        let run_fc = |read_ms: u64| {
+            let port = free_port();
+            let shm = shm_base.join(format!(
+                "fc-bench-ingest-{}-{n}-{read_ms}",
+                std::process::id()
+            ));
+            let fc = Reaper(
+                Command::new(&bin)
+                    .args([
+                        "ingest",
+                        &format!("rtmp://127.0.0.1:{port}"),
+                        "--any-key",
+                        "--payload-mb",
+                        "16",
+                        "--rtmp-read-ms",
+                        &read_ms.to_string(),
+                    ])
+                    .env("FC_SHM_DIR", &shm)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_port(port);
+            let r = measure(fc.0.id(), &format!("127.0.0.1:{port}"), n, secs, &tags);
+            drop(fc);
+            let _ = std::fs::remove_dir_all(&shm);
+            r
+        };
+        let fcs: Vec<(f64, bool, f64)> = intervals.iter().map(|&ms| run_fc(ms)).collect();
         let (ng_cpu, ng_late) = if have_nginx {
             let port = free_port();
             let dir = work.join(format!("nginx-{n}"));
@@ -406,13 +446,23 @@ fn main() {
         } else {
             (None, false)
         };
-        let ng_txt = ng_cpu.map_or("-".to_string(), |c| format!("{c:.2}%"));
-        let ratio = ng_cpu.map_or("-".to_string(), |c| format!("{:.2}", fc_cpu / c.max(1e-9)));
-        println!(
-            "| {n} | {fc_cpu:.2}% | {} | {ng_txt} | {} | {ratio} |   ({mbit:.1} Mbit/s offered)",
-            if fc_late { "yes" } else { "no" },
-            if ng_late { "yes" } else { "no" },
-        );
+        let yes = |l: bool| if l { "yes" } else { "no" };
+        let mut row = format!("| {n} ");
+        for (c, l, _) in &fcs {
+            row += &format!("| {c:.3}% | {} ", yes(*l));
+        }
+        row += &match ng_cpu {
+            Some(g) => format!("| {g:.3}% | {} ", yes(ng_late)),
+            None => "| - | - ".into(),
+        };
+        for (c, _, _) in &fcs {
+            row += &match ng_cpu {
+                Some(g) => format!("| {:.2} ", c / g.max(1e-9)),
+                None => "| - ".into(),
+            };
+        }
+        let mbit = fcs.first().map_or(0.0, |f| f.2);
+        println!("{row}|   ({mbit:.1} Mbit/s offered)");
     }
     srt_point(&bin, &shm_base, secs);
     let _ = std::fs::remove_dir_all(&work);

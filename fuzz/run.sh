@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
-#                                       flv_tag, ts_media, hls_http)
+#                                       flv_tag, ts_media, hls_http, rtmp_chunks)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}

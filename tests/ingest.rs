@@ -855,6 +855,168 @@ fn hostile_bytes_on_the_listener_ports_do_not_stop_other_streams() {
     });
 }
 
+/// After the publish is accepted, framecache's own chunk reader takes the connection over (on
+/// the pump's tick). A hand-driven publisher (rml_rtmp's client) sets an acknowledgement
+/// window and gets an Acknowledgement back once past it; a truncated video tag is dropped and
+/// counted; then garbage where a chunk header belongs ends the publish with an error, frees
+/// the key, and the server goes on accepting.
+#[test]
+fn hostile_publisher_after_the_publish_is_accepted() {
+    use bytes::Bytes;
+    use framecache::ingest::chunk::ChunkReader;
+    use framecache::ingest::flv::{avc_frame, avc_sequence_header};
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+
+    let root = TempRoot::new("ing-evil");
+    let mut e = engine(&root);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("evil", &["publish://evil"]).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    // Everything the server sends after the handshake, for our reader to parse.
+    let mut from_server = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed during the handshake");
+        match hs.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).unwrap();
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut sess, init) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let mut q: std::collections::VecDeque<ClientSessionResult> = init.into();
+    q.push_back(sess.request_connection("live".into()).unwrap());
+    let mut input = from_server.clone();
+    let mut publishing = false;
+    while !publishing {
+        if !input.is_empty() {
+            q.extend(sess.handle_input(&input).unwrap());
+            input.clear();
+        }
+        while let Some(r) = q.pop_front() {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes).unwrap(),
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    q.push_back(
+                        sess.request_publishing("evil".into(), PublishRequestType::Live)
+                            .unwrap(),
+                    )
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
+                    publishing = true
+                }
+                _ => {}
+            }
+        }
+        if !publishing {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the publish was accepted");
+            input.extend_from_slice(&buf[..n]);
+            from_server.extend_from_slice(&buf[..n]);
+        }
+    }
+    // Window Acknowledgement Size 100000 on a chunk stream of its own (full header).
+    s.write_all(&[0x0A, 0, 0, 0, 0, 0, 4, 5, 0, 0, 0, 0, 0, 1, 0x86, 0xA0])
+        .unwrap();
+    let sps: &[u8] = &[0x67, 0x42, 0xC0, 0x1F, 0xDA, 0x01, 0x40, 0x16, 0xE8];
+    let pps: &[u8] = &[0x68, 0xCE, 0x3C, 0x80];
+    let annexb = |nals: &[&[u8]]| -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+            .collect()
+    };
+    let mut send = |body: Vec<u8>, ts: u32| {
+        let p = sess
+            .publish_video_data(Bytes::from(body), RtmpTimestamp::new(ts), false)
+            .unwrap();
+        if let ClientSessionResult::OutboundResponse(p) = p {
+            s.write_all(&p.bytes).unwrap();
+        }
+    };
+    send(avc_sequence_header(&annexb(&[sps, pps])).unwrap(), 0);
+    // A frame whose NAL length runs past the end of the tag: dropped, counted.
+    send(vec![0x27, 1, 0, 0, 0, 0, 0, 0x10, 0, 0x41, 1], 33);
+    let idr: Vec<u8> = [&[0x65u8, 0x88][..], &vec![0x5A; 30_000]].concat();
+    for i in 0..8 {
+        send(avc_frame(&annexb(&[&idr]), i == 0, 0), 66 + i * 33);
+    }
+    // The Acknowledgement (type 3) for the 240 kB sent, parsed with our own reader.
+    let mut reader = ChunkReader::new();
+    let t = Instant::now();
+    let mut acked = None;
+    while acked.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(5), "no Acknowledgement");
+        let mut at = 0;
+        loop {
+            let (n, m) = reader.read(&mut from_server[at..]).unwrap();
+            at += n;
+            match m {
+                Some(m) if m.type_id == 3 => {
+                    acked = Some(u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        from_server.drain(..at);
+        if acked.is_none() {
+            let n = s.read(&mut buf).unwrap();
+            from_server.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(acked.unwrap() >= 100_000, "acknowledged {acked:?}");
+    wait_for("the dropped tag", Duration::from_secs(5), || {
+        e.stats("evil").is_some_and(|s| s.dropped >= 1)
+    });
+    // Garbage where the next chunk header belongs: a type-1 header on a chunk stream that
+    // never had one.
+    s.write_all(&[0x45, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 9, 1, 2, 3])
+        .unwrap();
+    wait_for("the publish to end", Duration::from_secs(5), || {
+        e.registry().holder("evil").is_none() && !e.stats("evil").unwrap().connected
+    });
+    // The server closed the connection (what it sent before is read past).
+    let t = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => assert!(t.elapsed() < Duration::from_secs(5), "still sending"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection stayed open: {e}"),
+        }
+    }
+    // The key is free for the next publisher.
+    let src = source(root.path(), "src.flv", 1);
+    let out = ffmpeg()
+        .arg("-i")
+        .arg(&src)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{addr}/live/evil"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn srt_caller_pulls_from_an_ffmpeg_listener_and_garbage_udp_creates_nothing() {
     let root = TempRoot::new("ing-srt-caller");

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub rtmp: Option<String>,
     /// SRT listener. Default 127.0.0.1:9710; "" or "off" disables.
     pub srt: Option<String>,
+    /// RTMP publishers are read every this many ms (0 = as data arrives). Default 20.
+    pub rtmp_read_ms: Option<u64>,
     /// Loop the built-in demo into slot `demo`. Default true.
     pub demo: Option<bool>,
     /// Accept any stream key even off loopback. Default false.
@@ -130,6 +132,9 @@ pub fn run(o: ServeOpts) -> CliResult {
 
     let mut ingest = Engine::new()?;
     ingest.set_root(root.clone());
+    if let Some(ms) = cfg.rtmp_read_ms {
+        ingest.set_rtmp_read_interval(Duration::from_millis(ms));
+    }
     ingest.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
         // The demo file ends and restarts every few seconds: not news.
         IngestEvent::Connected { input } | IngestEvent::Disconnected { input, .. }

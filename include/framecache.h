@@ -1108,7 +1108,7 @@ typedef struct fc_packet_ring_header {
   uint8_t labels[256];
   // Atomic. Packets published; packet `s` is described by descriptor `s % desc_count`.
   uint64_t write_seq;
-  // Atomic. Futex word incremented after every publish and at close.
+  // Atomic. Futex word incremented after every publish (or burst of publishes) and at close.
   uint32_t wake;
   // Reserved, 0.
   uint32_t reserved2;

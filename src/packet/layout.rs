@@ -144,7 +144,7 @@ pub struct PacketRingHeader {
     pub labels: [u8; 256],
     /// Atomic. Packets published; packet `s` is described by descriptor `s % desc_count`.
     pub write_seq: u64,
-    /// Atomic. Futex word incremented after every publish and at close.
+    /// Atomic. Futex word incremented after every publish (or burst of publishes) and at close.
     pub wake: u32,
     /// Reserved, 0.
     pub reserved2: u32,

@@ -18,21 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let body = &rest[3..3 + n];
         let r = if video { p.video(body) } else { p.audio(body) };
         let mut copy = body.to_vec();
-        let r2 = q.parse_in_place(video, &mut copy).map(|m| match m {
-            FlvMediaRef::Config { codec, data } => FlvMedia::Config { codec, data },
-            FlvMediaRef::Frame {
-                codec,
-                cts,
-                keyframe,
-                data,
-            } => FlvMedia::Frame {
-                codec,
-                cts,
-                keyframe,
-                data: data.into_owned(),
-            },
-            FlvMediaRef::Nothing => FlvMedia::Nothing,
-        });
+        let r2 = q.parse_in_place(video, &mut copy).map(FlvMediaRef::into_owned);
         assert_eq!(r, r2);
         if let Ok(FlvMedia::Frame { data, codec, .. }) = r {
             assert!(!data.is_empty());

@@ -80,6 +80,27 @@ pub enum FlvMediaRef<'a> {
     Nothing,
 }
 
+impl FlvMediaRef<'_> {
+    /// The same media, owned.
+    pub fn into_owned(self) -> FlvMedia {
+        match self {
+            FlvMediaRef::Config { codec, data } => FlvMedia::Config { codec, data },
+            FlvMediaRef::Frame {
+                codec,
+                cts,
+                keyframe,
+                data,
+            } => FlvMedia::Frame {
+                codec,
+                cts,
+                keyframe,
+                data: data.into_owned(),
+            },
+            FlvMediaRef::Nothing => FlvMedia::Nothing,
+        }
+    }
+}
+
 /// Per-connection parser state: the NAL length size comes from the decoder configuration.
 #[derive(Debug, Clone, Default)]
 pub struct FlvParser {
@@ -671,21 +692,9 @@ mod tests {
         let mut q = p.clone();
         let owned = if video { p.video(tag) } else { p.audio(tag) };
         let mut copy = tag.to_vec();
-        let in_place = q.parse_in_place(video, &mut copy).map(|m| match m {
-            FlvMediaRef::Config { codec, data } => FlvMedia::Config { codec, data },
-            FlvMediaRef::Frame {
-                codec,
-                cts,
-                keyframe,
-                data,
-            } => FlvMedia::Frame {
-                codec,
-                cts,
-                keyframe,
-                data: data.into_owned(),
-            },
-            FlvMediaRef::Nothing => FlvMedia::Nothing,
-        });
+        let in_place = q
+            .parse_in_place(video, &mut copy)
+            .map(FlvMediaRef::into_owned);
         assert_eq!(in_place, owned, "tag {tag:02x?}");
     }
 

@@ -31,7 +31,7 @@ const READ_BUF: usize = 64 * 1024;
 /// Most bytes taken from one socket per tick, so one fast publisher cannot starve the rest.
 const MAX_PER_TICK: usize = 8 << 20;
 
-const MSG_WINDOW_ACK_SIZE: u8 = 5;
+pub(crate) const MSG_WINDOW_ACK_SIZE: u8 = 5;
 const MSG_AUDIO: u8 = 8;
 const MSG_VIDEO: u8 = 9;
 const MSG_COMMAND_AMF3: u8 = 17;
@@ -181,15 +181,7 @@ impl Publisher {
                 MSG_AUDIO | MSG_VIDEO => {
                     publish.tag_in_place(m.type_id == MSG_VIDEO, m.payload, m.timestamp)?
                 }
-                MSG_WINDOW_ACK_SIZE if m.payload.len() >= 4 => {
-                    let w = u32::from_be_bytes([
-                        m.payload[0],
-                        m.payload[1],
-                        m.payload[2],
-                        m.payload[3],
-                    ]);
-                    *window = (w > 0).then_some(w);
-                }
+                MSG_WINDOW_ACK_SIZE => set_window_ack_size(window, m.payload),
                 MSG_COMMAND_AMF0 | MSG_COMMAND_AMF3 => {
                     let p = if m.type_id == MSG_COMMAND_AMF3 {
                         m.payload.get(1..).unwrap_or_default()
@@ -236,6 +228,15 @@ impl Publisher {
     /// Ends the publish with `reason`.
     pub fn finish(self, reason: String) {
         self.publish.finish(reason);
+    }
+}
+
+/// Applies a Window Acknowledgement Size message to `window`: the peer's window, or none (no
+/// acknowledgements) when it says 0. A payload shorter than 4 bytes changes nothing.
+pub(crate) fn set_window_ack_size(window: &mut Option<u32>, payload: &[u8]) {
+    if let Some(b) = payload.get(..4) {
+        let w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        *window = (w > 0).then_some(w);
     }
 }
 
@@ -381,12 +382,7 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
                 Some(why) => {
                     let c = conns.swap_remove(i);
                     eprintln!("framecache: rtmp: {}: publish ended: {why}", c.peer);
-                    let reason = if why == "publisher closed" {
-                        why
-                    } else {
-                        format!("rtmp: {why}")
-                    };
-                    c.publisher.finish(reason);
+                    c.publisher.finish(why);
                 }
             }
         }

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 
 use super::chunk::ChunkReader;
 use super::flv::{self, FlvMedia, FlvMediaRef, FlvParser};
-use super::pump::{Publish, Publisher, Pump, PumpConn, PUBLISH_IDLE};
+use super::pump::{
+    set_window_ack_size, Publish, Publisher, Pump, PumpConn, MSG_WINDOW_ACK_SIZE, PUBLISH_IDLE,
+};
 use super::push::{PushConfig, PushSession};
 use super::registry::KeyRegistry;
 use super::sink::{FrameRef, Media, Track};
@@ -166,19 +168,22 @@ impl FlvToMedia {
                 data,
                 ..
             } => {
-                let f = FrameRef {
-                    track,
-                    pts: dts + i64::from(cts),
-                    dts,
-                    keyframe,
-                    discontinuity: false,
-                    data: &[],
-                };
+                let pts = dts + i64::from(cts);
                 match data {
-                    Cow::Borrowed(data) => return Some(FrameRef { data, ..f }),
+                    Cow::Borrowed(data) => {
+                        return Some(FrameRef {
+                            track,
+                            pts,
+                            dts,
+                            keyframe,
+                            discontinuity: false,
+                            data,
+                        })
+                    }
+                    // Copied by the parser (rare NAL length sizes): hand the copy over.
                     Cow::Owned(data) => out.push(Media::Frame {
                         track,
-                        pts: f.pts,
+                        pts,
                         dts,
                         keyframe,
                         discontinuity: false,
@@ -446,14 +451,8 @@ impl Tee {
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             at += n;
             match m {
-                Some(m) if m.type_id == 5 && m.payload.len() >= 4 => {
-                    let w = u32::from_be_bytes([
-                        m.payload[0],
-                        m.payload[1],
-                        m.payload[2],
-                        m.payload[3],
-                    ]);
-                    self.window = (w > 0).then_some(w);
+                Some(m) if m.type_id == MSG_WINDOW_ACK_SIZE => {
+                    set_window_ack_size(&mut self.window, m.payload)
                 }
                 Some(_) => {}
                 None => break,

@@ -12,18 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TempRoot;
+use common::{Reaper, TempRoot};
 use framecache::ring::{Consumer, ConsumerConfig, ReadMode, StartAt};
 use md5::{Digest, Md5};
-
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The patched builds present, as (label, bin dir).
 fn builds() -> Vec<(String, PathBuf)> {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TempRoot;
+use common::{Reaper, TempRoot};
 use framecache::ingest::{
     Engine, IngestEvent, InputTimeouts, InputUrl, KeyConfig, Mounts, PullConfig, PullIngest,
     Streams,
@@ -94,16 +94,6 @@ fn probe(file: &Path) -> (u64, u64, u64, u64) {
         }
     }
     (v, a, w, h)
-}
-
-/// Kills the child on drop, so a failing test leaves no server behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -197,6 +187,21 @@ fn read_slot(root: &Path, id: &str, idle: Duration) -> Seen {
         *ld = info.dts;
     }
     s
+}
+
+/// Pushes `file` to `url` over RTMP as fast as ffmpeg goes; it must succeed.
+fn publish_file(file: &Path, url: &str) {
+    let out = ffmpeg()
+        .arg("-i")
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn push_rtmp(file: &Path, url: &str) -> Child {
@@ -838,18 +843,7 @@ fn hostile_bytes_on_the_listener_ports_do_not_stop_other_streams() {
         assert!(e.add("bad", &[bad]).is_err(), "{bad}");
     }
     // The listener still works for a real publisher.
-    let out = ffmpeg()
-        .arg("-i")
-        .arg(&src)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{addr}/live/good"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish_file(&src, &format!("rtmp://{addr}/live/good"));
     wait_for("the good stream's packets", Duration::from_secs(10), || {
         e.stats("good").is_some_and(|s| s.packets > 0)
     });
@@ -1003,18 +997,7 @@ fn hostile_publisher_after_the_publish_is_accepted() {
     }
     // The key is free for the next publisher.
     let src = source(root.path(), "src.flv", 1);
-    let out = ffmpeg()
-        .arg("-i")
-        .arg(&src)
-        .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{addr}/live/evil"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    publish_file(&src, &format!("rtmp://{addr}/live/evil"));
 }
 
 #[test]

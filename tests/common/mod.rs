@@ -1,10 +1,21 @@
-//! Helpers shared by the integration tests: private root directories and the CLI binary.
+//! Helpers shared by the integration tests: private root directories, the CLI binary and
+//! child processes killed on drop.
 #![allow(dead_code)]
 
 pub mod c;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A private slot root (under /dev/shm when it exists), removed on drop.
 pub struct TempRoot(pub PathBuf);

@@ -13,10 +13,13 @@
 //!
 //! `cargo bench --bench ingest [-- SECONDS N1,N2,...]` (defaults: 8 s; 1,4,16,32 streams).
 
+mod common;
+
+use common::{process_cpu_seconds, Reaper};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,41 +35,6 @@ struct Tag {
     video: bool,
     ts: u32,
     body: Bytes,
-}
-
-fn ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
-/// CPU seconds of a process so far: the sum of its threads' time on a CPU from
-/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in 10 ms ticks, too coarse
-/// for a fraction of a percent per stream). Falls back to /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let mut ns = 0u64;
-    let mut any = false;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            if let Some(v) = s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                ns += v;
-                any = true;
-            }
-        }
-    }
-    if any {
-        return ns as f64 / 1e9;
-    }
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ut + st) / ticks()
 }
 
 fn source(dir: &Path) -> PathBuf {
@@ -263,13 +231,13 @@ fn measure(pid: u32, addr: &str, n: usize, secs: u64, tags: &Arc<Vec<Tag>>) -> (
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     let (c0, t0, b0) = (
-        cpu_seconds(pid),
+        process_cpu_seconds(pid),
         Instant::now(),
         sent.load(Ordering::Relaxed),
     );
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, wall, b1) = (
-        cpu_seconds(pid),
+        process_cpu_seconds(pid),
         t0.elapsed().as_secs_f64(),
         sent.load(Ordering::Relaxed),
     );
@@ -290,14 +258,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Reaper(Child);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_port(port: u16) {
@@ -507,9 +467,9 @@ fn srt_point(bin: &Path, shm_base: &Path, secs: u64) {
     };
     let window = |pid: u32| {
         std::thread::sleep(Duration::from_secs(2));
-        let (c0, t0) = (cpu_seconds(pid), Instant::now());
+        let (c0, t0) = (process_cpu_seconds(pid), Instant::now());
         std::thread::sleep(Duration::from_secs(secs));
-        (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
+        (process_cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
     };
     let port = free_port();
     let shm = shm_base.join(format!("fc-bench-srt-{}", std::process::id()));

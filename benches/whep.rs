@@ -5,15 +5,18 @@
 //! 20 Chromium joins). The source is a pre-encoded H.264 + AAC file pushed over RTMP with
 //! `-c copy` (no encoder in the measurement). Viewers are light receivers built on webrtc-rs
 //! in this process: ICE, DTLS, SRTP and RTCP like a browser, no decoding, so the figure is the
-//! server's cost per viewer. The server's CPU comes from /proc/PID/stat; the ingest-only CPU
+//! server's cost per viewer. The server's CPU comes from /proc (per-thread schedstat); the ingest-only CPU
 //! (0 viewers) is measured in the same run and subtracted for the per-viewer figure.
 //! No same-run baseline server is available here (MediaMTX is not packaged); its users report
 //! about 50 viewers per core.
 
+mod common;
+
+use common::{process_cpu_seconds, Reaper};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,28 +34,6 @@ use rtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
 use webrtc::runtime::TokioRuntime;
-
-struct Reaper(Child);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are 12 and 13 after the ')'.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn hz() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
 
 fn post(addr: &str, path: &str, sdp: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -349,10 +330,10 @@ fn main() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let measure = |secs: u64| {
-        let t0 = cpu_ticks(pid);
+        let t0 = process_cpu_seconds(pid);
         let start = Instant::now();
         std::thread::sleep(Duration::from_secs(secs));
-        (cpu_ticks(pid) - t0) as f64 / hz() / start.elapsed().as_secs_f64() * 100.0
+        (process_cpu_seconds(pid) - t0) / start.elapsed().as_secs_f64() * 100.0
     };
     let base = measure(secs);
     let machine = std::fs::read_to_string("/proc/cpuinfo")

@@ -28,6 +28,48 @@ pub fn cpu_ns() -> u64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CPU seconds of another process so far: the sum of its threads' time on a CPU from
+/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in 10 ms ticks, too coarse
+/// for a fraction of a percent). Falls back to /proc/PID/stat.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let mut ns = 0u64;
+    let mut any = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            if let Some(v) = s
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                ns += v;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return ns as f64 / 1e9;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are 12 and 13 after the ')'.
+    let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    (ut + st) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Kills the child on drop, so a failed run leaves no server behind.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Sleeps until CLOCK_MONOTONIC reaches `t_ns` (absolute, so pacing does not drift).
 pub fn sleep_until(t_ns: u64) {
     let ts = libc::timespec {

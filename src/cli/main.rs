@@ -1,5 +1,6 @@
 //! `framecache`: list, inspect, feed and clean up framecache slots.
 
+use framecache::ingest::rtmp::DEFAULT_READ_INTERVAL;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,7 +193,7 @@ enum Cmd {
         payload_mb: u64,
         /// RTMP publishers are read every this many ms, all in one wake-up (0 = as data
         /// arrives: lower latency, more CPU per stream).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = DEFAULT_READ_INTERVAL.as_millis() as u64)]
         rtmp_read_ms: u64,
         /// Stop after this many seconds.
         #[arg(long)]

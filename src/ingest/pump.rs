@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::chunk::{ChunkError, ChunkReader};
+use super::chunk::{ChunkError, ChunkReader, Message};
 use super::push::PushSession;
 use super::rtmp::FlvToMedia;
 use super::sink::Media;
@@ -106,13 +106,83 @@ impl Publish {
     }
 }
 
+/// A connection's inbound chunk stream: the reader, and the bytes it left unparsed (less than
+/// a chunk header) at the front of a buffer with room after them to read into. The setup
+/// phase (in `rtmp.rs`) and the [`Publisher`] after it read through the same one.
+pub(crate) struct ChunkInput {
+    reader: ChunkReader,
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl Default for ChunkInput {
+    fn default() -> ChunkInput {
+        ChunkInput {
+            reader: ChunkReader::new(),
+            buf: vec![0u8; READ_BUF],
+            filled: 0,
+        }
+    }
+}
+
+impl ChunkInput {
+    /// Where the next read goes.
+    pub fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[self.filled..]
+    }
+
+    /// Bytes consumed by the reader since the start of the chunk stream.
+    pub fn consumed(&self) -> u64 {
+        self.reader.consumed()
+    }
+
+    /// Takes `n` bytes read into [`ChunkInput::space`] and hands each complete message to
+    /// `f`, until the input runs out or `f` says stop (false).
+    pub fn filled(
+        &mut self,
+        n: usize,
+        mut f: impl FnMut(Message<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        self.filled += n;
+        let mut at = 0;
+        loop {
+            let (used, msg) = self
+                .reader
+                .read(&mut self.buf[at..self.filled])
+                .map_err(|e: ChunkError| Error::Protocol(e.to_string()))?;
+            at += used;
+            let Some(m) = msg else { break };
+            if !f(m)? {
+                break;
+            }
+        }
+        // Keep the unparsed tail (part of a chunk header) at the front.
+        self.buf.copy_within(at..self.filled, 0);
+        self.filled -= at;
+        Ok(())
+    }
+
+    /// [`ChunkInput::filled`] for bytes read elsewhere.
+    pub fn push(
+        &mut self,
+        mut bytes: &[u8],
+        mut f: impl FnMut(Message<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        while !bytes.is_empty() {
+            let space = self.space();
+            let n = space.len().min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.filled(n, &mut f)?;
+        }
+        Ok(())
+    }
+}
+
 /// The publishing side of one RTMP connection, from the first byte after the publish was
 /// accepted (sans-IO).
 pub(crate) struct Publisher {
-    reader: ChunkReader,
-    /// Unparsed bytes (less than one chunk header) at the front, then room to read into.
-    buf: Vec<u8>,
-    filled: usize,
+    input: ChunkInput,
     publish: Publish,
     /// The peer's window: acknowledge every this many bytes (none until it says).
     window: Option<u32>,
@@ -125,26 +195,15 @@ pub(crate) struct Publisher {
 pub(crate) type End = String;
 
 impl Publisher {
-    /// Continues a connection whose chunk stream `reader` has read so far (`rest`: bytes it
-    /// left unparsed); `window` is the acknowledgement window the peer set, if any.
-    pub fn new(
-        reader: ChunkReader,
-        rest: &[u8],
-        publish: Publish,
-        window: Option<u32>,
-    ) -> Publisher {
-        let mut buf = vec![0u8; READ_BUF.max(rest.len() * 2)];
-        buf[..rest.len()].copy_from_slice(rest);
-        let acked = reader.consumed();
-        let mut publish = publish;
+    /// Continues a connection whose chunk stream `input` has read so far; `window` is the
+    /// acknowledgement window the peer set, if any.
+    pub fn new(input: ChunkInput, mut publish: Publish, window: Option<u32>) -> Publisher {
         publish.session.sink().set_defer_wake(true);
         Publisher {
-            reader,
-            buf,
-            filled: rest.len(),
+            acked: input.consumed(),
+            input,
             publish,
             window,
-            acked,
             out: Vec::new(),
             last_data: Instant::now(),
         }
@@ -152,31 +211,23 @@ impl Publisher {
 
     /// Where the next read goes.
     pub fn space(&mut self) -> &mut [u8] {
-        &mut self.buf[self.filled..]
+        self.input.space()
     }
 
     /// Takes `n` bytes read into [`Publisher::space`]: media into the slot, Acknowledgements
     /// queued. `Ok(Some(why))` when the peer ended the publish.
     pub fn filled(&mut self, n: usize) -> Result<Option<End>> {
-        self.filled += n;
         if n > 0 {
             self.last_data = Instant::now();
         }
         let Publisher {
-            reader,
-            buf,
+            input,
             publish,
             window,
             ..
         } = self;
-        let mut at = 0;
         let mut end = None;
-        while end.is_none() {
-            let (used, msg) = reader
-                .read(&mut buf[at..self.filled])
-                .map_err(|e: ChunkError| Error::Protocol(e.to_string()))?;
-            at += used;
-            let Some(m) = msg else { break };
+        input.filled(n, |m| {
             match m.type_id {
                 MSG_AUDIO | MSG_VIDEO => {
                     publish.tag_in_place(m.type_id == MSG_VIDEO, m.payload, m.timestamp)?
@@ -196,12 +247,10 @@ impl Publisher {
                 }
                 _ => {} // metadata, pings, acknowledgements: nothing to do
             }
-        }
-        // Keep the unparsed tail (part of a chunk header) at the front.
-        self.buf.copy_within(at..self.filled, 0);
-        self.filled -= at;
+            Ok(end.is_none())
+        })?;
         if let Some(w) = self.window {
-            let consumed = self.reader.consumed();
+            let consumed = self.input.consumed();
             if consumed - self.acked >= u64::from(w) {
                 self.acked = consumed;
                 self.out.extend_from_slice(&ack(consumed as u32));

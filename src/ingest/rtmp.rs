@@ -17,10 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::chunk::ChunkReader;
 use super::flv::{self, FlvMedia, FlvMediaRef, FlvParser};
 use super::pump::{
-    set_window_ack_size, Publish, Publisher, Pump, PumpConn, MSG_WINDOW_ACK_SIZE, PUBLISH_IDLE,
+    set_window_ack_size, ChunkInput, Publish, Publisher, Pump, PumpConn, MSG_WINDOW_ACK_SIZE,
+    PUBLISH_IDLE,
 };
 use super::push::{PushConfig, PushSession};
 use super::registry::KeyRegistry;
@@ -371,7 +371,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
         }
         if let Some(p) = publish.take() {
             // Accepted: the rest of the connection is media, read by our own path.
-            let publisher = Publisher::new(tee.reader, &tee.rest, p, tee.window);
+            let publisher = Publisher::new(tee.input, p, tee.window);
             let sock = rd.reunite(wr).map_err(|e| Error::Protocol(e.to_string()))?;
             return match &ctx.pump {
                 Some(pump) => {
@@ -431,35 +431,22 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
     result
 }
 
-/// Our chunk reader following the setup bytes: its state, the bytes it left unparsed and the
-/// acknowledgement window the peer set.
+/// Our chunk stream following the setup bytes, and the acknowledgement window the peer set.
 #[derive(Default)]
 struct Tee {
-    reader: ChunkReader,
-    rest: Vec<u8>,
+    input: ChunkInput,
     window: Option<u32>,
 }
 
 impl Tee {
     fn follow(&mut self, bytes: &[u8]) -> Result<()> {
-        self.rest.extend_from_slice(bytes);
-        let mut at = 0;
-        loop {
-            let (n, m) = self
-                .reader
-                .read(&mut self.rest[at..])
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            at += n;
-            match m {
-                Some(m) if m.type_id == MSG_WINDOW_ACK_SIZE => {
-                    set_window_ack_size(&mut self.window, m.payload)
-                }
-                Some(_) => {}
-                None => break,
+        let window = &mut self.window;
+        self.input.push(bytes, |m| {
+            if m.type_id == MSG_WINDOW_ACK_SIZE {
+                set_window_ack_size(window, m.payload);
             }
-        }
-        self.rest.drain(..at);
-        Ok(())
+            Ok(true)
+        })
     }
 }
 

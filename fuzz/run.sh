@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
-#                                       flv_tag, ts_media, hls_http, rtmp_chunks)
+#                                       flv_tag, ts_media, hls_http, rtmp_chunks, fmp4)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
@@ -26,6 +26,16 @@ if [ "$target" = ts_media ] && [ -z "$(ls corpus/ts_media)" ] && command -v ffmp
   ffmpeg -loglevel error -f lavfi -i testsrc=size=64x64:rate=10 -f lavfi -i sine -t 1 \
     -c:v libx264 -g 5 -c:a aac -f mpegts "$t/s.ts"
   { printf '\x1b'; head -c 12000 "$t/s.ts"; } > corpus/ts_media/seed && rm -rf "$t"
+fi
+# ffmpeg's HLS fMP4 output (init segment length in two bytes, init, first segment) for fmp4.
+if [ "$target" = fmp4 ] && [ -z "$(ls corpus/fmp4)" ] && command -v ffmpeg >/dev/null; then
+  t=$(mktemp -d)
+  ffmpeg -loglevel error -f lavfi -i testsrc=size=64x64:rate=10 -f lavfi -i sine -t 1 \
+    -c:v libx264 -g 5 -c:a aac -f hls -hls_time 0.5 -hls_segment_type fmp4 \
+    -hls_segment_filename "$t/s%d.m4s" "$t/i.m3u8"
+  n=$(stat -c %s "$t/init.mp4")
+  { printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8)))"; cat "$t/init.mp4" "$t/s0.m4s"; } \
+    | head -c 16384 > corpus/fmp4/seed && rm -rf "$t"
 fi
 # A real HLS playlist in an HTTP response (chunked) for hls_http.
 if [ "$target" = hls_http ] && [ -z "$(ls corpus/hls_http)" ]; then

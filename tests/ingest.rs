@@ -532,9 +532,9 @@ fn failover_to_a_file_and_failback_to_udp() {
     drop(ing);
 }
 
-/// ffmpeg's HLS segmenter output (1 s TS segments of a 4 s H.264+AAC source) in `ROOT/web`,
-/// plus `evil.m3u8` pointing at another server.
-fn hls_site(root: &TempRoot) -> PathBuf {
+/// ffmpeg's HLS segmenter output (1 s segments of a 4 s H.264+AAC source, TS or fragmented
+/// MP4 with `init.mp4`) in `ROOT/web`, plus `evil.m3u8` pointing at another server.
+fn hls_site(root: &TempRoot, fmp4: bool) -> PathBuf {
     let web = root.path().join("web");
     std::fs::create_dir_all(&web).unwrap();
     let src = source(root.path(), "src.ts", 4);
@@ -550,9 +550,14 @@ fn hls_site(root: &TempRoot) -> PathBuf {
             "1",
             "-hls_list_size",
             "0",
+            "-hls_segment_type",
+            if fmp4 { "fmp4" } else { "mpegts" },
+            // MP4 stores AAC without ADTS headers.
+            "-bsf:a",
+            if fmp4 { "aac_adtstoasc" } else { "null" },
         ])
         .arg("-hls_segment_filename")
-        .arg(web.join("seg_%03d.ts"))
+        .arg(web.join(if fmp4 { "seg_%03d.m4s" } else { "seg_%03d.ts" }))
         .arg(web.join("index.m3u8"))
         .status()
         .unwrap();
@@ -605,7 +610,7 @@ fn web_server(dir: &Path, tls: Option<(&Path, &Path)>) -> (Reaper, u16) {
 #[test]
 fn hls_pull_from_ffmpegs_segmenter_over_http() {
     let root = TempRoot::new("ing-hls");
-    let web = hls_site(&root);
+    let web = hls_site(&root, false);
     let (_server, port) = web_server(&web, None);
     let url = format!("http://127.0.0.1:{port}/index.m3u8");
     let rootp = root.path().to_path_buf();
@@ -636,9 +641,62 @@ fn hls_pull_from_ffmpegs_segmenter_over_http() {
 }
 
 #[test]
+fn hls_pull_of_fmp4_segments() {
+    let root = TempRoot::new("ing-hls4");
+    let web = hls_site(&root, true);
+    let playlist = std::fs::read_to_string(web.join("index.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{playlist}");
+    // The live start reads the last three segments: what ffprobe counts in the init segment
+    // joined with them is what must arrive, packet for packet.
+    let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".m4s")).collect();
+    assert!(segments.len() >= 4, "{playlist}");
+    let mut live = std::fs::read(web.join("init.mp4")).unwrap();
+    for s in &segments[segments.len() - 3..] {
+        live.extend(std::fs::read(web.join(s)).unwrap());
+    }
+    let live_file = root.path().join("live-start.mp4");
+    std::fs::write(&live_file, &live).unwrap();
+    let (video, audio, width, _) = probe(&live_file);
+    assert!(video >= 60 && audio > 0, "{video} {audio}");
+
+    let (_server, port) = web_server(&web, None);
+    let url = format!("http://127.0.0.1:{port}/index.m3u8");
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "hls4", Duration::from_secs(5)));
+    let mut cfg = PullConfig::new("hls4", vec![InputUrl::parse(&url).unwrap()]);
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    // The first pass ends with the playlist: the counters as it disconnects are its own (the
+    // worker starts the next pass after that).
+    let stats = Streams::new().stats_for("hls4");
+    let first_pass = Arc::new(Mutex::new(None));
+    let (st, fp) = (stats.clone(), first_pass.clone());
+    cfg.events = Some(Arc::new(move |ev: &IngestEvent| {
+        if let IngestEvent::Disconnected { .. } = ev {
+            fp.lock().unwrap().get_or_insert_with(|| st.snapshot());
+        }
+    }));
+    let ing = PullIngest::start(cfg, Mounts::new(), stats).unwrap();
+    wait_for("one pass of the playlist", Duration::from_secs(20), || {
+        first_pass.lock().unwrap().is_some()
+    });
+    drop(ing);
+    let first_pass = first_pass.lock().unwrap().clone().unwrap();
+    assert_eq!(first_pass.packets, video + audio, "{first_pass:?}");
+    assert_eq!(first_pass.dropped, 0, "{first_pass:?}");
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert_eq!(u64::from(seen.width), width);
+    assert!(seen.video >= video, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    assert_eq!(seen.keyframes_without_sps, 0, "{seen:?}");
+    assert_eq!(seen.backwards_dts, 0, "{seen:?}");
+}
+
+#[test]
 fn hls_pull_over_https_checks_the_certificate() {
     let root = TempRoot::new("ing-https");
-    let web = hls_site(&root);
+    let web = hls_site(&root, false);
     // A CA of this test and a server certificate for 127.0.0.1 signed by it.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

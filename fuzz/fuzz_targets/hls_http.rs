@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let body = parse_response(BASE, data).unwrap_or_else(|_| data.to_vec());
     let Ok(p) = parse_playlist(&String::from_utf8_lossy(&body)) else { return };
     let base = parse_http(BASE).unwrap();
-    for uri in p.variants.iter().chain(p.segments.iter().map(|(_, u)| u)) {
+    for uri in p.variants.iter().chain(p.segments.iter().flat_map(|s| std::iter::once(&s.uri).chain(&s.map))) {
         if let Ok(full) = resolve_uri(BASE, uri) {
             let u = parse_http(&full).expect("a resolved entry parses");
             assert_eq!((u.tls, &u.host, u.port), (base.tls, &base.host, base.port), "{uri:?}");

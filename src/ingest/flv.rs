@@ -270,17 +270,8 @@ impl FlvParser {
     }
 
     fn config(&mut self, codec: u32, rec: &[u8]) -> Result<Parsed, FlvError> {
-        let (nal_len, nals) = if codec == FC_CODEC_H264 {
-            avcc_record(rec)?
-        } else {
-            hvcc_record(rec)?
-        };
+        let (nal_len, data) = decoder_config(codec, rec)?;
         self.nal_len = Some(nal_len);
-        let mut data = Vec::new();
-        for n in nals {
-            data.extend_from_slice(&[0, 0, 0, 1]);
-            data.extend_from_slice(n);
-        }
         Ok(Parsed::Config { codec, data })
     }
 
@@ -292,23 +283,7 @@ impl FlvParser {
         body: &[u8],
     ) -> Result<FlvMedia, FlvError> {
         let nal_len = self.nal_len.ok_or(FlvError::NoConfig("video"))?;
-        let mut data = Vec::with_capacity(body.len() + 16);
-        let mut rest = body;
-        while !rest.is_empty() {
-            need(rest, nal_len, "video")?;
-            let n = rest[..nal_len]
-                .iter()
-                .fold(0usize, |a, &x| (a << 8) | x as usize);
-            rest = &rest[nal_len..];
-            if n > rest.len() {
-                return Err(FlvError::Malformed("NAL unit length"));
-            }
-            if n > 0 {
-                data.extend_from_slice(&[0, 0, 0, 1]);
-                data.extend_from_slice(&rest[..n]);
-            }
-            rest = &rest[n..];
-        }
+        let data = to_annexb(nal_len, body)?;
         if data.is_empty() {
             return Ok(FlvMedia::Nothing);
         }
@@ -451,6 +426,45 @@ fn aac_config(asc: &[u8]) -> Result<Parsed, FlvError> {
         codec: FC_CODEC_AAC,
         data: asc.to_vec(),
     })
+}
+
+/// An AVC or HEVC decoder configuration record (FLV sequence header, MP4 `avcC`/`hvcC`) →
+/// (NAL length size, the parameter sets as Annex-B).
+pub(crate) fn decoder_config(codec: u32, rec: &[u8]) -> Result<(usize, Vec<u8>), FlvError> {
+    let (nal_len, nals) = if codec == FC_CODEC_H264 {
+        avcc_record(rec)?
+    } else {
+        hvcc_record(rec)?
+    };
+    let mut data = Vec::new();
+    for n in nals {
+        data.extend_from_slice(&[0, 0, 0, 1]);
+        data.extend_from_slice(n);
+    }
+    Ok((nal_len, data))
+}
+
+/// NAL units with `nal_len`-byte big-endian length prefixes → Annex-B (a copy; empty units
+/// are left out, so the result may be empty).
+pub(crate) fn to_annexb(nal_len: usize, body: &[u8]) -> Result<Vec<u8>, FlvError> {
+    let mut data = Vec::with_capacity(body.len() + 16);
+    let mut rest = body;
+    while !rest.is_empty() {
+        need(rest, nal_len, "video")?;
+        let n = rest[..nal_len]
+            .iter()
+            .fold(0usize, |a, &x| (a << 8) | x as usize);
+        rest = &rest[nal_len..];
+        if n > rest.len() {
+            return Err(FlvError::Malformed("NAL unit length"));
+        }
+        if n > 0 {
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(&rest[..n]);
+        }
+        rest = &rest[n..];
+    }
+    Ok(data)
 }
 
 /// AVCDecoderConfigurationRecord → (NAL length size, SPS and PPS units).

@@ -7,6 +7,7 @@
 //! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
+//! - [`mp4`]: fragmented MP4 (HLS fMP4 segments) → access units.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
 
@@ -17,6 +18,7 @@ pub mod chunk;
 pub mod engine;
 pub mod flv;
 pub mod http;
+pub mod mp4;
 pub mod pull;
 pub(crate) mod pump;
 pub mod push;

@@ -2,7 +2,7 @@
 //! callback until the input fails, ends or is told to stop.
 //!
 //! `udp://` MPEG-TS (unicast, multicast), `srt://` caller, `rtmp://host/app/key` play,
-//! `http://…m3u8` HLS (TS segments), `file://MOUNT/path` (`.ts` or `.flv`, paced at real time)
+//! `http://…m3u8` HLS (TS or fMP4 segments), `file://MOUNT/path` (`.ts` or `.flv`, paced at real time)
 //! and `copy://SLOT`.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::http::{http_get, parse_http};
+use super::mp4::Fmp4ToMedia;
 use super::rtmp::FlvToMedia;
 use super::sink::{Media, Track};
 use crate::error::{Error, Result};
@@ -644,21 +645,56 @@ pub fn resolve_uri(base: &str, uri: &str) -> Result<String> {
     Ok(full)
 }
 
-/// A parsed playlist: media segments (sequence number, URI) or variant streams.
+/// One media segment of a playlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Media sequence number.
+    pub seq: u64,
+    /// The segment's URI, as written.
+    pub uri: String,
+    /// The URI of the init segment in effect (`#EXT-X-MAP`): the segment is fragmented MP4.
+    /// `None`: MPEG-TS.
+    pub map: Option<String>,
+}
+
+/// A parsed playlist: media segments or variant streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Playlist {
     /// Variant stream URIs (a master playlist).
     pub variants: Vec<String>,
-    /// Media segments: (media sequence number, URI).
-    pub segments: Vec<(u64, String)>,
+    /// Media segments, in order.
+    pub segments: Vec<Segment>,
     /// `#EXT-X-TARGETDURATION`, clamped to 0.1..=60 s (default 2 s).
     pub target: Duration,
     /// `#EXT-X-ENDLIST` seen.
     pub ended: bool,
 }
 
-/// Parses an M3U8 playlist (hostile input: never panics). fMP4 playlists (`#EXT-X-MAP`) are
-/// refused.
+/// The value of attribute `name` in an attribute list (`A=1,URI="x,y"`), unquoted.
+fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = list;
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        let after = &rest[eq + 1..];
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (&q[..end], q[end + 1..].trim_start_matches(|c| c != ','))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim(), &after[end..])
+        };
+        if key == name {
+            return Some(value);
+        }
+        rest = next.strip_prefix(',').unwrap_or(next);
+    }
+    None
+}
+
+/// Parses an M3U8 playlist (hostile input: never panics). What framecache cannot read is
+/// refused with its reason: byte ranges (`#EXT-X-BYTERANGE`, `BYTERANGE` of a map) and
+/// encryption (`#EXT-X-KEY` other than `NONE`).
 pub fn parse_playlist(text: &str) -> Result<Playlist> {
     if !text.trim_start().starts_with("#EXTM3U") {
         return Err(Error::Protocol("not an M3U8 playlist".into()));
@@ -670,7 +706,9 @@ pub fn parse_playlist(text: &str) -> Result<Playlist> {
         ended: false,
     };
     let mut seq = 0u64;
+    let mut map = None;
     let mut next_is_variant = false;
+    let refuse = |what: &str| Err(Error::Protocol(format!("HLS {what} is not supported")));
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             seq = v.trim().parse().unwrap_or(0);
@@ -682,16 +720,30 @@ pub fn parse_playlist(text: &str) -> Result<Playlist> {
             next_is_variant = true;
         } else if line.starts_with("#EXT-X-ENDLIST") {
             p.ended = true;
-        } else if line.starts_with("#EXT-X-MAP") {
-            return Err(Error::Protocol(
-                "fMP4 HLS segments are not supported yet (TS only)".into(),
-            ));
+        } else if let Some(a) = line.strip_prefix("#EXT-X-MAP:") {
+            if attribute(a, "BYTERANGE").is_some() {
+                return refuse("EXT-X-MAP with BYTERANGE");
+            }
+            match attribute(a, "URI") {
+                Some(u) if !u.is_empty() => map = Some(u.to_string()),
+                _ => return Err(Error::Protocol("HLS EXT-X-MAP without a URI".into())),
+            }
+        } else if line.starts_with("#EXT-X-BYTERANGE") {
+            return refuse("EXT-X-BYTERANGE");
+        } else if let Some(a) = line.strip_prefix("#EXT-X-KEY:") {
+            if attribute(a, "METHOD") != Some("NONE") {
+                return refuse("encryption (EXT-X-KEY)");
+            }
         } else if !line.is_empty() && !line.starts_with('#') {
             if next_is_variant {
                 p.variants.push(line.to_string());
                 next_is_variant = false;
             } else {
-                p.segments.push((seq, line.to_string()));
+                p.segments.push(Segment {
+                    seq,
+                    uri: line.to_string(),
+                    map: map.clone(),
+                });
                 seq = seq.wrapping_add(1);
             }
         }
@@ -713,32 +765,48 @@ fn run_hls(url: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Resul
         )?))?;
     }
     let mut ts = TsToMedia::new();
+    let mut mp4 = Fmp4ToMedia::new();
+    // The init segment fed to `mp4`, by URI.
+    let mut init: Option<String> = None;
     let mut next_seq: Option<u64> = None;
-    let mut queue: VecDeque<(u64, String)> = VecDeque::new();
+    let mut queue: VecDeque<Segment> = VecDeque::new();
     let mut last_new = Instant::now();
     loop {
         if stop.is_set() {
             return Ok(());
         }
         let start_at = pl.segments.len().saturating_sub(3);
-        for (i, (seq, uri)) in pl.segments.iter().enumerate() {
+        for (i, seg) in pl.segments.iter().enumerate() {
             let take = match next_seq {
-                Some(n) => *seq >= n,
+                Some(n) => seg.seq >= n,
                 None => i >= start_at,
             };
             if take {
-                queue.push_back((*seq, uri.clone()));
-                next_seq = Some(seq + 1);
+                queue.push_back(seg.clone());
+                next_seq = Some(seg.seq + 1);
                 last_new = Instant::now();
             }
         }
-        while let Some((_, uri)) = queue.pop_front() {
+        while let Some(seg) = queue.pop_front() {
             if stop.is_set() {
                 return Ok(());
             }
-            let seg_url = resolve_uri(&playlist_url, &uri)?;
-            let data = http_get(&seg_url, t.connect.max(pl.target * 2))?;
-            ts.push(&data, out)?;
+            let fetch = |uri: &str| {
+                http_get(
+                    &resolve_uri(&playlist_url, uri)?,
+                    t.connect.max(pl.target * 2),
+                )
+            };
+            match &seg.map {
+                None => ts.push(&fetch(&seg.uri)?, out)?,
+                Some(map) => {
+                    if init.as_ref() != Some(map) {
+                        mp4.push(&fetch(map)?, out)?;
+                        init = Some(map.clone());
+                    }
+                    mp4.push(&fetch(&seg.uri)?, out)?;
+                }
+            }
         }
         if pl.ended {
             ts.flush(out)?;
@@ -961,8 +1029,30 @@ mod tests {
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:1.0,\na.ts\n#EXTINF:1.0,\nb.ts\n#EXT-X-ENDLIST\n",
         )
         .unwrap();
-        assert_eq!(p.segments, vec![(7, "a.ts".into()), (8, "b.ts".into())]);
+        let segs: Vec<(u64, &str)> = p.segments.iter().map(|s| (s.seq, s.uri.as_str())).collect();
+        assert_eq!(segs, vec![(7, "a.ts"), (8, "b.ts")]);
+        assert!(p.segments.iter().all(|s| s.map.is_none()));
         assert!(p.ended);
+        // fMP4: each segment knows its init segment, which may change.
+        let p = parse_playlist(
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init,0.mp4\"\n#EXTINF:1,\na.m4s\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init1.mp4\"\n#EXTINF:1,\nb.m4s\n",
+        )
+        .unwrap();
+        let maps: Vec<Option<&str>> = p.segments.iter().map(|s| s.map.as_deref()).collect();
+        assert_eq!(maps, vec![Some("init,0.mp4"), Some("init1.mp4")]);
+        assert!(parse_playlist("#EXTM3U\n#EXT-X-KEY:METHOD=NONE\n").is_ok());
+        for refused in [
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"k\"",
+            "#EXT-X-BYTERANGE:1000@0",
+            "#EXT-X-MAP:URI=\"i.mp4\",BYTERANGE=\"100@0\"",
+            "#EXT-X-MAP:BYTERANGE=\"100@0\"",
+        ] {
+            let e = parse_playlist(&format!("#EXTM3U\n{refused}\n#EXTINF:1,\na.ts\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("HLS"), "{refused}: {e}");
+        }
         assert!(parse_playlist("garbage").is_err());
     }
 

@@ -1598,14 +1598,18 @@ void fc_ingest_destroy(struct fc_ingest *engine);
 // `engine` valid; `callback` callable from any thread.
 int fc_ingest_set_callback(struct fc_ingest *engine, fc_ingest_event_fn callback, void *user);
 
-// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots) or
-// `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
+// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots),
+// `rtmps://ADDR:PORT` (the same behind TLS: call [`fc_ingest_set_tls`] first, else
+// `FC_ERR_INVALID_ARG`) or `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
 // `FC_ERR_NO_LIBRARY`). Port 0 picks one; the bound `ip:port` is written to `bound` (NUL-
 // terminated, truncated to `bound_len`; may be NULL).
 //
 // # Safety
 // `engine` valid; `url` NUL-terminated; `bound` writable for `bound_len` bytes or NULL.
-int fc_ingest_listen(struct fc_ingest *engine, const char *url, char *bound, size_t bound_len);
+int fc_ingest_listen(struct fc_ingest *engine,
+                     const char *url,
+                     char *bound,
+                     size_t bound_len);
 
 // Registers stream key `key` for the listeners, feeding packet slot `slot`, with an SRT
 // `passphrase` (10..=79 bytes) or NULL. Registering again reconfigures the key.
@@ -1622,6 +1626,15 @@ int fc_ingest_register_key(struct fc_ingest *engine,
 // # Safety
 // `engine` valid; `key` NUL-terminated.
 int fc_ingest_unregister_key(struct fc_ingest *engine, const char *key);
+
+// Sets the certificate chain (`cert_pem`) and private key (`key_pem`), both PEM file paths,
+// that `rtmps://` listeners started afterwards present. Both files are read and checked now:
+// a missing file, a file without a certificate or a key that does not fit gives
+// `FC_ERR_INVALID_ARG` (the reason is in `fc_last_error`) and leaves the identity as it was.
+//
+// # Safety
+// `engine` valid; strings NUL-terminated.
+int fc_ingest_set_tls(struct fc_ingest *engine, const char *cert_pem, const char *key_pem);
 
 // Lets `file://NAME/...` inputs read below directory `dir`.
 //

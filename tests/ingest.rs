@@ -319,6 +319,97 @@ fn rtmp_push_read_as_data_arrives() {
     assert_eq!(e.stats("k0").unwrap().packets, src_v + src_a);
 }
 
+/// RTMPS: ffmpeg publishes over TLS and plays back over TLS; a plain RTMP client on the TLS
+/// port is turned away without harm; bad identities are refused up front with the reason.
+#[test]
+fn rtmps_push_and_play_over_tls() {
+    let root = TempRoot::new("ing-rtmps");
+    let src = source(root.path(), "src.flv", 3);
+    let (src_v, src_a, _, _) = probe(&src);
+    let pem = |name: &str, text: String| {
+        let p = root.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let id = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = pem("cert.pem", id.cert.pem());
+    let key = pem("key.pem", id.signing_key.serialize_pem());
+    let other_key = pem(
+        "other.pem",
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    );
+
+    let mut e = engine(&root);
+    let no_identity = e.listen_rtmps("127.0.0.1:0".parse().unwrap()).unwrap_err();
+    assert!(matches!(no_identity, Error::InvalidArg(_)), "{no_identity}");
+    for (c, k, why) in [
+        (&cert, &other_key, "does not fit"),
+        (&key, &key, "no certificate"),
+        (&root.path().join("missing.pem"), &key, "missing.pem"),
+    ] {
+        let err = e.set_tls_identity(c, k).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArg(_)) && err.to_string().contains(why),
+            "{err}"
+        );
+    }
+    e.set_tls_identity(&cert, &key).unwrap();
+    let addr = e.listen_rtmps("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("secure", &["publish://sec"]).unwrap();
+
+    // Plain RTMP on the TLS port: refused, and the listener goes on.
+    let plain = ffmpeg()
+        .arg("-i")
+        .arg(&src)
+        .args(["-t", "1", "-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{addr}/live/sec"))
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain RTMP was accepted on the RTMPS port"
+    );
+
+    let url = format!("rtmps://{addr}/live/sec");
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "secure", Duration::from_secs(5)));
+    let pusher = push_rtmp(&src, &url);
+    wait_for("the publisher", Duration::from_secs(10), || {
+        e.registry().holder("sec").is_some()
+    });
+    let mp4 = root.path().join("play.mp4");
+    let play = ffmpeg()
+        .args(["-i", &url, "-c", "copy", "-y"])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    let pushed = pusher.wait_with_output().unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert_eq!(seen.video, src_v, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+    wait_for("the disconnect", Duration::from_secs(5), || {
+        !e.stats("sec").unwrap().connected
+    });
+    assert_eq!(e.stats("sec").unwrap().packets, src_v + src_a);
+    assert!(
+        play.status.success() || mp4.exists(),
+        "play over TLS failed: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let (v, a, w, h) = probe(&mp4);
+    assert_eq!((w, h), (640, 360));
+    assert!(
+        v >= 30 && v <= src_v && a > 0,
+        "played {v} video, {a} audio packets"
+    );
+}
+
 fn srt_available() -> bool {
     if framecache::ingest::srt::available() {
         return true;
@@ -645,7 +736,10 @@ fn hls_pull_of_fmp4_segments() {
     let root = TempRoot::new("ing-hls4");
     let web = hls_site(&root, true);
     let playlist = std::fs::read_to_string(web.join("index.m3u8")).unwrap();
-    assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""),
+        "{playlist}"
+    );
     // The live start reads the last three segments: what ffprobe counts in the init segment
     // joined with them is what must arrive, packet for packet.
     let segments: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".m4s")).collect();
@@ -681,7 +775,7 @@ fn hls_pull_of_fmp4_segments() {
         first_pass.lock().unwrap().is_some()
     });
     drop(ing);
-    let first_pass = first_pass.lock().unwrap().clone().unwrap();
+    let first_pass = first_pass.lock().unwrap().unwrap();
     assert_eq!(first_pass.packets, video + audio, "{first_pass:?}");
     assert_eq!(first_pass.dropped, 0, "{first_pass:?}");
     let seen = reader.join().unwrap();

@@ -38,6 +38,11 @@ int main(void) {
   EXPECT(fc_ingest_create(&e), FC_OK);
   EXPECT(fc_ingest_listen(e, "gopher://127.0.0.1:0", bound, sizeof bound), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_listen(e, "rtmp://127.0.0.1:1/live/k", bound, sizeof bound), FC_ERR_BAD_URL);
+  /* RTMPS needs an identity first; unreadable PEM files are refused when given. */
+  EXPECT(fc_ingest_listen(e, "rtmps://127.0.0.1:0", bound, sizeof bound), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_tls(e, "/nonexistent/cert.pem", "/nonexistent/key.pem"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_tls(e, NULL, "/nonexistent/key.pem"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_tls(NULL, "/a", "/b"), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", NULL, 1), FC_ERR_INVALID_ARG);

@@ -1537,8 +1537,9 @@ pub unsafe extern "C" fn fc_ingest_set_callback(
     })
 }
 
-/// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots) or
-/// `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
+/// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots),
+/// `rtmps://ADDR:PORT` (the same behind TLS: call [`fc_ingest_set_tls`] first, else
+/// `FC_ERR_INVALID_ARG`) or `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
 /// `FC_ERR_NO_LIBRARY`). Port 0 picks one; the bound `ip:port` is written to `bound` (NUL-
 /// terminated, truncated to `bound_len`; may be NULL).
 ///
@@ -1555,8 +1556,9 @@ pub unsafe extern "C" fn fc_ingest_listen(
         let mut e = self::engine(engine)?;
         let url = c_str(url, "url")?;
         let addr = match crate::ingest::Endpoint::parse(url)? {
-            crate::ingest::Endpoint::RtmpListen(a) => e.listen_rtmp(a)?,
-            crate::ingest::Endpoint::SrtListen(a) => e.listen_srt(a)?,
+            ep @ (crate::ingest::Endpoint::RtmpListen(_)
+            | crate::ingest::Endpoint::RtmpsListen(_)
+            | crate::ingest::Endpoint::SrtListen(_)) => e.listen(&ep)?,
             _ => return Err(Error::BadUrl(format!("{url} is not a listener URL"))),
         };
         // SAFETY: caller guarantees bound_len writable bytes or NULL.
@@ -1603,6 +1605,27 @@ pub unsafe extern "C" fn fc_ingest_unregister_key(
         } else {
             Err(Error::NotFound(format!("stream key {key}")))
         }
+    })
+}
+
+/// Sets the certificate chain (`cert_pem`) and private key (`key_pem`), both PEM file paths,
+/// that `rtmps://` listeners started afterwards present. Both files are read and checked now:
+/// a missing file, a file without a certificate or a key that does not fit gives
+/// `FC_ERR_INVALID_ARG` (the reason is in `fc_last_error`) and leaves the identity as it was.
+///
+/// # Safety
+/// `engine` valid; strings NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_tls(
+    engine: *mut fc_ingest,
+    cert_pem: *const c_char,
+    key_pem: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let cert = std::path::Path::new(c_str(cert_pem, "cert_pem")?);
+        let key = std::path::Path::new(c_str(key_pem, "key_pem")?);
+        e.set_tls_identity(cert, key)
     })
 }
 

@@ -24,6 +24,8 @@ pub struct IngestOpts {
     pub payload_mb: u64,
     /// RTMP read interval in ms.
     pub rtmp_read_ms: u64,
+    /// RTMPS certificate chain and key (PEM).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Stop after.
     pub seconds: Option<u64>,
 }
@@ -49,6 +51,9 @@ pub fn run(o: IngestOpts) -> CliResult {
         ..SinkOptions::default()
     });
     engine.set_rtmp_read_interval(Duration::from_millis(o.rtmp_read_ms));
+    if let Some((cert, key)) = &o.tls {
+        engine.set_tls_identity(cert, key)?;
+    }
     engine.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
         IngestEvent::Connected { input } => eprintln!("framecache: ingest: connected {input}"),
         IngestEvent::Disconnected { input, reason } => {
@@ -86,19 +91,19 @@ pub fn run(o: IngestOpts) -> CliResult {
     let mut listeners = Vec::new();
     let mut inputs = Vec::new();
     for u in &o.urls {
-        match Endpoint::parse(u)? {
-            Endpoint::RtmpListen(a) => {
-                let b = engine.listen_rtmp(a)?;
-                println!("listening rtmp {b}");
-                listeners.push(b);
+        let e = Endpoint::parse(u)?;
+        let kind = match e {
+            Endpoint::RtmpListen(_) => "rtmp",
+            Endpoint::RtmpsListen(_) => "rtmps",
+            Endpoint::SrtListen(_) => "srt",
+            _ => {
+                inputs.push(u.as_str());
+                continue;
             }
-            Endpoint::SrtListen(a) => {
-                let b = engine.listen_srt(a)?;
-                println!("listening srt {b}");
-                listeners.push(b);
-            }
-            _ => inputs.push(u.as_str()),
-        }
+        };
+        let b = engine.listen(&e)?;
+        println!("listening {kind} {b}");
+        listeners.push(b);
     }
     if !inputs.is_empty() {
         let slot = o

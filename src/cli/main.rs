@@ -168,6 +168,7 @@ enum Cmd {
         seconds: Option<u64>,
     },
     /// Run the ingest engine until interrupted: listener URLs (`rtmp://ADDR:PORT`,
+    /// `rtmps://ADDR:PORT` with --tls-cert/--tls-key,
     /// `srt://0.0.0.0:PORT`) start push listeners routed by stream key; `publish://KEY` accepts
     /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
     /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
@@ -195,6 +196,12 @@ enum Cmd {
         /// arrives: lower latency, more CPU per stream).
         #[arg(long, default_value_t = DEFAULT_READ_INTERVAL.as_millis() as u64)]
         rtmp_read_ms: u64,
+        /// Certificate chain (PEM) that rtmps:// listeners present.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// Private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
         /// Stop after this many seconds.
         #[arg(long)]
         seconds: Option<u64>,
@@ -212,6 +219,15 @@ enum Cmd {
         /// SRT listener address, or "off". Default 127.0.0.1:9710.
         #[arg(long)]
         srt: Option<String>,
+        /// RTMPS listener address (with --tls-cert and --tls-key), or "off". Default off.
+        #[arg(long)]
+        rtmps: Option<String>,
+        /// Certificate chain (PEM) of the RTMPS listener.
+        #[arg(long)]
+        tls_cert: Option<std::path::PathBuf>,
+        /// Private key (PEM) of --tls-cert.
+        #[arg(long)]
+        tls_key: Option<std::path::PathBuf>,
         /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
@@ -365,6 +381,8 @@ fn main() -> ExitCode {
             mounts,
             payload_mb,
             rtmp_read_ms,
+            tls_cert,
+            tls_key,
             seconds,
         } => {
             block_stop_signals();
@@ -376,6 +394,7 @@ fn main() -> ExitCode {
                 mounts,
                 payload_mb,
                 rtmp_read_ms,
+                tls: tls_cert.zip(tls_key),
                 seconds,
             })
         }
@@ -424,6 +443,9 @@ fn main() -> ExitCode {
             http,
             rtmp,
             srt,
+            rtmps,
+            tls_cert,
+            tls_key,
             config,
             no_demo,
             seconds,
@@ -433,6 +455,9 @@ fn main() -> ExitCode {
                 http,
                 rtmp,
                 srt,
+                rtmps,
+                tls_cert,
+                tls_key,
                 config,
                 no_demo,
                 seconds,

@@ -31,6 +31,12 @@ pub struct ServeConfig {
     pub rtmp: Option<String>,
     /// SRT listener. Default 127.0.0.1:9710; "" or "off" disables.
     pub srt: Option<String>,
+    /// RTMPS listener (needs `tls_cert` and `tls_key`). Default off.
+    pub rtmps: Option<String>,
+    /// Certificate chain (PEM) of the RTMPS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// RTMP publishers are read every this many ms (0 = as data arrives). Default 20.
     pub rtmp_read_ms: Option<u64>,
     /// Loop the built-in demo into slot `demo`. Default true.
@@ -83,6 +89,12 @@ pub struct ServeOpts {
     pub rtmp: Option<String>,
     /// --srt.
     pub srt: Option<String>,
+    /// --rtmps.
+    pub rtmps: Option<String>,
+    /// --tls-cert.
+    pub tls_cert: Option<PathBuf>,
+    /// --tls-key.
+    pub tls_key: Option<PathBuf>,
     /// --config.
     pub config: Option<PathBuf>,
     /// --no-demo.
@@ -128,6 +140,12 @@ pub fn run(o: ServeOpts) -> CliResult {
             .unwrap_or("127.0.0.1:9710"),
         "SRT",
     )?;
+    let rtmps = listen_addr(
+        o.rtmps.as_deref().or(cfg.rtmps.as_deref()).unwrap_or("off"),
+        "RTMPS",
+    )?;
+    let tls_cert = o.tls_cert.clone().or(cfg.tls_cert.clone());
+    let tls_key = o.tls_key.clone().or(cfg.tls_key.clone());
     let root = cfg.root.clone().unwrap_or_else(framecache::slot::root_dir);
 
     let mut ingest = Engine::new()?;
@@ -154,6 +172,15 @@ pub fn run(o: ServeOpts) -> CliResult {
     if let Some(a) = rtmp {
         let b = ingest.listen_rtmp(a)?;
         println!("listening rtmp rtmp://{b}/live/KEY (publish and play)");
+        listeners.push(b);
+    }
+    if let Some(a) = rtmps {
+        let (Some(cert), Some(key)) = (&tls_cert, &tls_key) else {
+            return Err("the RTMPS listener needs tls_cert and tls_key".into());
+        };
+        ingest.set_tls_identity(cert, key)?;
+        let b = ingest.listen_rtmps(a)?;
+        println!("listening rtmps rtmps://{b}/live/KEY (publish and play)");
         listeners.push(b);
     }
     if let Some(a) = srt {

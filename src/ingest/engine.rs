@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 pub enum Endpoint {
     /// `rtmp://ADDR:PORT` (no path): run the RTMP server there.
     RtmpListen(SocketAddr),
+    /// `rtmps://ADDR:PORT` (no path; port 443 when left out): the RTMP server behind TLS.
+    RtmpsListen(SocketAddr),
     /// `srt://0.0.0.0:PORT`, or any address with `?mode=listener`: run the SRT listener.
     SrtListen(SocketAddr),
     /// `publish://KEY`: accept pushes of KEY on the listeners.
@@ -50,15 +52,23 @@ impl Endpoint {
             }
             return Ok(Endpoint::Publish(key.to_string()));
         }
-        if let Some(rest) = url.strip_prefix("rtmp://") {
+        for (scheme, port, tls) in [("rtmp://", 1935, false), ("rtmps://", 443, true)] {
+            let Some(rest) = url.strip_prefix(scheme) else {
+                continue;
+            };
             let host = rest.trim_end_matches('/');
             if !host.contains('/') {
                 let addr = if host.contains(':') {
                     host.to_string()
                 } else {
-                    format!("{host}:1935")
+                    format!("{host}:{port}")
                 };
-                return Ok(Endpoint::RtmpListen(sock_addr(&addr)?));
+                let addr = sock_addr(&addr)?;
+                return Ok(if tls {
+                    Endpoint::RtmpsListen(addr)
+                } else {
+                    Endpoint::RtmpListen(addr)
+                });
             }
         }
         if let Some(rest) = url.strip_prefix("srt://") {
@@ -330,6 +340,7 @@ pub struct Engine {
     pulls: HashMap<String, PullIngest>,
     sink: SinkOptions,
     rtmp_read_interval: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Engine {
@@ -366,6 +377,7 @@ impl Engine {
             pulls: HashMap::new(),
             sink: SinkOptions::default(),
             rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
+            tls: None,
         })
     }
 
@@ -383,6 +395,17 @@ impl Engine {
     /// [`RtmpServerConfig::read_interval`]; zero = as data arrives).
     pub fn set_rtmp_read_interval(&mut self, d: Duration) {
         self.rtmp_read_interval = d;
+    }
+
+    /// The certificate chain and private key (PEM files) RTMPS listeners started afterwards
+    /// present. Checked now: an unreadable file or a key that does not fit is an error here.
+    pub fn set_tls_identity(
+        &mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<()> {
+        self.tls = Some(rtmp::tls_identity(cert, key)?);
+        Ok(())
     }
 
     /// Reports events of everything started afterwards to `cb`.
@@ -426,6 +449,34 @@ impl Engine {
     /// Starts the RTMP server (publish by key, play of slots) on `addr`; returns the bound
     /// address (port 0 picks one).
     pub fn listen_rtmp(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        self.start_rtmp(addr, None)
+    }
+
+    /// Starts the RTMP server behind TLS (RTMPS) on `addr`, with the identity of
+    /// [`Engine::set_tls_identity`]; returns the bound address.
+    pub fn listen_rtmps(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        let tls = self.tls.clone().ok_or_else(|| {
+            Error::InvalidArg("rtmps needs a certificate and key (set_tls_identity)".into())
+        })?;
+        self.start_rtmp(addr, Some(tls))
+    }
+
+    /// Starts an endpoint that listens ([`Endpoint::RtmpListen`], [`Endpoint::RtmpsListen`],
+    /// [`Endpoint::SrtListen`]); returns the bound address. Other endpoints are refused.
+    pub fn listen(&mut self, e: &Endpoint) -> Result<SocketAddr> {
+        match *e {
+            Endpoint::RtmpListen(a) => self.listen_rtmp(a),
+            Endpoint::RtmpsListen(a) => self.listen_rtmps(a),
+            Endpoint::SrtListen(a) => self.listen_srt(a),
+            _ => Err(Error::BadUrl(format!("{e:?} is not a listener"))),
+        }
+    }
+
+    fn start_rtmp(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<SocketAddr> {
         let std_listener = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::os(&format!("rtmp bind {addr}"), e))?;
         std_listener.set_nonblocking(true)?;
@@ -438,6 +489,7 @@ impl Engine {
             push: self.push_config("rtmp"),
             play: true,
             read_interval: self.rtmp_read_interval,
+            tls,
         };
         let task = self
             .rt
@@ -468,7 +520,7 @@ impl Engine {
             match Endpoint::parse(u)? {
                 Endpoint::Publish(key) => self.registry.register(&key, KeyConfig::new(slot))?,
                 Endpoint::Pull(i) => inputs.push(i),
-                Endpoint::RtmpListen(_) | Endpoint::SrtListen(_) => {
+                Endpoint::RtmpListen(_) | Endpoint::RtmpsListen(_) | Endpoint::SrtListen(_) => {
                     return Err(Error::BadUrl(format!(
                         "{u} is a listener address, not an input"
                     )))
@@ -540,6 +592,14 @@ mod tests {
             Endpoint::parse("rtmp://127.0.0.1:1935").unwrap(),
             Endpoint::RtmpListen(_)
         ));
+        assert_eq!(
+            Endpoint::parse("rtmps://127.0.0.1").unwrap(),
+            Endpoint::RtmpsListen("127.0.0.1:443".parse().unwrap())
+        );
+        assert_eq!(
+            Endpoint::parse("rtmps://0.0.0.0:1936/").unwrap(),
+            Endpoint::RtmpsListen("0.0.0.0:1936".parse().unwrap())
+        );
         assert!(matches!(
             Endpoint::parse("rtmp://127.0.0.1:1935/live/k").unwrap(),
             Endpoint::Pull(InputUrl::RtmpPull { .. })

@@ -423,10 +423,9 @@ impl Fmp4ToMedia {
                     .count()
                     * 4;
                 // Every sample needs its fields here, or at least one byte of data there.
-                let fits = if per_sample > 0 {
-                    count <= (trun.len().saturating_sub(at)) / per_sample
-                } else {
-                    count <= data.len()
+                let fits = match trun.len().saturating_sub(at).checked_div(per_sample) {
+                    Some(room) => count <= room,
+                    None => count <= data.len(),
                 };
                 if !fits {
                     return Err(bad("trun sample count larger than the fragment"));

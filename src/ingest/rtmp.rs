@@ -1,5 +1,6 @@
-//! RTMP: the push server (publish routed by stream key, play of any packet slot) and the pull
-//! client, on rml_rtmp's sans-IO sessions with tokio at the socket edge.
+//! RTMP: the push server (publish routed by stream key, play of any packet slot; RTMPS when
+//! given a certificate) and the pull client, on rml_rtmp's sans-IO sessions with tokio at the
+//! socket edge.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -208,6 +209,38 @@ pub struct RtmpServerConfig {
     /// instead of on every arriving message: less CPU per stream (the wake-ups are what costs), at
     /// most this much added latency. Zero reads each publisher as its data arrives.
     pub read_interval: Duration,
+    /// Serve RTMPS: TLS with this identity before RTMP (see [`tls_identity`]). Publishers
+    /// behind TLS are read as their data arrives.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A TLS server identity for RTMPS from PEM files: the certificate chain (leaf first) and its
+/// private key (PKCS#8, PKCS#1 or SEC1). Errors name the file and what is wrong with it.
+pub fn tls_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |p: &std::path::Path, e: &dyn std::fmt::Display| {
+        Error::InvalidArg(format!("TLS {}: {e}", p.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidArg(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad(key, &format!("does not fit the certificate: {e}")))?;
+    Ok(Arc::new(cfg))
 }
 
 /// Default [`RtmpServerConfig::read_interval`].
@@ -220,6 +253,7 @@ impl RtmpServerConfig {
             push: PushConfig::new(registry, "rtmp"),
             play: true,
             read_interval: DEFAULT_READ_INTERVAL,
+            tls: None,
         }
     }
 }
@@ -265,7 +299,18 @@ pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Stream
         let ctx = ctx.clone();
         let n = ctx.conn_ids.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            if let Err(e) = connection(sock, peer, &ctx).await {
+            let r = match ctx.cfg.tls.clone() {
+                None => connection(sock, peer, &ctx).await,
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(sock);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(s)) => connection(s, peer, &ctx).await,
+                        Ok(Err(e)) => Err(Error::Protocol(format!("TLS: {e}"))),
+                        Err(_) => Err(Error::Protocol("TLS handshake timed out".into())),
+                    }
+                }
+            };
+            if let Err(e) = r {
                 eprintln!("framecache: rtmp: {peer} (#{n}): {e}");
             }
         });
@@ -284,8 +329,26 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T> {
         .map_err(|_| Error::Protocol("RTMP library panicked on the input".into()))
 }
 
-async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> {
-    let (mut rd, mut wr) = sock.into_split();
+/// A connection the RTMP server runs: plain TCP, or TLS over it (RTMPS).
+trait RtmpConn: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
+    /// The plain socket, for the pump; `Err(self)` for a connection that stays in its task.
+    fn into_plain(self) -> std::result::Result<std::io::Result<std::net::TcpStream>, Self>;
+}
+
+impl RtmpConn for TcpStream {
+    fn into_plain(self) -> std::result::Result<std::io::Result<std::net::TcpStream>, Self> {
+        Ok(self.into_std())
+    }
+}
+
+impl RtmpConn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_plain(self) -> std::result::Result<std::io::Result<std::net::TcpStream>, Self> {
+        Err(self)
+    }
+}
+
+async fn connection<S: RtmpConn>(sock: S, peer: SocketAddr, ctx: &Ctx) -> Result<()> {
+    let (mut rd, mut wr) = tokio::io::split(sock);
     let mut buf = vec![0u8; 64 * 1024];
     let mut hs = Handshake::new(PeerType::Server);
     let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -372,16 +435,19 @@ async fn connection(sock: TcpStream, peer: SocketAddr, ctx: &Ctx) -> Result<()> 
         if let Some(p) = publish.take() {
             // Accepted: the rest of the connection is media, read by our own path.
             let publisher = Publisher::new(tee.input, p, tee.window);
-            let sock = rd.reunite(wr).map_err(|e| Error::Protocol(e.to_string()))?;
+            let sock = rd.unsplit(wr);
             return match &ctx.pump {
-                Some(pump) => {
-                    pump.add(PumpConn {
-                        sock: sock.into_std()?,
-                        peer,
-                        publisher,
-                    });
-                    Ok(())
-                }
+                Some(pump) => match sock.into_plain() {
+                    Ok(plain) => {
+                        pump.add(PumpConn {
+                            sock: plain?,
+                            peer,
+                            publisher,
+                        });
+                        Ok(())
+                    }
+                    Err(tls) => publish_as_data_arrives(tls, peer, publisher).await,
+                },
                 None => publish_as_data_arrives(sock, peer, publisher).await,
             };
         }
@@ -451,12 +517,12 @@ impl Tee {
 }
 
 /// A publisher read in this task as its data arrives (read interval zero).
-async fn publish_as_data_arrives(
-    sock: TcpStream,
+async fn publish_as_data_arrives<S: RtmpConn>(
+    sock: S,
     peer: SocketAddr,
     mut p: Publisher,
 ) -> Result<()> {
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, mut wr) = tokio::io::split(sock);
     let mut idle_tick = tokio::time::interval(Duration::from_secs(2));
     let end: Result<String> = loop {
         tokio::select! {

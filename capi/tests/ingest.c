@@ -43,6 +43,7 @@ int main(void) {
   EXPECT(fc_ingest_set_tls(e, "/nonexistent/cert.pem", "/nonexistent/key.pem"), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_set_tls(e, NULL, "/nonexistent/key.pem"), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_set_tls(NULL, "/a", "/b"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_rtmp_read_interval(NULL, 20), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", NULL, 1), FC_ERR_INVALID_ARG);
@@ -58,6 +59,8 @@ int main(void) {
 
   EXPECT(fc_ingest_set_callback(e, on_event, NULL), FC_OK);
   EXPECT(fc_ingest_register_key(e, "ckey", "cslot", NULL), FC_OK);
+  /* Publishers read every 50 ms instead of 20: the push below must arrive just the same. */
+  EXPECT(fc_ingest_set_rtmp_read_interval(e, 50), FC_OK);
   EXPECT(fc_ingest_listen(e, "rtmp://127.0.0.1:0", bound, sizeof bound), FC_OK);
   printf("LISTEN %s\n", bound);
   fflush(stdout);

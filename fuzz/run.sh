@@ -2,7 +2,8 @@
 # Coverage-guided fuzzing of the frame-header validation on a stable toolchain: the same
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
-#                                       flv_tag, ts_media, hls_http, rtmp_chunks, fmp4)
+#                                       flv_tag, ts_media, hls_http, rtmp_chunks, fmp4,
+#                                       mp4_file)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
@@ -36,6 +37,13 @@ if [ "$target" = fmp4 ] && [ -z "$(ls corpus/fmp4)" ] && command -v ffmpeg >/dev
   n=$(stat -c %s "$t/init.mp4")
   { printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8)))"; cat "$t/init.mp4" "$t/s0.m4s"; } \
     | head -c 16384 > corpus/fmp4/seed && rm -rf "$t"
+fi
+# A small progressive MP4 with B-frames (moov at the end) for mp4_file.
+if [ "$target" = mp4_file ] && [ -z "$(ls corpus/mp4_file)" ] && command -v ffmpeg >/dev/null; then
+  t=$(mktemp -d)
+  ffmpeg -loglevel error -f lavfi -i testsrc=size=64x64:rate=10 -f lavfi -i sine -t 0.5 \
+    -c:v libx264 -bf 2 -g 5 -c:a aac "$t/s.mp4"
+  head -c 16384 "$t/s.mp4" > corpus/mp4_file/seed && rm -rf "$t"
 fi
 # A real HLS playlist in an HTTP response (chunked) for hls_http.
 if [ "$target" = hls_http ] && [ -z "$(ls corpus/hls_http)" ]; then

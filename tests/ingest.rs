@@ -787,6 +787,102 @@ fn hls_pull_of_fmp4_segments() {
     assert_eq!(seen.backwards_dts, 0, "{seen:?}");
 }
 
+/// Runs a pull of `url` (mounts `vod` = `ROOT/vod`) into `slot` for one pass: the counters at
+/// the end of that pass, and what a reader of the slot saw.
+fn one_pass(root: &TempRoot, url: &str, slot: &str) -> (framecache::ingest::StatsSnapshot, Seen) {
+    let mounts = Mounts::new();
+    mounts.add("vod", &root.path().join("vod")).unwrap();
+    let rootp = root.path().to_path_buf();
+    let s = slot.to_string();
+    let reader = std::thread::spawn(move || read_slot(&rootp, &s, Duration::from_secs(5)));
+    let mut cfg = PullConfig::new(slot, vec![InputUrl::parse(url).unwrap()]);
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.timeouts = fast_timeouts();
+    // The counters as the first pass disconnects are its own (the next starts after that).
+    let stats = Streams::new().stats_for(slot);
+    let first_pass = Arc::new(Mutex::new(None));
+    let (st, fp) = (stats.clone(), first_pass.clone());
+    cfg.events = Some(Arc::new(move |ev: &IngestEvent| {
+        if let IngestEvent::Disconnected { .. } = ev {
+            fp.lock().unwrap().get_or_insert_with(|| st.snapshot());
+        }
+    }));
+    let ing = PullIngest::start(cfg, mounts, stats).unwrap();
+    wait_for("one pass", Duration::from_secs(30), || {
+        first_pass.lock().unwrap().is_some()
+    });
+    drop(ing);
+    let pass = first_pass.lock().unwrap().unwrap();
+    (pass, reader.join().unwrap())
+}
+
+/// MP4 files from a mount: progressive (moov at the end, B-frames, so composition offsets),
+/// fragmented, and one cut short. Each pass delivers exactly the packets ffprobe counts.
+#[test]
+fn file_pull_of_mp4_files() {
+    let root = TempRoot::new("ing-mp4");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    let make = |name: &str, movflags: &str| {
+        let out = vod.join(name);
+        let st = ffmpeg()
+            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-bf",
+                "2",
+            ])
+            .args([
+                "-g",
+                "30",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-movflags",
+                movflags,
+            ])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out
+    };
+    let progressive = make("clip.mp4", "+use_metadata_tags");
+    let fragmented = make("frag.mp4", "frag_keyframe+empty_moov+default_base_moof");
+    let front = make("front.mp4", "+faststart");
+    for (file, slot) in [(&progressive, "mp4prog"), (&fragmented, "mp4frag")] {
+        let (v, a, w, _) = probe(file);
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let (pass, seen) = one_pass(&root, &format!("file://vod/{name}"), slot);
+        assert_eq!(pass.packets, v + a, "{name}: {pass:?}");
+        assert_eq!(pass.dropped, 0, "{name}: {pass:?}");
+        assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC], "{name}");
+        assert_eq!(u64::from(seen.width), w, "{name}");
+        assert!(seen.video >= v, "{name}: {seen:?}");
+        assert!(
+            seen.first_is_keyframe && seen.aac_params,
+            "{name}: {seen:?}"
+        );
+        assert_eq!(seen.keyframes_without_sps, 0, "{name}: {seen:?}");
+        assert_eq!(seen.backwards_dts, 0, "{name}: {seen:?}");
+    }
+    // Cut in the middle of its media data: what lies before the cut arrives, then the input
+    // fails with the reason and the worker retries.
+    let data = std::fs::read(&front).unwrap();
+    std::fs::write(vod.join("cut.mp4"), &data[..data.len() / 2]).unwrap();
+    let (v, a, _, _) = probe(&front);
+    let (pass, seen) = one_pass(&root, "file://vod/cut.mp4", "mp4cut");
+    assert!(pass.packets > 10 && pass.packets < v + a, "{pass:?}");
+    assert!(seen.first_is_keyframe, "{seen:?}");
+}
+
 #[test]
 fn hls_pull_over_https_checks_the_certificate() {
     let root = TempRoot::new("ing-https");

@@ -7,7 +7,7 @@
 //! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
-//! - [`mp4`]: fragmented MP4 (HLS fMP4 segments) → access units.
+//! - [`mp4`]: MP4, fragmented (HLS fMP4 segments) or progressive (files) → access units.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
 

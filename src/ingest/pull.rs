@@ -2,7 +2,7 @@
 //! callback until the input fails, ends or is told to stop.
 //!
 //! `udp://` MPEG-TS (unicast, multicast), `srt://` caller, `rtmp://host/app/key` play,
-//! `http://…m3u8` HLS (TS or fMP4 segments), `file://MOUNT/path` (`.ts` or `.flv`, paced at real time)
+//! `http://…m3u8` HLS (TS or fMP4 segments), `file://MOUNT/path` (`.ts`, `.flv` or MP4, paced at real time)
 //! and `copy://SLOT`.
 
 use std::collections::{HashMap, VecDeque};
@@ -497,7 +497,8 @@ fn timed_read(r: std::io::Result<usize>) -> Result<Option<usize>> {
     }
 }
 
-/// Plays a `.ts` or `.flv` file at real time (by its timestamps), then ends (the worker's
+/// Plays a `.ts`, `.flv` or MP4 (`.mp4`, `.m4v`, `.m4a`, `.mov`) file at real time (by its
+/// timestamps), then ends (the worker's
 /// reconnect starts it again, so a file input loops).
 fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::os(&path.display().to_string(), e))?;
@@ -505,10 +506,31 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
         start: Instant::now(),
         first: None,
     };
-    let is_flv = path
+    let ext = path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("flv"));
-    if is_flv {
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(ext.as_str(), "mp4" | "m4v" | "m4a" | "mov") {
+        // Paced by each track's own timescale.
+        let mut timebases = Vec::new();
+        super::mp4::read_file(path, &|| stop.is_set(), &mut |m: Media| {
+            match &m {
+                Media::Tracks(t) => timebases = t.iter().map(|t| t.timebase).collect(),
+                Media::Frame { track, dts, .. } => {
+                    if let Some(&tb) = timebases.get(*track) {
+                        pacer.wait(rescale(*dts, tb, 90_000));
+                    }
+                }
+                _ => {}
+            }
+            out(m)
+        })?;
+        if stop.is_set() {
+            return Ok(());
+        }
+        return Err(Error::Protocol("end of file".into()));
+    }
+    if ext == "flv" {
         let mut data = Vec::new();
         f.read_to_end(&mut data)?;
         let mut conv = FlvToMedia::new();

@@ -717,7 +717,7 @@ fn read_mp4(
     // The top-level boxes: (type, offset, header size, size).
     let mut top = Vec::new();
     let mut at = 0u64;
-    while at + 8 <= len {
+    while at <= len && len - at >= 8 {
         let h = read_at(at, (len - at).min(16))?;
         let (size, header) = match be32(&h, 0)? {
             0 => (len - at, 8),
@@ -1378,6 +1378,12 @@ mod tests {
             let mut d = Fmp4ToMedia::new();
             let _ = run(&mut d, &b);
             let _ = run(&mut d, &b);
+            let _ = read_bytes(&b, &mut |_| Ok(()));
         }
+        // Found by the mp4_file fuzz target: a 64-bit box size that ends past u64::MAX.
+        let mut huge = vec![0, 0, 0, 1, 0, 0, 0, 0xFF];
+        huge.extend_from_slice(&[0xFF; 8]);
+        huge.extend_from_slice(&[0, 0, 0, 9, b'm', b'o', b'o', b'v', 0]);
+        assert!(read_bytes(&huge, &mut |_| Ok(())).is_err());
     }
 }

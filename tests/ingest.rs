@@ -28,6 +28,12 @@ fn ffmpeg() -> Command {
 
 /// A `secs`-second 640x360 30 fps H.264 (GOP 30, no B-frames) + AAC file.
 fn source(dir: &Path, name: &str, secs: u32) -> PathBuf {
+    encode(dir, name, secs, &["-tune", "zerolatency", "-bf", "0"])
+}
+
+/// A `secs`-second 640x360 30 fps H.264 (GOP 30) + AAC file, with `extra` encoder and muxer
+/// options.
+fn encode(dir: &Path, name: &str, secs: u32, extra: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let st = ffmpeg()
         .args([
@@ -41,22 +47,23 @@ fn source(dir: &Path, name: &str, secs: u32) -> PathBuf {
         ])
         .arg("sine=frequency=440:sample_rate=44100")
         .args(["-t", &secs.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-y",
-        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-y"])
+        .args(extra)
         .arg(&out)
         .status()
         .expect("ffmpeg runs");
     assert!(st.success());
     out
+}
+
+/// Asserts that a finished child exited 0, showing its stderr if not.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// (video packets, audio packets, width, height) as ffprobe counts them.
@@ -197,11 +204,7 @@ fn publish_file(file: &Path, url: &str) {
         .args(["-c", "copy", "-f", "flv", url])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 fn push_rtmp(file: &Path, url: &str) -> Child {
@@ -287,11 +290,7 @@ fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() 
         .args(["-t", "1", "-c", "copy", "-f", "flv", &url])
         .output()
         .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_success(&again);
 }
 
 /// The same publish with each publisher read as its data arrives (read interval zero, no
@@ -383,12 +382,7 @@ fn rtmps_push_and_play_over_tls() {
         .arg(&mp4)
         .output()
         .unwrap();
-    let pushed = pusher.wait_with_output().unwrap();
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    assert_success(&pusher.wait_with_output().unwrap());
     let seen = reader.join().unwrap();
     assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
     assert_eq!(seen.video, src_v, "{seen:?}");
@@ -460,12 +454,7 @@ fn srt_push_from_ffmpeg_with_and_without_passphrase() {
         // Second pusher while the first is live: rejected before the handshake completes.
         let second = push(key, pass, "1").wait_with_output().unwrap();
         assert!(!second.status.success(), "second SRT pusher accepted");
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&p.wait_with_output().unwrap());
         let seen = reader.join().unwrap();
         assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC], "{key}");
         assert_eq!(seen.video, src_v, "{key}: {seen:?}");
@@ -823,37 +812,8 @@ fn file_pull_of_mp4_files() {
     let root = TempRoot::new("ing-mp4");
     let vod = root.path().join("vod");
     std::fs::create_dir_all(&vod).unwrap();
-    let make = |name: &str, movflags: &str| {
-        let out = vod.join(name);
-        let st = ffmpeg()
-            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t",
-                "2",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-bf",
-                "2",
-            ])
-            .args([
-                "-g",
-                "30",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-movflags",
-                movflags,
-            ])
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        out
-    };
+    let make =
+        |name: &str, movflags: &str| encode(&vod, name, 2, &["-bf", "2", "-movflags", movflags]);
     let progressive = make("clip.mp4", "+use_metadata_tags");
     let fragmented = make("frag.mp4", "frag_keyframe+empty_moov+default_base_moof");
     let front = make("front.mp4", "+faststart");

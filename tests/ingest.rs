@@ -57,6 +57,30 @@ fn encode(dir: &Path, name: &str, secs: u32, extra: &[&str]) -> PathBuf {
     out
 }
 
+/// ffmpeg plays `url` (RTMP or RTMPS) and remuxes it into `mp4`.
+fn play_rtmp(url: &str, mp4: &Path) -> std::process::Output {
+    ffmpeg()
+        .args(["-i", url, "-c", "copy", "-y"])
+        .arg(mp4)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that ffmpeg's RTMP play of the 640x360 source (`src_v` video packets) wrote `mp4`
+/// with video and audio.
+fn assert_played(play: &std::process::Output, mp4: &Path, src_v: u64) {
+    assert!(
+        play.status.success() || mp4.exists(),
+        "play failed: {}",
+        String::from_utf8_lossy(&play.stderr)
+    );
+    let (v, a, w, h) = probe(mp4);
+    assert_eq!((w, h), (640, 360));
+    // Play joined at a keyframe after the start: some of the stream, not all of it.
+    assert!(v >= 30 && v <= src_v, "played {v} video packets of {src_v}");
+    assert!(a > 0);
+}
+
 /// Asserts that a finished child exited 0, showing its stderr if not.
 fn assert_success(out: &std::process::Output) {
     assert!(
@@ -253,11 +277,7 @@ fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() 
 
     // RTMP play of the same stream while it is pushed: ffmpeg remuxes it to MP4.
     let mp4 = root.path().join("play.mp4");
-    let play = ffmpeg()
-        .args(["-i", &url, "-c", "copy", "-y"])
-        .arg(&mp4)
-        .output()
-        .unwrap();
+    let play = play_rtmp(&url, &mp4);
     assert!(first.wait().unwrap().success());
     let seen = reader.join().unwrap();
     assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
@@ -272,16 +292,7 @@ fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() 
     assert_eq!(st.packets, src_v + src_a);
     assert!(!st.connected);
 
-    assert!(
-        play.status.success() || mp4.exists(),
-        "play failed: {}",
-        String::from_utf8_lossy(&play.stderr)
-    );
-    let (v, a, w, h) = probe(&mp4);
-    assert_eq!((w, h), (640, 360));
-    // Play joined at a keyframe after the start: some of the stream, not all of it.
-    assert!(v >= 30 && v <= src_v, "played {v} video packets of {src_v}");
-    assert!(a > 0);
+    assert_played(&play, &mp4, src_v);
 
     // The key is free again once the first pusher left.
     let again = ffmpeg()
@@ -377,11 +388,7 @@ fn rtmps_push_and_play_over_tls() {
         e.registry().holder("sec").is_some()
     });
     let mp4 = root.path().join("play.mp4");
-    let play = ffmpeg()
-        .args(["-i", &url, "-c", "copy", "-y"])
-        .arg(&mp4)
-        .output()
-        .unwrap();
+    let play = play_rtmp(&url, &mp4);
     assert_success(&pusher.wait_with_output().unwrap());
     let seen = reader.join().unwrap();
     assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
@@ -391,17 +398,7 @@ fn rtmps_push_and_play_over_tls() {
         !e.stats("sec").unwrap().connected
     });
     assert_eq!(e.stats("sec").unwrap().packets, src_v + src_a);
-    assert!(
-        play.status.success() || mp4.exists(),
-        "play over TLS failed: {}",
-        String::from_utf8_lossy(&play.stderr)
-    );
-    let (v, a, w, h) = probe(&mp4);
-    assert_eq!((w, h), (640, 360));
-    assert!(
-        v >= 30 && v <= src_v && a > 0,
-        "played {v} video, {a} audio packets"
-    );
+    assert_played(&play, &mp4, src_v);
 }
 
 fn srt_available() -> bool {

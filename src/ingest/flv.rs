@@ -107,7 +107,8 @@ pub struct FlvParser {
     nal_len: Option<usize>,
 }
 
-fn fourcc(b: &[u8]) -> String {
+/// A FourCC for messages: printable ASCII kept, anything else as `?`.
+pub(crate) fn fourcc(b: &[u8]) -> String {
     b.iter()
         .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
         .collect()

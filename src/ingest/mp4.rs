@@ -22,7 +22,7 @@
 //! `moov` is an error (nothing can be read without it); a broken fragment is skipped and counted
 //! ([`Fmp4ToMedia::errors`]), and the next one is read.
 
-use super::flv::{decoder_config, to_annexb};
+use super::flv::{decoder_config, fourcc, to_annexb};
 use super::pull::MediaOut;
 use super::sink::{Media, Track};
 use crate::error::{Error, Result};
@@ -136,12 +136,6 @@ fn child<'a>(b: &'a [u8], ty: &[u8; 4]) -> Result<Option<&'a [u8]>> {
 
 fn need_child<'a>(b: &'a [u8], ty: &[u8; 4]) -> Result<&'a [u8]> {
     child(b, ty)?.ok_or_else(|| bad(&format!("no {} box", fourcc(ty))))
-}
-
-fn fourcc(b: &[u8]) -> String {
-    b.iter()
-        .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
-        .collect()
 }
 
 /// Sample defaults of a track (`trex`, overridden per fragment by `tfhd`).

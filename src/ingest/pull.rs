@@ -498,10 +498,8 @@ fn timed_read(r: std::io::Result<usize>) -> Result<Option<usize>> {
 }
 
 /// Plays a `.ts`, `.flv` or MP4 (`.mp4`, `.m4v`, `.m4a`, `.mov`) file at real time (by its
-/// timestamps), then ends (the worker's
-/// reconnect starts it again, so a file input loops).
+/// timestamps), then ends (the worker's reconnect starts it again, so a file input loops).
 fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::os(&path.display().to_string(), e))?;
     let mut pacer = Pacer {
         start: Instant::now(),
         first: None,
@@ -530,6 +528,8 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
         }
         return Err(Error::Protocol("end of file".into()));
     }
+    // MP4 reads open the file themselves (positioned reads); the others read it here.
+    let mut f = std::fs::File::open(path).map_err(|e| Error::os(&path.display().to_string(), e))?;
     if ext == "flv" {
         let mut data = Vec::new();
         f.read_to_end(&mut data)?;

@@ -2,10 +2,12 @@
 //!
 //! The publish hot path reads with this instead of rml_rtmp's deserializer, which copies every
 //! payload byte several times (input buffer, per-chunk split, message buffer) and handles one
-//! message at a time. Here a payload byte is copied at most once, into the message buffer of
-//! its chunk stream, and not at all when a whole message arrives in one chunk; messages on
-//! different chunk streams may interleave, as the specification allows. The message is handed
-//! out mutable, so the caller can rewrite it in place (AVCC → Annex-B).
+//! message at a time. Here a message that lies whole in the input is handed out where it lies:
+//! as is when it fits one chunk, or with its chunks moved together over the chunk headers
+//! between them (in the input, which the caller has just read, so it is in cache). Only a
+//! message cut by the end of the input, or interleaved with another chunk stream's (as the
+//! specification allows), is copied into the message buffer of its chunk stream. The message
+//! is handed out mutable, so the caller can rewrite it in place (AVCC → Annex-B).
 //!
 //! Reference: Adobe's RTMP specification (2012), section 5.3.
 
@@ -173,6 +175,25 @@ impl ChunkReader {
                 pos += left;
                 break Some(Ready::Input(si, start, pos));
             }
+            if s.buf.is_empty() && chunk < left {
+                if let Some((hsz, end)) = self.whole_in_input(s.csid, &input[pos..], left) {
+                    // All its chunks are in the input, one after the other: joined where
+                    // they lie (the buffer was just read, so it is in cache), not copied
+                    // into the stream's message buffer.
+                    let start = pos;
+                    let cs = self.chunk_size;
+                    let (mut dst, mut rest) = (start + cs, left - cs);
+                    while rest > 0 {
+                        let take = rest.min(cs);
+                        let src = dst + hsz * ((dst - start) / cs);
+                        input.copy_within(src..src + take, dst);
+                        dst += take;
+                        rest -= take;
+                    }
+                    pos += end;
+                    break Some(Ready::Input(si, start, start + left));
+                }
+            }
             if self.buffered + chunk > MAX_BUFFERED {
                 return Err(ChunkError::TooMuch("unfinished messages"));
             }
@@ -255,6 +276,28 @@ impl ChunkReader {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether the message of `len` bytes whose first chunk's payload starts `b` lies whole
+    /// in `b`, its continuation chunks next to each other with type-3 headers of its own chunk
+    /// stream `csid` (what encoders send). Returns the continuation header size and where the
+    /// message ends in `b`. Changes no state.
+    fn whole_in_input(&self, csid: u32, b: &[u8], len: usize) -> Option<(usize, usize)> {
+        let cs = self.chunk_size;
+        let (mut at, mut rest, mut hsz) = (cs, len - cs, None);
+        while rest > 0 {
+            let h = self.header(b.get(at..)?).ok()??;
+            if h.fmt != 3 || h.csid != csid || *hsz.get_or_insert(h.size) != h.size {
+                return None;
+            }
+            let take = rest.min(cs);
+            at += h.size + take;
+            if at > b.len() {
+                return None;
+            }
+            rest -= take;
+        }
+        Some((hsz?, at))
     }
 
     /// Parses the chunk header at the start of `b` without changing any state.
@@ -449,6 +492,44 @@ mod tests {
         }
     }
 
+    /// Messages of several chunks that lie whole in the input are joined where they lie:
+    /// no message buffer is ever filled, with plain and extended timestamps.
+    #[test]
+    fn whole_messages_are_joined_in_the_input() {
+        let mut ser = ChunkSerializer::new();
+        let mut wire = ser
+            .set_max_chunk_size(1000, RtmpTimestamp::new(0))
+            .unwrap()
+            .bytes;
+        let mut want = Vec::new();
+        for (i, ts) in [0u32, 33, 0xFF_FFFF, 0x100_0020].into_iter().enumerate() {
+            let data: Vec<u8> = (0..3500 + i).map(|k| (k * 7 + i) as u8).collect();
+            wire.extend(
+                ser.serialize(&payload(ts, 9, 1, data.clone()), false, false)
+                    .unwrap()
+                    .bytes,
+            );
+            want.push((ts, data));
+        }
+        let mut r = ChunkReader::new();
+        let mut at = 0;
+        let mut got = Vec::new();
+        while let (n, Some(m)) = r.read(&mut wire[at..]).unwrap() {
+            at += n;
+            if m.type_id == 9 {
+                got.push((m.timestamp, m.payload.to_vec()));
+            }
+        }
+        assert_eq!(at, wire.len());
+        assert_eq!(got, want);
+        let caps: Vec<_> = r
+            .streams
+            .iter()
+            .map(|s| (s.csid, s.buf.capacity()))
+            .collect();
+        assert!(caps.iter().all(|c| c.1 == 0), "{caps:?}");
+    }
+
     /// Chunks of two messages on different chunk streams interleave (allowed by the spec,
     /// not produced by rml_rtmp): both come out whole, the short one first.
     #[test]
@@ -463,9 +544,13 @@ mod tests {
         wire.extend(&video[128..256]);
         wire.extend([0xC6]);
         wire.extend(&video[256..]);
-        let got = read_all(&wire, 50);
-        assert_eq!(got[0], (8, 1, 10, vec![0xAF, 1, 7]));
-        assert_eq!(got[1], (9, 1, 10, video));
+        // In pieces, and whole (where the interleaved audio keeps the video off the path
+        // that joins a message's chunks in the input).
+        for step in [50, 10_000] {
+            let got = read_all(&wire, step);
+            assert_eq!(got[0], (8, 1, 10, vec![0xAF, 1, 7]));
+            assert_eq!(got[1], (9, 1, 10, video.clone()));
+        }
         // A type-3 header that starts a new message adds the last delta again.
         let mut r = ChunkReader::new();
         let mut w = vec![0x04, 0, 0, 40, 0, 0, 1, 8, 1, 0, 0, 0, 1, 0xC4, 2];

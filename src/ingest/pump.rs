@@ -2,14 +2,16 @@
 //!
 //! [`Publisher`] is sans-IO: bytes read from the socket go in, media go into the key's slot,
 //! Acknowledgements come out. It reads chunks with [`ChunkReader`] and rewrites video to
-//! Annex-B in place, so a payload byte is copied twice in user space (into its message, into
-//! the ring), or once when a message fits one chunk.
+//! Annex-B in place. A message whose chunks all arrived in one read is joined in the read
+//! buffer; one cut by the end of a read is copied into its message buffer first. Then it is
+//! copied into the ring.
 //!
 //! [`Pump`] is one thread that reads every publishing socket on a fixed tick (the server's
 //! `read_interval`) instead of waking on every arriving message: a 5 Mbit/s stream sends ~80
 //! messages a second, and at that rate the wake-ups, not the bytes, are what an ingest server
 //! spends its CPU on. One wake-up per tick serves all publishers, and each slot's readers are
-//! woken once per tick. The cost is at most one tick of added latency.
+//! woken once per tick. The cost is at most one tick of added latency. All publishers are read
+//! into one buffer of the pump, which stays in cache from one publisher to the next.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,8 +28,14 @@ use crate::error::{Error, Result};
 
 /// A publisher that sends nothing for this long is dropped.
 pub(crate) const PUBLISH_IDLE: Duration = Duration::from_secs(20);
-/// Read buffer of one publisher.
+/// Read buffer of one publisher read as its data arrives, and of the setup phase.
 const READ_BUF: usize = 64 * 1024;
+/// The pump's read buffer, shared by all its publishers: one buffer that stays in cache,
+/// rather than one per publisher that is cold by the next tick (with 32 publishers, 2 MiB of
+/// buffers the kernel copies into). Large enough for a tick of a high-bitrate stream.
+const PUMP_BUF: usize = 256 * 1024;
+/// What a pumped publisher keeps between ticks: the unparsed tail, less than a chunk header.
+const TAIL_BUF: usize = 64;
 /// Most bytes taken from one socket per tick, so one fast publisher cannot starve the rest.
 const MAX_PER_TICK: usize = 8 << 20;
 
@@ -160,6 +168,24 @@ impl ChunkInput {
         self.buf.copy_within(at..self.filled, 0);
         self.filled -= at;
         Ok(())
+    }
+
+    /// Makes `shared` the read buffer, the unparsed tail moved to its front, so that the
+    /// publishers one thread reads in turn share one buffer; [`ChunkInput::restore`] gives it
+    /// back.
+    pub fn lend(&mut self, shared: &mut Vec<u8>) {
+        std::mem::swap(&mut self.buf, shared);
+        self.buf[..self.filled].copy_from_slice(&shared[..self.filled]);
+    }
+
+    /// Undoes [`ChunkInput::lend`]: the tail goes back to this input's own buffer, which
+    /// from then on is only big enough for a tail (the setup phase's buffer is not needed).
+    pub fn restore(&mut self, shared: &mut Vec<u8>) {
+        if shared.len() > TAIL_BUF {
+            *shared = vec![0u8; TAIL_BUF];
+        }
+        std::mem::swap(&mut self.buf, shared);
+        self.buf[..self.filled].copy_from_slice(&shared[..self.filled]);
     }
 
     /// [`ChunkInput::filled`] for bytes read elsewhere.
@@ -317,31 +343,12 @@ pub(crate) struct PumpConn {
 }
 
 impl PumpConn {
-    /// Reads what arrived since the last tick; `Some(why)` when the connection ends.
-    fn tick(&mut self) -> Option<End> {
-        let mut total = 0;
-        let end = loop {
-            let space = self.publisher.space();
-            let room = space.len();
-            match self.sock.read(space) {
-                Ok(0) => break Some("publisher closed".to_string()),
-                Ok(n) => {
-                    total += n;
-                    match self.publisher.filled(n) {
-                        // A short read emptied the socket: the next read would only say
-                        // EAGAIN (a system call per publisher per tick saved).
-                        Ok(None) if n < room => break None,
-                        Ok(None) if total < MAX_PER_TICK => {}
-                        Ok(None) => break None,
-                        Ok(Some(why)) => break Some(why),
-                        Err(e) => break Some(e.to_string()),
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => break Some(e.to_string()),
-            }
-        };
+    /// Reads what arrived since the last tick into `buf` (the pump's shared buffer);
+    /// `Some(why)` when the connection ends.
+    fn tick(&mut self, buf: &mut Vec<u8>) -> Option<End> {
+        self.publisher.input.lend(buf);
+        let end = self.read();
+        self.publisher.input.restore(buf);
         self.publisher.flush();
         let out = self.publisher.outbound();
         if !out.is_empty() {
@@ -357,6 +364,33 @@ impl PumpConn {
             return Some("idle timeout".into());
         }
         end
+    }
+
+    /// Reads the socket until it is empty (or [`MAX_PER_TICK`]), media into the slot.
+    fn read(&mut self) -> Option<End> {
+        let mut total = 0;
+        loop {
+            let space = self.publisher.space();
+            let room = space.len();
+            match self.sock.read(space) {
+                Ok(0) => return Some("publisher closed".to_string()),
+                Ok(n) => {
+                    total += n;
+                    match self.publisher.filled(n) {
+                        // A short read emptied the socket: the next read would only say
+                        // EAGAIN (a system call per publisher per tick saved).
+                        Ok(None) if n < room => return None,
+                        Ok(None) if total < MAX_PER_TICK => {}
+                        Ok(None) => return None,
+                        Ok(Some(why)) => return Some(why),
+                        Err(e) => return Some(e.to_string()),
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Some(e.to_string()),
+            }
+        }
     }
 }
 
@@ -400,6 +434,7 @@ impl Drop for Pump {
 
 fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
     let mut conns: Vec<Box<PumpConn>> = Vec::new();
+    let mut buf = Vec::new();
     let mut next = Instant::now();
     loop {
         if conns.is_empty() {
@@ -423,8 +458,13 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
         }
         let mut i = 0;
         while i < conns.len() {
+            if buf.len() != PUMP_BUF {
+                // The first tick, or a publisher that panicked while it held the buffer.
+                buf = vec![0u8; PUMP_BUF];
+            }
             // A panic in one publisher's media path ends that publisher, not the server.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns[i].tick()));
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns[i].tick(&mut buf)));
             let end = r.unwrap_or_else(|_| Some("internal error (panic) on its input".into()));
             match end {
                 None => i += 1,
@@ -448,6 +488,69 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two chunk streams read in turn through one shared buffer, in pieces that leave parts of
+    /// chunk headers unparsed between reads: each input keeps its own tail, and both read what
+    /// rml_rtmp wrote.
+    #[test]
+    fn inputs_share_one_buffer() {
+        use bytes::Bytes;
+        use rml_rtmp::chunk_io::ChunkSerializer;
+        use rml_rtmp::messages::MessagePayload;
+        use rml_rtmp::time::RtmpTimestamp;
+        let wire = |seed: u8| {
+            let mut ser = ChunkSerializer::new();
+            let mut w = ser
+                .set_max_chunk_size(4096, RtmpTimestamp::new(0))
+                .unwrap()
+                .bytes;
+            let mut want = Vec::new();
+            for i in 0..20u32 {
+                let data: Vec<u8> = (0..(1000 + i * 997) as usize)
+                    .map(|k| (k as u8) ^ seed)
+                    .collect();
+                let p = MessagePayload {
+                    timestamp: RtmpTimestamp::new(i * 33),
+                    type_id: 9,
+                    message_stream_id: 1,
+                    data: Bytes::from(data.clone()),
+                };
+                w.extend(ser.serialize(&p, false, false).unwrap().bytes);
+                want.push(data);
+            }
+            (w, want)
+        };
+        let (wa, want_a) = wire(0);
+        let (wb, want_b) = wire(0x5A);
+        let mut inputs = [ChunkInput::default(), ChunkInput::default()];
+        let mut got = [Vec::new(), Vec::new()];
+        let mut shared = vec![0u8; PUMP_BUF];
+        // Odd piece sizes, so reads end inside chunk headers.
+        let (mut at, step) = ([0usize, 0], [5003usize, 7919]);
+        while at[0] < wa.len() || at[1] < wb.len() {
+            for (k, w) in [&wa, &wb].into_iter().enumerate() {
+                let piece = &w[at[k]..(at[k] + step[k]).min(w.len())];
+                at[k] += piece.len();
+                inputs[k].lend(&mut shared);
+                let space = inputs[k].space();
+                space[..piece.len()].copy_from_slice(piece);
+                let out = &mut got[k];
+                inputs[k]
+                    .filled(piece.len(), |m| {
+                        if m.type_id == 9 {
+                            out.push(m.payload.to_vec());
+                        }
+                        Ok(true)
+                    })
+                    .unwrap();
+                inputs[k].restore(&mut shared);
+                assert_eq!(shared.len(), PUMP_BUF);
+                assert!(inputs[k].buf.len() == TAIL_BUF && inputs[k].filled < TAIL_BUF);
+            }
+        }
+        assert_eq!(got[0], want_a);
+        assert_eq!(got[1], want_b);
+    }
 
     #[test]
     fn command_names_and_acks() {

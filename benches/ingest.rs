@@ -8,8 +8,10 @@
 //! late when a tag leaves more than 500 ms behind its schedule. Server CPU is read from
 //! /proc/PID/stat over the measured window.
 //!
-//! framecache runs once per read interval (`--rtmp-read-ms`): 20 ms (its default), 100 ms and
-//! 0 (each publisher read as its data arrives); `FC_BENCH_RTMP_READ_MS=20,40,...` picks others.
+//! framecache runs once per read interval (`--rtmp-read-ms`): 100 ms (its default), 20 ms
+//! (`framecache serve`'s default) and 0 (each publisher read as its data arrives);
+//! `FC_BENCH_RTMP_READ_MS=20,40,...` picks others. Each point runs `FC_BENCH_ROUNDS` (3)
+//! rounds that alternate the servers; the table has the median of each.
 //!
 //! `cargo bench --bench ingest [-- SECONDS N1,N2,...]` (defaults: 8 s; 1,4,16,32 streams).
 
@@ -252,6 +254,18 @@ fn measure(pid: u32, addr: &str, n: usize, secs: u64, tags: &Arc<Vec<Tag>>) -> (
     (per_stream, late, (b1 - b0) as f64 * 8.0 / wall / 1e6)
 }
 
+/// The median of `v` (the mean of the middle two for an even count).
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -300,7 +314,12 @@ fn main() {
     let intervals: Vec<u64> = std::env::var("FC_BENCH_RTMP_READ_MS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![20, 100, 0]);
+        .unwrap_or_else(|| vec![100, 20, 0]);
+    let rounds: usize = std::env::var("FC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let work = std::env::temp_dir().join(format!("fc-bench-ingest-{}", std::process::id()));
     // Slots live in tmpfs, as in production: a disk-backed root adds page-cache writeback.
     let shm_base = if Path::new("/dev/shm").is_dir() {
@@ -316,10 +335,11 @@ fn main() {
     if !have_nginx {
         println!("nginx-rtmp not installed (apt install nginx-light libnginx-mod-rtmp): its column is skipped");
     }
-    println!("RTMP ingest, {secs} s per point, 720p30 H.264 5 Mbit/s + AAC, CPU in % of one core per stream");
+    println!("RTMP ingest, {secs} s per point, median of {rounds} alternating rounds, 720p30 H.264 5 Mbit/s + AAC, CPU in % of one core per stream");
     let name = |ms: u64| match ms {
         0 => "framecache, as data arrives".to_string(),
-        20 => "framecache, read every 20 ms (default)".to_string(),
+        100 => "framecache, read every 100 ms (default)".to_string(),
+        20 => "framecache, read every 20 ms (serve's default)".to_string(),
         ms => format!("framecache, read every {ms} ms"),
     };
     let mut head = "| streams ".to_string();
@@ -373,10 +393,9 @@ fn main() {
             let _ = std::fs::remove_dir_all(&shm);
             r
         };
-        let fcs: Vec<(f64, bool, f64)> = intervals.iter().map(|&ms| run_fc(ms)).collect();
-        let (ng_cpu, ng_late) = if have_nginx {
+        let run_ng = || {
             let port = free_port();
-            let dir = work.join(format!("nginx-{n}"));
+            let dir = work.join(format!("nginx-{n}-{}", free_port()));
             std::fs::create_dir_all(&dir).unwrap();
             let conf = dir.join("nginx.conf");
             std::fs::write(
@@ -402,9 +421,34 @@ fn main() {
             );
             wait_port(port);
             let (c, l, _) = measure(ng.0.id(), &format!("127.0.0.1:{port}"), n, secs, &tags);
-            (Some(c), l)
-        } else {
+            (c, l)
+        };
+        // Rounds alternate the servers, so that a slow spell of this shared VM does not land
+        // on one of them; each column is the median over the rounds.
+        let mut fc_runs: Vec<Vec<(f64, bool, f64)>> = vec![Vec::new(); intervals.len()];
+        let mut ng_runs: Vec<(f64, bool)> = Vec::new();
+        for _ in 0..rounds {
+            for (k, &ms) in intervals.iter().enumerate() {
+                fc_runs[k].push(run_fc(ms));
+            }
+            if have_nginx {
+                ng_runs.push(run_ng());
+            }
+        }
+        let fcs: Vec<(f64, bool, f64)> = fc_runs
+            .iter()
+            .map(|r| {
+                let cpu = median(r.iter().map(|x| x.0));
+                (cpu, r.iter().any(|x| x.1), r[0].2)
+            })
+            .collect();
+        let (ng_cpu, ng_late) = if ng_runs.is_empty() {
             (None, false)
+        } else {
+            (
+                Some(median(ng_runs.iter().map(|x| x.0))),
+                ng_runs.iter().any(|x| x.1),
+            )
         };
         let yes = |l: bool| if l { "yes" } else { "no" };
         let mut row = format!("| {n} ");

@@ -1609,7 +1609,7 @@ pub unsafe extern "C" fn fc_ingest_unregister_key(
 }
 
 /// How often RTMP listeners started afterwards read their publishers, in milliseconds: all
-/// publishers in one wake-up every `ms` (default 20), which costs less CPU per stream and adds
+/// publishers in one wake-up every `ms` (default 100), which costs less CPU per stream and adds
 /// at most `ms` of latency; 0 reads each publisher as its data arrives.
 ///
 /// # Safety

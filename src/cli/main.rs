@@ -192,8 +192,8 @@ enum Cmd {
         /// Payload ring of each slot in MiB.
         #[arg(long, default_value_t = 32)]
         payload_mb: u64,
-        /// RTMP publishers are read every this many ms, all in one wake-up (0 = as data
-        /// arrives: lower latency, more CPU per stream).
+        /// RTMP publishers are read every this many ms, all in one wake-up; at most that much
+        /// latency is added (0 = as data arrives: lowest latency, most CPU per stream).
         #[arg(long, default_value_t = DEFAULT_READ_INTERVAL.as_millis() as u64)]
         rtmp_read_ms: u64,
         /// Certificate chain (PEM) that rtmps:// listeners present.

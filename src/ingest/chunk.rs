@@ -415,6 +415,28 @@ impl ChunkReader {
     }
 }
 
+/// What rml_rtmp (an implementation we did not write) sends for video messages `(timestamp,
+/// payload)` on message stream 1 after a Set Chunk Size of `chunk_size`, headers compressed.
+#[cfg(test)]
+pub(crate) fn rml_video_wire(chunk_size: u32, msgs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    use rml_rtmp::{chunk_io::ChunkSerializer, messages::MessagePayload, time::RtmpTimestamp};
+    let mut ser = ChunkSerializer::new();
+    let mut wire = ser
+        .set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
+        .unwrap()
+        .bytes;
+    for (ts, data) in msgs {
+        let p = MessagePayload {
+            timestamp: RtmpTimestamp::new(*ts),
+            type_id: 9,
+            message_stream_id: 1,
+            data: bytes::Bytes::from(data.clone()),
+        };
+        wire.extend(ser.serialize(&p, false, false).unwrap().bytes);
+    }
+    wire
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,21 +518,12 @@ mod tests {
     /// no message buffer is ever filled, with plain and extended timestamps.
     #[test]
     fn whole_messages_are_joined_in_the_input() {
-        let mut ser = ChunkSerializer::new();
-        let mut wire = ser
-            .set_max_chunk_size(1000, RtmpTimestamp::new(0))
-            .unwrap()
-            .bytes;
-        let mut want = Vec::new();
-        for (i, ts) in [0u32, 33, 0xFF_FFFF, 0x100_0020].into_iter().enumerate() {
-            let data: Vec<u8> = (0..3500 + i).map(|k| (k * 7 + i) as u8).collect();
-            wire.extend(
-                ser.serialize(&payload(ts, 9, 1, data.clone()), false, false)
-                    .unwrap()
-                    .bytes,
-            );
-            want.push((ts, data));
-        }
+        let want: Vec<(u32, Vec<u8>)> = [0u32, 33, 0xFF_FFFF, 0x100_0020]
+            .into_iter()
+            .enumerate()
+            .map(|(i, ts)| (ts, (0..3500 + i).map(|k| (k * 7 + i) as u8).collect()))
+            .collect();
+        let mut wire = rml_video_wire(1000, &want);
         let mut r = ChunkReader::new();
         let mut at = 0;
         let mut got = Vec::new();

@@ -494,31 +494,15 @@ mod tests {
     /// rml_rtmp wrote.
     #[test]
     fn inputs_share_one_buffer() {
-        use bytes::Bytes;
-        use rml_rtmp::chunk_io::ChunkSerializer;
-        use rml_rtmp::messages::MessagePayload;
-        use rml_rtmp::time::RtmpTimestamp;
         let wire = |seed: u8| {
-            let mut ser = ChunkSerializer::new();
-            let mut w = ser
-                .set_max_chunk_size(4096, RtmpTimestamp::new(0))
-                .unwrap()
-                .bytes;
-            let mut want = Vec::new();
-            for i in 0..20u32 {
-                let data: Vec<u8> = (0..(1000 + i * 997) as usize)
-                    .map(|k| (k as u8) ^ seed)
-                    .collect();
-                let p = MessagePayload {
-                    timestamp: RtmpTimestamp::new(i * 33),
-                    type_id: 9,
-                    message_stream_id: 1,
-                    data: Bytes::from(data.clone()),
-                };
-                w.extend(ser.serialize(&p, false, false).unwrap().bytes);
-                want.push(data);
-            }
-            (w, want)
+            let msgs: Vec<(u32, Vec<u8>)> = (0..20u32)
+                .map(|i| {
+                    let len = (1000 + i * 997) as usize;
+                    (i * 33, (0..len).map(|k| (k as u8) ^ seed).collect())
+                })
+                .collect();
+            let wire = crate::ingest::chunk::rml_video_wire(4096, &msgs);
+            (wire, msgs.into_iter().map(|m| m.1).collect::<Vec<_>>())
         };
         let (wa, want_a) = wire(0);
         let (wb, want_b) = wire(0x5A);

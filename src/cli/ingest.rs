@@ -1,32 +1,48 @@
 //! `framecache ingest`: the ingest engine from the command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use framecache::ingest::rtmp::DEFAULT_READ_INTERVAL;
 use framecache::ingest::{Endpoint, Engine, IngestEvent, KeyConfig, SinkOptions};
 
 use crate::CliResult;
 
 /// Options of `framecache ingest`.
+#[derive(clap::Args)]
 pub struct IngestOpts {
-    /// URLs.
+    /// URLs (see above).
+    #[arg(required = true)]
     pub urls: Vec<String>,
-    /// Slot of publish:// keys and pull inputs.
+    /// Packet slot fed by publish:// keys and pull inputs.
+    #[arg(long)]
     pub slot: Option<String>,
-    /// KEY=SLOT[:PASSPHRASE].
+    /// A stream key for the listeners: KEY=SLOT or KEY=SLOT:SRT_PASSPHRASE (repeatable).
+    #[arg(long = "key")]
     pub keys: Vec<String>,
-    /// Accept any key.
+    /// Accept any stream key (each feeds the slot of its own name).
+    #[arg(long)]
     pub any_key: bool,
-    /// NAME=DIR.
+    /// A directory file:// inputs may read: NAME=DIR (repeatable).
+    #[arg(long = "mount")]
     pub mounts: Vec<String>,
-    /// Payload ring MiB.
+    /// Payload ring of each slot in MiB.
+    #[arg(long, default_value_t = 32)]
     pub payload_mb: u64,
-    /// RTMP read interval in ms.
+    /// RTMP publishers are read every this many ms, all in one wake-up; at most that much
+    /// latency is added (0 = as data arrives: lowest latency, most CPU per stream).
+    #[arg(long, default_value_t = DEFAULT_READ_INTERVAL.as_millis() as u64)]
     pub rtmp_read_ms: u64,
-    /// RTMPS certificate chain and key (PEM).
-    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    /// Stop after.
+    /// Certificate chain (PEM) that rtmps:// listeners present.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long)]
     pub seconds: Option<u64>,
 }
 
@@ -51,7 +67,7 @@ pub fn run(o: IngestOpts) -> CliResult {
         ..SinkOptions::default()
     });
     engine.set_rtmp_read_interval(Duration::from_millis(o.rtmp_read_ms));
-    if let Some((cert, key)) = &o.tls {
+    if let (Some(cert), Some(key)) = (&o.tls_cert, &o.tls_key) {
         engine.set_tls_identity(cert, key)?;
     }
     engine.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {

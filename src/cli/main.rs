@@ -1,6 +1,5 @@
 //! `framecache`: list, inspect, feed and clean up framecache slots.
 
-use framecache::ingest::rtmp::DEFAULT_READ_INTERVAL;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,71 +172,11 @@ enum Cmd {
     /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
     /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
     /// --slot, highest priority first, with failover and failback.
-    Ingest {
-        /// URLs (see above).
-        #[arg(required = true)]
-        urls: Vec<String>,
-        /// Packet slot fed by publish:// keys and pull inputs.
-        #[arg(long)]
-        slot: Option<String>,
-        /// A stream key for the listeners: KEY=SLOT or KEY=SLOT:SRT_PASSPHRASE (repeatable).
-        #[arg(long = "key")]
-        keys: Vec<String>,
-        /// Accept any stream key (each feeds the slot of its own name).
-        #[arg(long)]
-        any_key: bool,
-        /// A directory file:// inputs may read: NAME=DIR (repeatable).
-        #[arg(long = "mount")]
-        mounts: Vec<String>,
-        /// Payload ring of each slot in MiB.
-        #[arg(long, default_value_t = 32)]
-        payload_mb: u64,
-        /// RTMP publishers are read every this many ms, all in one wake-up; at most that much
-        /// latency is added (0 = as data arrives: lowest latency, most CPU per stream).
-        #[arg(long, default_value_t = DEFAULT_READ_INTERVAL.as_millis() as u64)]
-        rtmp_read_ms: u64,
-        /// Certificate chain (PEM) that rtmps:// listeners present.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<std::path::PathBuf>,
-        /// Private key (PEM) of --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<std::path::PathBuf>,
-        /// Stop after this many seconds.
-        #[arg(long)]
-        seconds: Option<u64>,
-    },
+    Ingest(ingest::IngestOpts),
     /// The all-in-one main job: RTMP and SRT ingest routed by stream key, RTMP play, WHEP for
     /// browsers, a page listing live streams with a player each, /metrics and /health, and a
     /// looped demo stream (slot `demo`). Binds to loopback unless told otherwise.
-    Serve {
-        /// HTTP address (page, WHEP, metrics). Default 127.0.0.1:8080.
-        #[arg(long)]
-        http: Option<std::net::SocketAddr>,
-        /// RTMP listener address, or "off". Default 127.0.0.1:1935.
-        #[arg(long)]
-        rtmp: Option<String>,
-        /// SRT listener address, or "off". Default 127.0.0.1:9710.
-        #[arg(long)]
-        srt: Option<String>,
-        /// RTMPS listener address (with --tls-cert and --tls-key), or "off". Default off.
-        #[arg(long)]
-        rtmps: Option<String>,
-        /// Certificate chain (PEM) of the RTMPS listener.
-        #[arg(long)]
-        tls_cert: Option<std::path::PathBuf>,
-        /// Private key (PEM) of --tls-cert.
-        #[arg(long)]
-        tls_key: Option<std::path::PathBuf>,
-        /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
-        #[arg(long)]
-        config: Option<std::path::PathBuf>,
-        /// Do not loop the built-in demo into slot `demo`.
-        #[arg(long)]
-        no_demo: bool,
-        /// Stop after this many seconds.
-        #[arg(long)]
-        seconds: Option<u64>,
-    },
+    Serve(serve::ServeOpts),
     /// GPU frames across processes (CUDA IPC): a test publisher and a verifying subscriber.
     #[command(subcommand)]
     Cuframes(CuCmd),
@@ -373,30 +312,9 @@ fn main() -> ExitCode {
                 testsrc_cmd(&slot, &size, &format, &fps, &opts)
             }
         }
-        Cmd::Ingest {
-            urls,
-            slot,
-            keys,
-            any_key,
-            mounts,
-            payload_mb,
-            rtmp_read_ms,
-            tls_cert,
-            tls_key,
-            seconds,
-        } => {
+        Cmd::Ingest(o) => {
             block_stop_signals();
-            ingest::run(ingest::IngestOpts {
-                urls,
-                slot,
-                keys,
-                any_key,
-                mounts,
-                payload_mb,
-                rtmp_read_ms,
-                tls: tls_cert.zip(tls_key),
-                seconds,
-            })
+            ingest::run(o)
         }
         Cmd::Import {
             file,
@@ -439,29 +357,9 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Demo { seconds } => demo(seconds),
-        Cmd::Serve {
-            http,
-            rtmp,
-            srt,
-            rtmps,
-            tls_cert,
-            tls_key,
-            config,
-            no_demo,
-            seconds,
-        } => {
+        Cmd::Serve(o) => {
             block_stop_signals();
-            serve::run(serve::ServeOpts {
-                http,
-                rtmp,
-                srt,
-                rtmps,
-                tls_cert,
-                tls_key,
-                config,
-                no_demo,
-                seconds,
-            })
+            serve::run(o)
         }
         Cmd::Cuframes(CuCmd::Publish(o)) => cuframes::publish(o),
         Cmd::Cuframes(CuCmd::Subscribe(o)) => cuframes::subscribe(o),

@@ -87,24 +87,34 @@ pub struct WhepSection {
 }
 
 /// Flags of `framecache serve`.
+#[derive(clap::Args)]
 pub struct ServeOpts {
-    /// --http.
+    /// HTTP address (page, WHEP, metrics). Default 127.0.0.1:8080.
+    #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// --rtmp.
+    /// RTMP listener address, or "off". Default 127.0.0.1:1935.
+    #[arg(long)]
     pub rtmp: Option<String>,
-    /// --srt.
+    /// SRT listener address, or "off". Default 127.0.0.1:9710.
+    #[arg(long)]
     pub srt: Option<String>,
-    /// --rtmps.
+    /// RTMPS listener address (with --tls-cert and --tls-key), or "off". Default off.
+    #[arg(long)]
     pub rtmps: Option<String>,
-    /// --tls-cert.
+    /// Certificate chain (PEM) of the RTMPS listener.
+    #[arg(long)]
     pub tls_cert: Option<PathBuf>,
-    /// --tls-key.
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// --config.
+    /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    /// --no-demo.
+    /// Do not loop the built-in demo into slot `demo`.
+    #[arg(long)]
     pub no_demo: bool,
-    /// --seconds (tests).
+    /// Stop after this many seconds.
+    #[arg(long)]
     pub seconds: Option<u64>,
 }
 

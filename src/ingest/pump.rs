@@ -174,8 +174,7 @@ impl ChunkInput {
     /// publishers one thread reads in turn share one buffer; [`ChunkInput::restore`] gives it
     /// back.
     pub fn lend(&mut self, shared: &mut Vec<u8>) {
-        std::mem::swap(&mut self.buf, shared);
-        self.buf[..self.filled].copy_from_slice(&shared[..self.filled]);
+        self.swap_buffer(shared);
     }
 
     /// Undoes [`ChunkInput::lend`]: the tail goes back to this input's own buffer, which
@@ -184,8 +183,13 @@ impl ChunkInput {
         if shared.len() > TAIL_BUF {
             *shared = vec![0u8; TAIL_BUF];
         }
-        std::mem::swap(&mut self.buf, shared);
-        self.buf[..self.filled].copy_from_slice(&shared[..self.filled]);
+        self.swap_buffer(shared);
+    }
+
+    /// Reads into `other` from now on, the unparsed tail carried over to its front.
+    fn swap_buffer(&mut self, other: &mut Vec<u8>) {
+        std::mem::swap(&mut self.buf, other);
+        self.buf[..self.filled].copy_from_slice(&other[..self.filled]);
     }
 
     /// [`ChunkInput::filled`] for bytes read elsewhere.
@@ -434,7 +438,7 @@ impl Drop for Pump {
 
 fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
     let mut conns: Vec<Box<PumpConn>> = Vec::new();
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; PUMP_BUF];
     let mut next = Instant::now();
     loop {
         if conns.is_empty() {
@@ -458,14 +462,14 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
         }
         let mut i = 0;
         while i < conns.len() {
-            if buf.len() != PUMP_BUF {
-                // The first tick, or a publisher that panicked while it held the buffer.
-                buf = vec![0u8; PUMP_BUF];
-            }
             // A panic in one publisher's media path ends that publisher, not the server.
             let r =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns[i].tick(&mut buf)));
-            let end = r.unwrap_or_else(|_| Some("internal error (panic) on its input".into()));
+            let end = r.unwrap_or_else(|_| {
+                // It may have panicked while it held the shared buffer: a new one.
+                buf = vec![0u8; PUMP_BUF];
+                Some("internal error (panic) on its input".into())
+            });
             match end {
                 None => i += 1,
                 Some(why) => {

@@ -182,12 +182,12 @@ impl ChunkReader {
                     // into the stream's message buffer.
                     let start = pos;
                     let cs = self.chunk_size;
-                    let (mut dst, mut rest) = (start + cs, left - cs);
+                    let (mut dst, mut src, mut rest) = (start + cs, start + cs + hsz, left - cs);
                     while rest > 0 {
                         let take = rest.min(cs);
-                        let src = dst + hsz * ((dst - start) / cs);
                         input.copy_within(src..src + take, dst);
                         dst += take;
+                        src += take + hsz;
                         rest -= take;
                     }
                     pos += end;

@@ -588,12 +588,6 @@ fn throughput(c: &Case, o: &Outcome) -> Tput {
     }
 }
 
-/// Median of a small sample.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Writer bandwidth with no reader against plain memcpy, in alternating child processes run
 /// the same way (the host's memory bandwidth drifts by 10-15 % between runs, so one run of
 /// each could rank them either way): (memcpy GB/s, ring writer frames/s), medians.

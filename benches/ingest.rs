@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{process_cpu_seconds, Reaper};
+use common::{median, process_cpu_seconds, Reaper};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -254,18 +254,6 @@ fn measure(pid: u32, addr: &str, n: usize, secs: u64, tags: &Arc<Vec<Tag>>) -> (
     (per_stream, late, (b1 - b0) as f64 * 8.0 / wall / 1e6)
 }
 
-/// The median of `v` (the mean of the middle two for an even count).
-fn median(v: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = v.collect();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -393,9 +381,9 @@ fn main() {
             let _ = std::fs::remove_dir_all(&shm);
             r
         };
-        let run_ng = || {
+        let run_ng = |round: usize| {
             let port = free_port();
-            let dir = work.join(format!("nginx-{n}-{}", free_port()));
+            let dir = work.join(format!("nginx-{n}-{round}"));
             std::fs::create_dir_all(&dir).unwrap();
             let conf = dir.join("nginx.conf");
             std::fs::write(
@@ -427,18 +415,18 @@ fn main() {
         // on one of them; each column is the median over the rounds.
         let mut fc_runs: Vec<Vec<(f64, bool, f64)>> = vec![Vec::new(); intervals.len()];
         let mut ng_runs: Vec<(f64, bool)> = Vec::new();
-        for _ in 0..rounds {
+        for round in 0..rounds {
             for (k, &ms) in intervals.iter().enumerate() {
                 fc_runs[k].push(run_fc(ms));
             }
             if have_nginx {
-                ng_runs.push(run_ng());
+                ng_runs.push(run_ng(round));
             }
         }
         let fcs: Vec<(f64, bool, f64)> = fc_runs
             .iter()
             .map(|r| {
-                let cpu = median(r.iter().map(|x| x.0));
+                let cpu = median(r.iter().map(|x| x.0).collect());
                 (cpu, r.iter().any(|x| x.1), r[0].2)
             })
             .collect();
@@ -446,7 +434,7 @@ fn main() {
             (None, false)
         } else {
             (
-                Some(median(ng_runs.iter().map(|x| x.0))),
+                Some(median(ng_runs.iter().map(|x| x.0).collect())),
                 ng_runs.iter().any(|x| x.1),
             )
         };

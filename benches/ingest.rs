@@ -16,6 +16,8 @@
 //! `cargo bench --bench ingest [-- SECONDS N1,N2,...]` (defaults: 8 s; 1,4,16,32 streams).
 
 mod common;
+#[path = "../tests/common/rml_publisher.rs"]
+mod rml_publisher;
 
 use common::{median, process_cpu_seconds, Reaper};
 use std::io::{Read, Write};
@@ -27,10 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
+use rml_rtmp::sessions::ClientSessionResult;
 use rml_rtmp::time::RtmpTimestamp;
 
 struct Tag {
@@ -123,66 +122,8 @@ fn publisher(
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-        .unwrap();
+    let (mut sess, _) = rml_publisher::publish(&mut s, &key, Some(format!("rtmp://{addr}/live")));
     let mut buf = vec![0u8; 65536];
-    let rest = loop {
-        let n = read_some(&mut s, &mut buf).expect("handshake");
-        if n == 0 {
-            continue;
-        }
-        match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes).unwrap()
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                s.write_all(&response_bytes).unwrap();
-                break remaining_bytes;
-            }
-        }
-    };
-    let mut cfg = ClientSessionConfig::new();
-    cfg.tc_url = Some(format!("rtmp://{addr}/live"));
-    let (mut sess, init) = ClientSession::new(cfg).unwrap();
-    let mut q: std::collections::VecDeque<ClientSessionResult> = init.into();
-    q.push_back(sess.request_connection("live".into()).unwrap());
-    let mut input = rest;
-    let mut publishing = false;
-    let t0 = Instant::now();
-    while !publishing {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "publish not accepted for {key}"
-        );
-        if !input.is_empty() {
-            q.extend(sess.handle_input(&input).unwrap());
-            input.clear();
-        }
-        while let Some(r) = q.pop_front() {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes).unwrap(),
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    q.push_back(
-                        sess.request_publishing(key.clone(), PublishRequestType::Live)
-                            .unwrap(),
-                    )
-                }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
-                    publishing = true
-                }
-                _ => {}
-            }
-        }
-        if let Some(n) = read_some(&mut s, &mut buf) {
-            input.extend_from_slice(&buf[..n]);
-        } else {
-            panic!("server closed during publish of {key}");
-        }
-    }
     let start = Instant::now();
     let span = u64::from(tags.last().map_or(1, |t| t.ts)) + 33;
     let mut late = false;

@@ -1046,11 +1046,7 @@ fn hostile_publisher_after_the_publish_is_accepted() {
     use bytes::Bytes;
     use framecache::ingest::chunk::ChunkReader;
     use framecache::ingest::flv::{avc_frame, avc_sequence_header};
-    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-    use rml_rtmp::sessions::{
-        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-        PublishRequestType,
-    };
+    use rml_rtmp::sessions::ClientSessionResult;
     use rml_rtmp::time::RtmpTimestamp;
 
     let root = TempRoot::new("ing-evil");
@@ -1059,59 +1055,9 @@ fn hostile_publisher_after_the_publish_is_accepted() {
     e.add("evil", &["publish://evil"]).unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-        .unwrap();
-    let mut buf = vec![0u8; 65536];
     // Everything the server sends after the handshake, for our reader to parse.
-    let mut from_server = loop {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed during the handshake");
-        match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes).unwrap()
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                s.write_all(&response_bytes).unwrap();
-                break remaining_bytes;
-            }
-        }
-    };
-    let (mut sess, init) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let mut q: std::collections::VecDeque<ClientSessionResult> = init.into();
-    q.push_back(sess.request_connection("live".into()).unwrap());
-    let mut input = from_server.clone();
-    let mut publishing = false;
-    while !publishing {
-        if !input.is_empty() {
-            q.extend(sess.handle_input(&input).unwrap());
-            input.clear();
-        }
-        while let Some(r) = q.pop_front() {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes).unwrap(),
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    q.push_back(
-                        sess.request_publishing("evil".into(), PublishRequestType::Live)
-                            .unwrap(),
-                    )
-                }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
-                    publishing = true
-                }
-                _ => {}
-            }
-        }
-        if !publishing {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed before the publish was accepted");
-            input.extend_from_slice(&buf[..n]);
-            from_server.extend_from_slice(&buf[..n]);
-        }
-    }
+    let (mut sess, mut from_server) = common::rml_publisher::publish(&mut s, "evil", None);
+    let mut buf = vec![0u8; 65536];
     // Window Acknowledgement Size 100000 on a chunk stream of its own (full header).
     s.write_all(&[0x0A, 0, 0, 0, 0, 0, 4, 5, 0, 0, 0, 0, 0, 1, 0x86, 0xA0])
         .unwrap();

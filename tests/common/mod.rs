@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod c;
+pub mod rml_publisher;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

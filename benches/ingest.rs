@@ -16,8 +16,7 @@
 //! `cargo bench --bench ingest [-- SECONDS N1,N2,...]` (defaults: 8 s; 1,4,16,32 streams).
 
 mod common;
-#[path = "../tests/common/rml_publisher.rs"]
-mod rml_publisher;
+use framecache_testkit::rml_publisher;
 
 use common::{median, process_cpu_seconds, Reaper};
 use std::io::{Read, Write};

@@ -10,7 +10,8 @@
 # through pkg-config, as a distribution build would; the binaries find it through an rpath.
 # A second run with the same patches and library rebuilds only what changed.
 #
-# Needs: apt-get source (deb-src entries are added for the run if missing), nasm, pkg-config,
+# Needs: apt-get source (deb-src entries, derived from the machine's deb entries, are added for
+# the run), nasm, pkg-config,
 # make, a C compiler, cargo, and for 5.1 libffmpeg-nvenc-dev. Set FC_FFMPEG_SOURCE=DIR to use
 # an unpacked ffmpeg source instead.
 set -euo pipefail
@@ -27,24 +28,82 @@ series="$here/$version"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Downloads the upstream tarball of Debian source package $1 (newest version starting with
-# $2) from $suite, found through a temporary deb-src entry, checks its SHA-256 against the
+# $2) from $suite, found through temporary deb-src entries, checks its SHA-256 against the
 # archive's index and unpacks it into $3. (Only the upstream tarball: Debian's patches are
 # not wanted, and some mirrors lack the .debian.tar that `apt-get source` insists on.)
-srclist=/etc/apt/sources.list.d/framecache-ffmpeg-src.sources
+srcdir=/etc/apt/sources.list.d
+srclist=$srcdir/framecache-ffmpeg-src.sources
+srclist_legacy=$srcdir/framecache-ffmpeg-src.list
+
+# The deb-src entries for $suite, derived from the machine's own `deb` entries (whatever
+# mirror it is set up with): the same URIs, components and keys, with this machine's release
+# name in each suite replaced by $suite (bookworm-updates -> trixie-updates, ...). Both the
+# deb822 *.sources files and the one-line sources.list format are read.
+derive_deb_src() {
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [ -n "$codename" ] || { echo "build.sh: no VERSION_CODENAME in /etc/os-release" >&2; exit 1; }
+  as_root rm -f "$srclist" "$srclist_legacy"
+  shopt -s nullglob
+  local f
+  for f in "$srcdir"/*.sources; do
+    awk -v from="$codename" -v to="$suite" '
+      function flush() {
+        if (deb && uris != "" && suites != "") {
+          printf "Types: deb-src\nURIs: %s\nSuites: %s\nComponents: %s\n", uris, suites, comps
+          if (signed != "") printf "Signed-By: %s\n", signed
+          printf "\n"
+        }
+        deb = 0; uris = ""; suites = ""; comps = ""; signed = ""; enabled = 1
+      }
+      BEGIN { flush() }
+      /^[ \t]*$/ { flush(); next }
+      /^#/ { next }
+      /^Types:/ { deb = ($0 ~ /[ \t]deb([ \t]|$)/) }
+      /^URIs:/ { uris = $0; sub(/^URIs:[ \t]*/, "", uris) }
+      /^Components:/ { comps = $0; sub(/^Components:[ \t]*/, "", comps) }
+      /^Signed-By:/ { signed = $0; sub(/^Signed-By:[ \t]*/, "", signed) }
+      /^Enabled:[ \t]*no/ { deb = 0 }
+      /^Suites:/ {
+        s = $0; sub(/^Suites:[ \t]*/, "", s); n = split(s, a, /[ \t]+/); suites = ""
+        for (i = 1; i <= n; i++) if (index(a[i], from) == 1) {
+          suites = suites (suites == "" ? "" : " ") to substr(a[i], length(from) + 1)
+        }
+      }
+      END { flush() }' "$f"
+  done | as_root tee "$srclist" >/dev/null
+  local legacy=(/etc/apt/sources.list "$srcdir"/*.list)
+  for f in "${legacy[@]}"; do
+    [ -f "$f" ] || continue
+    awk -v from="$codename" -v to="$suite" '
+      $1 == "deb" {
+        i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+        if (index($(i + 1), from) != 1) next
+        $(i + 1) = to substr($(i + 1), length(from) + 1); $1 = "deb-src"; print
+      }' "$f"
+  done | as_root tee "$srclist_legacy" >/dev/null
+  shopt -u nullglob
+  if [ ! -s "$srclist" ] && [ ! -s "$srclist_legacy" ]; then
+    as_root rm -f "$srclist" "$srclist_legacy"
+    echo "build.sh: no 'deb' entry for $codename in /etc/apt to derive deb-src entries from" >&2
+    exit 1
+  fi
+  [ -s "$srclist_legacy" ] || as_root rm -f "$srclist_legacy"
+}
+
 fetch_debian_source() {
   local pkg=$1 prefix=$2 dest=$3 pkgver uri file sum
   rm -rf "$dest" "$dest.fetch"
   mkdir -p "$dest.fetch"
-  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-    "$suite" "$suite" "$suite" | as_root tee "$srclist" >/dev/null
-  trap 'as_root rm -f "$srclist"' EXIT
+  trap 'as_root rm -f "$srclist" "$srclist_legacy"' EXIT
+  derive_deb_src
   as_root apt-get update -q >/dev/null 2>&1
   pkgver=$(apt-cache madison "$pkg" | awk '/Sources/ {print $3}' |
     grep -E "^([0-9]+:)?${prefix//./\\.}" | sort -V -r | head -n1 || true)
   [ -n "$pkgver" ] || { echo "build.sh: no $pkg $prefix source in $suite" >&2; exit 1; }
   read -r uri file sum < <(apt-get source --print-uris -q "$pkg=$pkgver" |
     awk '$2 ~ /\.orig\.tar\.[a-z0-9]+$/ {gsub("\047", "", $1); print $1, $2, $4; exit}')
-  as_root rm -f "$srclist"
+  as_root rm -f "$srclist" "$srclist_legacy"
   trap - EXIT
   as_root apt-get update -q >/dev/null 2>&1 || true
   [ -n "${uri:-}" ] || { echo "build.sh: no upstream tarball for $pkg $pkgver" >&2; exit 1; }

@@ -60,15 +60,8 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     (ut + st) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// Kills the child on drop, so a failed run leaves no server behind.
-pub struct Reaper(pub Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[allow(unused_imports)] // not every bench uses it
+pub use framecache_testkit::Reaper;
 
 /// Sleeps until CLOCK_MONOTONIC reaches `t_ns` (absolute, so pacing does not drift).
 pub fn sleep_until(t_ns: u64) {

@@ -3,8 +3,8 @@
 //! accepted header that points outside the file is a bug.
 #![no_main]
 
-use framecache::cuda::layout::CuframesHeader;
-use framecache::cuda::proto::Decoder;
+use framecache_cuda::layout::CuframesHeader;
+use framecache_cuda::proto::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! publish path gives exactly what the copying parse gives.
 #![no_main]
 
-use framecache::ingest::flv::{FlvMedia, FlvMediaRef, FlvParser};
+use framecache_media::flv::{FlvMedia, FlvMediaRef, FlvParser};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,8 +3,8 @@
 //! every video unit is Annex-B.
 #![no_main]
 
-use framecache::ingest::{mp4::Fmp4ToMedia, Media};
-use framecache::packet::{FC_CODEC_H264, FC_CODEC_HEVC};
+use framecache_media::{mp4::Fmp4ToMedia, Media};
+use framecache_shm::packet::{FC_CODEC_H264, FC_CODEC_HEVC};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! must describe memory inside the file.
 #![no_main]
 
-use framecache::ring::layout::{self, DESC_SIZE};
+use framecache_shm::ring::layout::{self, DESC_SIZE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,8 +3,9 @@
 //! a resolved entry stays on the playlist's scheme, host and port and never climbs with "..".
 #![no_main]
 
-use framecache::ingest::http::{parse_http, parse_response};
-use framecache::ingest::pull::{parse_playlist, resolve_uri};
+use framecache_ingest::http::{parse_http, parse_response};
+use framecache_ingest::pull::resolve_uri;
+use framecache_media::hls::parse_playlist;
 use libfuzzer_sys::fuzz_target;
 
 const BASE: &str = "https://media.example:8443/live/index.m3u8";

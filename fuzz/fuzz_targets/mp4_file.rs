@@ -3,7 +3,7 @@
 //! refers to an announced track.
 #![no_main]
 
-use framecache::ingest::{mp4::read_bytes, Media};
+use framecache_media::{mp4::read_bytes, Media};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! regions inside the file.
 #![no_main]
 
-use framecache::packet::layout::{self, PACKET_DESC_SIZE};
+use framecache_shm::packet::layout::{self, PACKET_DESC_SIZE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use framecache::ingest::chunk::ChunkReader;
+use framecache_media::chunk::ChunkReader;
 use libfuzzer_sys::fuzz_target;
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::messages::MessagePayload;

@@ -2,7 +2,7 @@
 //! cut at fuzzer-chosen points: never a panic, and every unit refers to an announced track.
 #![no_main]
 
-use framecache::ingest::{Media, pull::TsToMedia};
+use framecache_media::{ts::TsToMedia, Media};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,52 +3,30 @@
 #![allow(dead_code)]
 
 pub mod c;
-pub mod rml_publisher;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// Kills the child on drop, so a failing test leaves no server behind.
-pub struct Reaper(pub Child);
+#[allow(unused_imports)] // not every test uses every helper
+pub use framecache_testkit::{rml_publisher, Reaper};
 
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A private slot root (under /dev/shm when it exists), removed on drop.
-pub struct TempRoot(pub PathBuf);
+/// A private slot root (the test kit's), with the CLI bound to it.
+pub struct TempRoot(framecache_testkit::TempRoot);
 
 impl TempRoot {
     pub fn new(name: &str) -> TempRoot {
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let p = base.join(format!("fc-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempRoot(p)
+        TempRoot(framecache_testkit::TempRoot::new(name))
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// The `framecache` CLI with FC_SHM_DIR pointing at this root.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_framecache"));
-        c.env("FC_SHM_DIR", &self.0).stdin(Stdio::null());
+        c.env("FC_SHM_DIR", self.path()).stdin(Stdio::null());
         c
-    }
-}
-
-impl Drop for TempRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,0 +1,627 @@
+//! The engine: push listeners (RTMP, SRT) sharing one key registry, and pull ingests with
+//! failover between inputs by priority.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::pull::{run_input, InputTimeouts, InputUrl, Mounts, StopFlag};
+use crate::push::PushConfig;
+use crate::registry::{KeyConfig, KeyRegistry};
+use crate::rtmp::{self, RtmpServerConfig};
+use crate::sink::{
+    EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink, StatsSnapshot,
+};
+use crate::srt::{self, SrtListener, SrtListenerConfig};
+use crate::Streams;
+use framecache_media::Media;
+use framecache_shm::error::{Error, Result};
+
+/// What a URL given to the engine means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `rtmp://ADDR:PORT` (no path): run the RTMP server there.
+    RtmpListen(SocketAddr),
+    /// `rtmps://ADDR:PORT` (no path; port 443 when left out): the RTMP server behind TLS.
+    RtmpsListen(SocketAddr),
+    /// `srt://0.0.0.0:PORT`, or any address with `?mode=listener`: run the SRT listener.
+    SrtListen(SocketAddr),
+    /// `publish://KEY`: accept pushes of KEY on the listeners.
+    Publish(String),
+    /// Anything else: a pull input.
+    Pull(InputUrl),
+}
+
+fn sock_addr(s: &str) -> Result<SocketAddr> {
+    s.to_socket_addrs()
+        .map_err(|e| Error::BadUrl(format!("{s}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::BadUrl(format!("{s}: no address")))
+}
+
+impl Endpoint {
+    /// Sorts a URL into listener, publish key or pull input.
+    pub fn parse(url: &str) -> Result<Endpoint> {
+        if let Some(key) = url.strip_prefix("publish://") {
+            let key = crate::registry::normalize_key(key);
+            if key.is_empty() {
+                return Err(Error::BadUrl(format!("{url}: empty key")));
+            }
+            return Ok(Endpoint::Publish(key.to_string()));
+        }
+        for (scheme, port, tls) in [("rtmp://", 1935, false), ("rtmps://", 443, true)] {
+            let Some(rest) = url.strip_prefix(scheme) else {
+                continue;
+            };
+            let host = rest.trim_end_matches('/');
+            if !host.contains('/') {
+                let addr = if host.contains(':') {
+                    host.to_string()
+                } else {
+                    format!("{host}:{port}")
+                };
+                let addr = sock_addr(&addr)?;
+                return Ok(if tls {
+                    Endpoint::RtmpsListen(addr)
+                } else {
+                    Endpoint::RtmpListen(addr)
+                });
+            }
+        }
+        if let Some(rest) = url.strip_prefix("srt://") {
+            let (host, q) = rest.split_once('?').unwrap_or((rest, ""));
+            let host = host.trim_end_matches('/');
+            let mode = q
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("mode="))
+                .unwrap_or("");
+            let wildcard = host.starts_with("0.0.0.0:") || host.starts_with("[::]:");
+            if mode == "listener" || (mode != "caller" && wildcard) {
+                return Ok(Endpoint::SrtListen(sock_addr(host)?));
+            }
+        }
+        InputUrl::parse(url).map(Endpoint::Pull)
+    }
+}
+
+/// Settings of a pull ingest.
+#[derive(Clone)]
+pub struct PullConfig {
+    /// Packet slot to feed.
+    pub slot: String,
+    /// Inputs, highest priority first.
+    pub inputs: Vec<InputUrl>,
+    /// Slot creation.
+    pub sink: SinkOptions,
+    /// Per-input limits.
+    pub timeouts: InputTimeouts,
+    /// How often a failed higher-priority input is probed while a lower one runs.
+    pub probe_interval: Duration,
+    /// Largest wait between reconnects (doubles from 250 ms).
+    pub max_backoff: Duration,
+    /// Events.
+    pub events: Option<EventCallback>,
+    /// Root directory (None = the default).
+    pub root: Option<PathBuf>,
+}
+
+impl PullConfig {
+    /// Defaults for `inputs` into `slot`.
+    pub fn new(slot: &str, inputs: Vec<InputUrl>) -> PullConfig {
+        PullConfig {
+            slot: slot.to_string(),
+            inputs,
+            sink: SinkOptions {
+                source_type: "pull".into(),
+                ..SinkOptions::default()
+            },
+            timeouts: InputTimeouts::default(),
+            probe_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(8),
+            events: None,
+            root: None,
+        }
+    }
+}
+
+/// A running pull ingest; dropping it stops its worker and closes the slot.
+pub struct PullIngest {
+    stop: StopFlag,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<IngestStats>,
+}
+
+impl PullIngest {
+    /// Starts the worker thread.
+    pub fn start(cfg: PullConfig, mounts: Mounts, stats: Arc<IngestStats>) -> Result<PullIngest> {
+        if cfg.inputs.is_empty() {
+            return Err(Error::InvalidArg(
+                "a pull ingest needs at least one input".into(),
+            ));
+        }
+        let mut sink = SlotSink::new(
+            cfg.root.as_deref(),
+            &cfg.slot,
+            cfg.sink.clone(),
+            stats.clone(),
+        )?;
+        sink.set_events(cfg.events.clone(), false);
+        let stop = StopFlag::default();
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("pull-{}", cfg.slot))
+            .spawn(move || worker(cfg, mounts, sink, s2))?;
+        Ok(PullIngest {
+            stop,
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops the worker and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.set();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PullIngest {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn url_text(u: &InputUrl) -> String {
+    match u {
+        InputUrl::Udp { addr, .. } => format!("udp://{addr}"),
+        InputUrl::SrtCaller { addr, .. } => format!("srt://{addr}"),
+        InputUrl::RtmpPull { addr, app, key } => format!("rtmp://{addr}/{app}/{key}"),
+        InputUrl::Hls { url } => url.clone(),
+        InputUrl::File { mount, path } => format!("file://{mount}/{path}"),
+        InputUrl::Copy { slot } => format!("copy://{slot}"),
+    }
+}
+
+fn sleep_unless(stop: &StopFlag, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.is_set() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `url` delivers a frame within the limits: connects, reads until one access unit
+/// comes out, and leaves.
+fn probe(url: &InputUrl, mounts: &Mounts, t: InputTimeouts, stop: &StopFlag) -> bool {
+    let start = Instant::now();
+    let limit = t.connect + t.idle;
+    let mut healthy = false;
+    let _ = run_input(url, mounts, t, stop, &mut |m| {
+        if matches!(m, Media::Frame { .. }) {
+            healthy = true;
+            return Err(Error::State("probe done"));
+        }
+        if start.elapsed() > limit {
+            return Err(Error::Timeout);
+        }
+        Ok(())
+    });
+    healthy
+}
+
+fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
+    let stats = sink.stats().clone();
+    let mut current = 0usize;
+    let mut backoff = Duration::from_millis(250);
+    let mut runs = 0u64;
+    while !stop.is_set() {
+        let url = &cfg.inputs[current];
+        let name = url_text(url);
+        stats.current_input.store(current, Ordering::Relaxed);
+        sink.begin_session();
+        // While a lower-priority input runs, a probe thread watches the higher ones.
+        let run_stop = StopFlag::default();
+        let failback: Arc<Mutex<Option<usize>>> = Arc::default();
+        let prober = (current > 0).then(|| {
+            let (rs, fb, gs) = (run_stop.clone(), failback.clone(), stop.clone());
+            let (higher, mounts, t, every) = (
+                cfg.inputs[..current].to_vec(),
+                mounts.clone(),
+                cfg.timeouts,
+                cfg.probe_interval,
+            );
+            std::thread::spawn(move || {
+                while !rs.is_set() {
+                    if gs.is_set() {
+                        rs.set();
+                        return;
+                    }
+                    for (i, u) in higher.iter().enumerate() {
+                        if probe(u, &mounts, t, &gs) {
+                            *fb.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
+                            rs.set();
+                            return;
+                        }
+                    }
+                    sleep_unless(&rs, every);
+                }
+            })
+        });
+        let flag = if current > 0 { &run_stop } else { &stop };
+        let mut got_media = false;
+        let events = cfg.events.clone();
+        let r = run_input(url, &mounts, cfg.timeouts, flag, &mut |m| {
+            if !got_media {
+                got_media = true;
+                if runs > 0 {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.connected.store(true, Ordering::Relaxed);
+                if let Some(cb) = &events {
+                    cb(&IngestEvent::Connected {
+                        input: name.clone(),
+                    });
+                }
+            }
+            sink.push(m)
+        });
+        runs += 1;
+        run_stop.set();
+        if let Some(p) = prober {
+            let _ = p.join();
+        }
+        let was_connected = stats.connected.swap(false, Ordering::Relaxed);
+        if stop.is_set() {
+            break;
+        }
+        let target = failback.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let reason = match (&r, target) {
+            (_, Some(i)) => format!("failing back to input {i}"),
+            (Ok(()), None) => "stopped".into(),
+            (Err(e), None) => e.to_string(),
+        };
+        // A file input loops by reconnecting at its end: that is not worth a log line.
+        if !(name.starts_with("file://") && reason.ends_with("end of file")) {
+            log::warn!("ingest {}: {name}: {reason}", cfg.slot);
+        }
+        if was_connected {
+            if let Some(cb) = &cfg.events {
+                cb(&IngestEvent::Disconnected {
+                    input: name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        if got_media {
+            backoff = Duration::from_millis(250);
+        }
+        if let Some(i) = target {
+            current = i;
+            continue;
+        }
+        if current + 1 < cfg.inputs.len() {
+            current += 1; // fail over at once
+            continue;
+        }
+        sleep_unless(&stop, backoff);
+        backoff = (backoff * 2).min(cfg.max_backoff);
+        current = 0;
+    }
+    sink.end_session(true);
+}
+
+/// The ingest engine: listeners, keys, mounts and pull ingests, with one tokio runtime for the
+/// RTMP server. Dropping it stops everything.
+pub struct Engine {
+    rt: Arc<tokio::runtime::Runtime>,
+    /// Ends the runtime's driver thread.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    driver: Option<JoinHandle<()>>,
+    registry: KeyRegistry,
+    streams: Streams,
+    mounts: Mounts,
+    events: Option<EventCallback>,
+    root: Option<PathBuf>,
+    rtmp: Vec<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    srt: Vec<SrtListener>,
+    pulls: HashMap<String, PullIngest>,
+    sink: SinkOptions,
+    rtmp_read_interval: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Engine {
+    /// An engine with no listener and no key.
+    pub fn new() -> Result<Engine> {
+        // A current-thread runtime driven by one thread of ours: the RTMP server is I/O bound,
+        // and the multi-thread scheduler's wake-ups cost more than the work (measured with
+        // benches/ingest.rs).
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rt2 = rt.clone();
+        let driver = std::thread::Builder::new()
+            .name("fc-ingest".into())
+            .spawn(move || {
+                rt2.block_on(async {
+                    let _ = rx.await;
+                })
+            })?;
+        Ok(Engine {
+            rt,
+            shutdown: Some(tx),
+            driver: Some(driver),
+            registry: KeyRegistry::new(),
+            streams: Streams::new(),
+            mounts: Mounts::new(),
+            events: None,
+            root: None,
+            rtmp: Vec::new(),
+            srt: Vec::new(),
+            pulls: HashMap::new(),
+            sink: SinkOptions::default(),
+            rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
+            tls: None,
+        })
+    }
+
+    /// Slots go under `root` instead of the default root directory.
+    pub fn set_root(&mut self, root: PathBuf) {
+        self.root = Some(root);
+    }
+
+    /// Options of the slots the engine creates (source type is set per protocol).
+    pub fn set_sink_options(&mut self, s: SinkOptions) {
+        self.sink = s;
+    }
+
+    /// How often RTMP servers started afterwards read their publishers (see
+    /// [`RtmpServerConfig::read_interval`]; zero = as data arrives).
+    pub fn set_rtmp_read_interval(&mut self, d: Duration) {
+        self.rtmp_read_interval = d;
+    }
+
+    /// The certificate chain and private key (PEM files) RTMPS listeners started afterwards
+    /// present. Checked now: an unreadable file or a key that does not fit is an error here.
+    pub fn set_tls_identity(
+        &mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<()> {
+        self.tls = Some(rtmp::tls_identity(cert, key)?);
+        Ok(())
+    }
+
+    /// Reports events of everything started afterwards to `cb`.
+    pub fn set_events(&mut self, cb: Option<EventCallback>) {
+        self.events = cb;
+    }
+
+    /// The key registry of the listeners.
+    pub fn registry(&self) -> &KeyRegistry {
+        &self.registry
+    }
+
+    /// Counters per key / pull slot.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// VOD mounts for `file://`.
+    pub fn mounts(&self) -> &Mounts {
+        &self.mounts
+    }
+
+    /// The tokio runtime (for hosts that add their own tasks).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    /// The settings the push listeners share, with slots labelled `source_type`.
+    fn push_config(&self, source_type: &str) -> PushConfig {
+        PushConfig {
+            registry: self.registry.clone(),
+            sink: SinkOptions {
+                source_type: source_type.into(),
+                ..self.sink.clone()
+            },
+            events: self.events.clone(),
+            root: self.root.clone(),
+        }
+    }
+
+    /// Starts the RTMP server (publish by key, play of slots) on `addr`; returns the bound
+    /// address (port 0 picks one).
+    pub fn listen_rtmp(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        self.start_rtmp(addr, None)
+    }
+
+    /// Starts the RTMP server behind TLS (RTMPS) on `addr`, with the identity of
+    /// [`Engine::set_tls_identity`]; returns the bound address.
+    pub fn listen_rtmps(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        let tls = self.tls.clone().ok_or_else(|| {
+            Error::InvalidArg("rtmps needs a certificate and key (set_tls_identity)".into())
+        })?;
+        self.start_rtmp(addr, Some(tls))
+    }
+
+    /// Starts an endpoint that listens ([`Endpoint::RtmpListen`], [`Endpoint::RtmpsListen`],
+    /// [`Endpoint::SrtListen`]); returns the bound address. Other endpoints are refused.
+    pub fn listen(&mut self, e: &Endpoint) -> Result<SocketAddr> {
+        match *e {
+            Endpoint::RtmpListen(a) => self.listen_rtmp(a),
+            Endpoint::RtmpsListen(a) => self.listen_rtmps(a),
+            Endpoint::SrtListen(a) => self.listen_srt(a),
+            _ => Err(Error::BadUrl(format!("{e:?} is not a listener"))),
+        }
+    }
+
+    fn start_rtmp(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<SocketAddr> {
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::os(&format!("rtmp bind {addr}"), e))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = {
+            let _in_runtime = self.rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let bound = listener.local_addr()?;
+        let cfg = RtmpServerConfig {
+            push: self.push_config("rtmp"),
+            play: true,
+            read_interval: self.rtmp_read_interval,
+            tls,
+        };
+        let task = self
+            .rt
+            .spawn(rtmp::serve(listener, cfg, self.streams.clone()));
+        self.rtmp.push((bound, task));
+        Ok(bound)
+    }
+
+    /// Starts the SRT listener on `addr` (needs libsrt).
+    pub fn listen_srt(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        let cfg = SrtListenerConfig {
+            push: self.push_config("srt"),
+            latency_ms: None,
+        };
+        let l = srt::listen(addr, cfg, self.streams.clone())?;
+        let bound = l.local_addr();
+        self.srt.push(l);
+        Ok(bound)
+    }
+
+    /// Adds an ingest into `slot` from `urls`: `publish://KEY` registers KEY for the
+    /// listeners; other URLs are pull inputs, highest priority first, run by one worker
+    /// with failover. Listener URLs are refused here (use `listen_*`).
+    pub fn add(&mut self, slot: &str, urls: &[&str]) -> Result<()> {
+        framecache_shm::slot::validate_id(slot)?;
+        let mut inputs = Vec::new();
+        for u in urls {
+            match Endpoint::parse(u)? {
+                Endpoint::Publish(key) => self.registry.register(&key, KeyConfig::new(slot))?,
+                Endpoint::Pull(i) => inputs.push(i),
+                Endpoint::RtmpListen(_) | Endpoint::RtmpsListen(_) | Endpoint::SrtListen(_) => {
+                    return Err(Error::BadUrl(format!(
+                        "{u} is a listener address, not an input"
+                    )))
+                }
+            }
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        if self.pulls.contains_key(slot) {
+            return Err(Error::InvalidArg(format!(
+                "slot {slot} already has a pull ingest"
+            )));
+        }
+        let mut cfg = PullConfig::new(slot, inputs);
+        cfg.sink = SinkOptions {
+            source_type: "pull".into(),
+            ..self.sink.clone()
+        };
+        cfg.events = self.events.clone();
+        cfg.root = self.root.clone();
+        let stats = self.streams.stats_for(slot);
+        let p = PullIngest::start(cfg, self.mounts.clone(), stats)?;
+        self.pulls.insert(slot.to_string(), p);
+        Ok(())
+    }
+
+    /// Stops the pull ingest of `slot` and unregisters keys feeding it. True if anything was
+    /// removed.
+    pub fn remove(&mut self, slot: &str) -> bool {
+        let mut any = self.pulls.remove(slot).is_some();
+        for k in self.registry.keys() {
+            if self.registry.lookup(&k).is_some_and(|c| c.slot == slot) {
+                any |= self.registry.unregister(&k);
+            }
+        }
+        any
+    }
+
+    /// Counters of a key or pull slot.
+    pub fn stats(&self, name: &str) -> Option<StatsSnapshot> {
+        self.streams.get(name).map(|s| s.snapshot())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.pulls.clear();
+        self.srt.clear();
+        for (_, t) in self.rtmp.drain(..) {
+            t.abort();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(d) = self.driver.take() {
+            let _ = d.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert!(matches!(
+            Endpoint::parse("rtmp://127.0.0.1:1935").unwrap(),
+            Endpoint::RtmpListen(_)
+        ));
+        assert_eq!(
+            Endpoint::parse("rtmps://127.0.0.1").unwrap(),
+            Endpoint::RtmpsListen("127.0.0.1:443".parse().unwrap())
+        );
+        assert_eq!(
+            Endpoint::parse("rtmps://0.0.0.0:1936/").unwrap(),
+            Endpoint::RtmpsListen("0.0.0.0:1936".parse().unwrap())
+        );
+        assert!(matches!(
+            Endpoint::parse("rtmp://127.0.0.1:1935/live/k").unwrap(),
+            Endpoint::Pull(InputUrl::RtmpPull { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("srt://0.0.0.0:9000").unwrap(),
+            Endpoint::SrtListen(_)
+        ));
+        assert!(matches!(
+            Endpoint::parse("srt://127.0.0.1:9000?mode=listener").unwrap(),
+            Endpoint::SrtListen(_)
+        ));
+        assert!(matches!(
+            Endpoint::parse("srt://127.0.0.1:9000?streamid=x").unwrap(),
+            Endpoint::Pull(InputUrl::SrtCaller { .. })
+        ));
+        assert_eq!(
+            Endpoint::parse("publish://live/cam1").unwrap(),
+            Endpoint::Publish("cam1".into())
+        );
+        assert!(Endpoint::parse("publish://").is_err());
+        assert!(Endpoint::parse("bogus://x").is_err());
+    }
+}

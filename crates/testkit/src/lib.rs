@@ -1,0 +1,70 @@
+//! Test helpers shared by the framecache workspace's tests and benchmarks (never published):
+//! private slot roots, child processes killed on drop, and RTMP bytes written by rml_rtmp (an
+//! implementation we did not write).
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+pub mod rml_publisher;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+/// Kills the child on drop, so a failing test leaves no server behind.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private slot root (under /dev/shm when it exists), removed on drop.
+pub struct TempRoot(pub PathBuf);
+
+impl TempRoot {
+    /// A fresh, empty root named after the process and `name`.
+    pub fn new(name: &str) -> TempRoot {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let p = base.join(format!("fc-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempRoot(p)
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What rml_rtmp (an implementation we did not write) sends for video messages `(timestamp,
+/// payload)` on message stream 1 after a Set Chunk Size of `chunk_size`, headers compressed.
+pub fn rml_video_wire(chunk_size: u32, msgs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    use rml_rtmp::{chunk_io::ChunkSerializer, messages::MessagePayload, time::RtmpTimestamp};
+    let mut ser = ChunkSerializer::new();
+    let mut wire = ser
+        .set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
+        .unwrap()
+        .bytes;
+    for (ts, data) in msgs {
+        let p = MessagePayload {
+            timestamp: RtmpTimestamp::new(*ts),
+            type_id: 9,
+            message_stream_id: 1,
+            data: bytes::Bytes::from(data.clone()),
+        };
+        wire.extend(ser.serialize(&p, false, false).unwrap().bytes);
+    }
+    wire
+}
+

@@ -1,0 +1,562 @@
+//! `framecache serve`: the all-in-one main job. RTMP and SRT ingest, RTMP play, WHEP for
+//! browsers, a page listing live streams with a player each, `/metrics` and `/health`, and a
+//! built-in demo stream so it shows something on a fresh machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use framecache::ingest::{Engine, IngestEvent, KeyConfig, Streams};
+use framecache::whep::http::{Page, Routes};
+use framecache::whep::{WhepConfig, WhepEngine};
+use serde::Deserialize;
+
+use crate::CliResult;
+
+const INDEX_HTML: &str = include_str!("web/index.html");
+const WHEP_JS: &str = include_str!("web/whep.js");
+/// 6 s of 640x360 H.264 (constrained baseline, no B-frames) + AAC with a beep each second,
+/// made with ffmpeg's testsrc2 and sine sources; looped into the `demo` slot.
+const DEMO_TS: &[u8] = include_bytes!("../assets/demo.ts");
+/// serve reads RTMP publishers every 20 ms, not the engine's 100 ms: its viewers are WebRTC
+/// players, where the added latency counts and frames that arrive in bursts of three make the
+/// browser's jitter buffer grow. It costs about nginx-rtmp's CPU per stream instead of a third.
+const SERVE_RTMP_READ_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The TOML configuration (every field optional; flags override it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// HTTP (WHEP, page, metrics) address. Default 127.0.0.1:8080.
+    pub http: Option<SocketAddr>,
+    /// RTMP listener. Default 127.0.0.1:1935; "" or "off" disables.
+    pub rtmp: Option<String>,
+    /// SRT listener. Default 127.0.0.1:9710; "" or "off" disables.
+    pub srt: Option<String>,
+    /// RTMPS listener (needs `tls_cert` and `tls_key`). Default off.
+    pub rtmps: Option<String>,
+    /// Certificate chain (PEM) of the RTMPS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// RTMP publishers are read every this many ms (0 = as data arrives). Default 20
+    /// (the engine's default is 100; see `SERVE_RTMP_READ_INTERVAL`).
+    pub rtmp_read_ms: Option<u64>,
+    /// Loop the built-in demo into slot `demo`. Default true.
+    pub demo: Option<bool>,
+    /// Accept any stream key even off loopback. Default false.
+    pub any_key: Option<bool>,
+    /// Slot root directory.
+    pub root: Option<PathBuf>,
+    /// Stream keys.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// WHEP settings.
+    #[serde(default)]
+    pub whep: WhepSection,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Stream key.
+    pub key: String,
+    /// Slot it feeds (default: the key).
+    pub slot: Option<String>,
+    /// SRT passphrase.
+    pub passphrase: Option<String>,
+}
+
+/// `[whep]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepSection {
+    /// Viewers per stream.
+    pub max_viewers_per_stream: Option<usize>,
+    /// Viewers in total.
+    pub max_viewers_total: Option<usize>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// CORS origins.
+    pub allowed_origins: Option<Vec<String>>,
+    /// ICE address (media sockets).
+    pub ice_ip: Option<std::net::IpAddr>,
+}
+
+/// Flags of `framecache serve`.
+#[derive(clap::Args)]
+pub struct ServeOpts {
+    /// HTTP address (page, WHEP, metrics). Default 127.0.0.1:8080.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// RTMP listener address, or "off". Default 127.0.0.1:1935.
+    #[arg(long)]
+    pub rtmp: Option<String>,
+    /// SRT listener address, or "off". Default 127.0.0.1:9710.
+    #[arg(long)]
+    pub srt: Option<String>,
+    /// RTMPS listener address (with --tls-cert and --tls-key), or "off". Default off.
+    #[arg(long)]
+    pub rtmps: Option<String>,
+    /// Certificate chain (PEM) of the RTMPS listener.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Do not loop the built-in demo into slot `demo`.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+}
+
+fn listen_addr(v: &str, what: &str) -> Result<Option<SocketAddr>, String> {
+    if v.is_empty() || v == "off" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e| format!("{what} address {v:?}: {e}"))
+}
+
+/// Runs until interrupted.
+pub fn run(o: ServeOpts) -> CliResult {
+    let cfg: ServeConfig = match &o.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => ServeConfig::default(),
+    };
+    let http = o
+        .http
+        .or(cfg.http)
+        .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"));
+    let rtmp = listen_addr(
+        o.rtmp
+            .as_deref()
+            .or(cfg.rtmp.as_deref())
+            .unwrap_or("127.0.0.1:1935"),
+        "RTMP",
+    )?;
+    let srt = listen_addr(
+        o.srt
+            .as_deref()
+            .or(cfg.srt.as_deref())
+            .unwrap_or("127.0.0.1:9710"),
+        "SRT",
+    )?;
+    let rtmps = listen_addr(
+        o.rtmps.as_deref().or(cfg.rtmps.as_deref()).unwrap_or("off"),
+        "RTMPS",
+    )?;
+    let tls_cert = o.tls_cert.clone().or(cfg.tls_cert.clone());
+    let tls_key = o.tls_key.clone().or(cfg.tls_key.clone());
+    let root = cfg.root.clone().unwrap_or_else(framecache::slot::root_dir);
+
+    let mut ingest = Engine::new()?;
+    ingest.set_root(root.clone());
+    ingest.set_rtmp_read_interval(
+        cfg.rtmp_read_ms
+            .map_or(SERVE_RTMP_READ_INTERVAL, Duration::from_millis),
+    );
+    ingest.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
+        // The demo file ends and restarts every few seconds: not news.
+        IngestEvent::Connected { input } | IngestEvent::Disconnected { input, .. }
+            if input.starts_with("file://builtin/") => {}
+        IngestEvent::Connected { input } => eprintln!("framecache: serve: connected {input}"),
+        IngestEvent::Disconnected { input, reason } => {
+            eprintln!("framecache: serve: disconnected {input}: {reason}")
+        }
+        _ => {}
+    })));
+    for k in &cfg.keys {
+        let mut kc = KeyConfig::new(k.slot.as_deref().unwrap_or(&k.key));
+        kc.passphrase = k.passphrase.clone();
+        ingest.registry().register(&k.key, kc)?;
+    }
+    let mut listeners = Vec::new();
+    if let Some(a) = rtmp {
+        let b = ingest.listen_rtmp(a)?;
+        println!("listening rtmp rtmp://{b}/live/KEY (publish and play)");
+        listeners.push(b);
+    }
+    if let Some(a) = rtmps {
+        let (Some(cert), Some(key)) = (&tls_cert, &tls_key) else {
+            return Err("the RTMPS listener needs tls_cert and tls_key".into());
+        };
+        ingest.set_tls_identity(cert, key)?;
+        let b = ingest.listen_rtmps(a)?;
+        println!("listening rtmps rtmps://{b}/live/KEY (publish and play)");
+        listeners.push(b);
+    }
+    if let Some(a) = srt {
+        match ingest.listen_srt(a) {
+            Ok(b) => {
+                println!("listening srt srt://{b}?streamid=KEY");
+                listeners.push(b);
+            }
+            Err(e) => eprintln!("framecache: serve: SRT listener not started: {e}"),
+        }
+    }
+    if ingest.registry().keys().is_empty() {
+        if cfg.any_key.unwrap_or(false) || listeners.iter().all(|a| a.ip().is_loopback()) {
+            ingest.registry().set_allow_any(true);
+            eprintln!(
+                "framecache: serve: no stream keys configured: accepting any key (each feeds the slot of its name){}",
+                if cfg.any_key.unwrap_or(false) { "" } else { " because the listeners are on loopback only" }
+            );
+        } else {
+            return Err("no stream keys configured for a listener open beyond loopback: add [[keys]] to the config or any_key = true".into());
+        }
+    }
+
+    // The demo: the embedded clip, looped in real time through a VOD mount.
+    let _demo_dir = if cfg.demo.unwrap_or(true) && !o.no_demo {
+        let dir = tempdir("framecache-serve")?;
+        std::fs::write(dir.path().join("demo.ts"), DEMO_TS)?;
+        ingest.mounts().add("builtin", dir.path())?;
+        ingest.add("demo", &["file://builtin/demo.ts"])?;
+        println!("demo stream: slot demo (looped test pattern with a beep each second)");
+        Some(dir)
+    } else {
+        None
+    };
+
+    let keys = ingest.registry().clone();
+    let known: framecache::whep::KnownStreams =
+        Arc::new(move |stream: &str| keys.feeds_slot(stream));
+    let w = &cfg.whep;
+    let wcfg = WhepConfig {
+        root: Some(root.clone()),
+        max_viewers_per_stream: w.max_viewers_per_stream.unwrap_or(8),
+        max_viewers_total: w.max_viewers_total.unwrap_or(256),
+        token: w.token.clone(),
+        allowed_origins: w.allowed_origins.clone().unwrap_or_default(),
+        // Media sockets on the HTTP address (every interface when HTTP is on 0.0.0.0).
+        ice_ip: w.ice_ip.unwrap_or(http.ip()),
+        known_streams: Some(known),
+        ..WhepConfig::default()
+    };
+    let whep = WhepEngine::new(wcfg)?;
+    let routes = routes(root.clone(), whep.clone(), ingest.streams().clone());
+    let listener = whep
+        .handle()
+        .block_on(tokio::net::TcpListener::bind(http))
+        .map_err(|e| format!("cannot listen on {http}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let server = whep.handle().spawn(framecache::whep::http::serve(
+        listener,
+        whep.clone(),
+        Some(routes),
+    ));
+    println!("listening http http://{bound}/ (page, WHEP at /whep/STREAM, /metrics, /health)");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let start = std::time::Instant::now();
+    loop {
+        let wait = match o.seconds {
+            Some(s) => Duration::from_secs(s).saturating_sub(start.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        if wait.is_zero() || crate::wait_stop(wait) {
+            break;
+        }
+    }
+    server.abort();
+    whep.shutdown();
+    drop(ingest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(prefix: &str) -> std::io::Result<TempDir> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let p = base.join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(TempDir(p))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
+}
+
+fn routes(root: PathBuf, whep: WhepEngine, streams: Streams) -> Routes {
+    Arc::new(move |pq: &str| {
+        let path = pq.split('?').next().unwrap_or(pq);
+        match path {
+            "/" | "/index.html" => Some(Page {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: INDEX_HTML.as_bytes().to_vec(),
+            }),
+            "/whep.js" => Some(Page {
+                status: 200,
+                content_type: "text/javascript; charset=utf-8",
+                body: WHEP_JS.as_bytes().to_vec(),
+            }),
+            "/health" => Some(Page {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::json!({"status": "ok", "viewers": whep.stats().viewers})
+                    .to_string()
+                    .into_bytes(),
+            }),
+            "/api/streams" => Some(Page {
+                status: 200,
+                content_type: "application/json",
+                body: api_streams(&root, &whep, &streams).into_bytes(),
+            }),
+            "/metrics" => Some(Page {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics(&root, &whep, &streams).into_bytes(),
+            }),
+            _ => None,
+        }
+    })
+}
+
+fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+    let ws = whep.stats();
+    let ingest = streams.snapshot();
+    let mut out = Vec::new();
+    for (id, info) in framecache::packet::list_slots(root).unwrap_or_default() {
+        let Ok(i) = info else { continue };
+        let codecs: Vec<String> = i
+            .streams
+            .iter()
+            .map(|s| {
+                if s.width > 0 {
+                    format!("{} {}x{}", s.codec_name, s.width, s.height)
+                } else {
+                    s.codec_name.to_string()
+                }
+            })
+            .collect();
+        let viewers = ws
+            .streams
+            .iter()
+            .find(|s| s.stream == id)
+            .map_or(0, |s| s.viewers);
+        let kbps = ingest
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or(0, |(_, s)| s.bitrate / 1000);
+        out.push(serde_json::json!({
+            "id": id, "live": i.writer_alive, "codecs": codecs.join(", "),
+            "viewers": viewers, "kbps": kbps, "source": i.source_type,
+        }));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+/// One Prometheus metric family: its HELP/TYPE lines and one sample per `(labels, value)`.
+fn family(m: &mut String, name: &str, typ: &str, help: &str, rows: Vec<(String, String)>) {
+    use std::fmt::Write;
+    let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {typ}");
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(m, "{name} {v}");
+        } else {
+            let _ = writeln!(m, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+    let ws = whep.stats();
+    let ingest = streams.snapshot();
+    let frames: Vec<_> = framecache::ring::list_slots(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(id, i)| i.ok().map(|i| (id, i)))
+        .collect();
+    let packets: Vec<_> = framecache::packet::list_slots(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(id, i)| i.ok().map(|i| (id, i)))
+        .collect();
+    let one = |v: String| vec![(String::new(), v)];
+    let stream = |n: &str| format!("stream=\"{}\"", esc(n));
+    let slot = |n: &str, kind: &str| format!("slot=\"{}\",kind=\"{kind}\"", esc(n));
+    let mut m = String::new();
+    let totals: [(&str, &str, &str, usize); 5] = [
+        (
+            "framecache_whep_viewers",
+            "gauge",
+            "WebRTC viewers in total.",
+            ws.viewers,
+        ),
+        (
+            "framecache_whep_peer_connections",
+            "gauge",
+            "Peer connections not yet closed.",
+            ws.peer_connections,
+        ),
+        (
+            "framecache_whep_tasks",
+            "gauge",
+            "Viewer tasks alive (each ends shortly after its viewer is removed).",
+            ws.tasks,
+        ),
+        (
+            "framecache_whep_feeds",
+            "gauge",
+            "Feed threads alive (one per watched stream).",
+            ws.feeds,
+        ),
+        (
+            "framecache_whep_offers_total",
+            "counter",
+            "WHEP offers answered.",
+            ws.offers as usize,
+        ),
+    ];
+    family(
+        &mut m,
+        "framecache_up",
+        "gauge",
+        "1 while serve runs.",
+        one("1".into()),
+    );
+    for (name, typ, help, v) in totals {
+        family(&mut m, name, typ, help, one(v.to_string()));
+    }
+    let per_ingest = |f: fn(&framecache::ingest::StatsSnapshot) -> u64| {
+        ingest
+            .iter()
+            .map(|(n, s)| (stream(n), f(s).to_string()))
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut m,
+        "framecache_stream_bitrate_bits",
+        "gauge",
+        "Ingest bitrate per stream, bit/s.",
+        per_ingest(|s| s.bitrate),
+    );
+    family(
+        &mut m,
+        "framecache_stream_ingest_packets_total",
+        "counter",
+        "Access units ingested per stream.",
+        per_ingest(|s| s.packets),
+    );
+    family(
+        &mut m,
+        "framecache_stream_reconnects_total",
+        "counter",
+        "Ingest reconnects per stream.",
+        per_ingest(|s| s.reconnects),
+    );
+    family(
+        &mut m,
+        "framecache_stream_viewers",
+        "gauge",
+        "WebRTC viewers per stream.",
+        ws.streams
+            .iter()
+            .map(|s| (stream(&s.stream), s.viewers.to_string()))
+            .collect(),
+    );
+    family(
+        &mut m,
+        "framecache_stream_skipped_packets_total",
+        "counter",
+        "Packets skipped on the way to viewers (ring reader behind, or a viewer behind).",
+        ws.streams
+            .iter()
+            .map(|s| {
+                (
+                    stream(&s.stream),
+                    (s.ring_skipped + s.viewer_skipped).to_string(),
+                )
+            })
+            .collect(),
+    );
+    let mut fps: Vec<(String, String)> = frames
+        .iter()
+        .filter(|(_, i)| i.fps_den > 0)
+        .map(|(id, i)| {
+            (
+                slot(id, "frames"),
+                format!("{:.3}", i.fps_num as f64 / i.fps_den as f64),
+            )
+        })
+        .collect();
+    fps.extend(packets.iter().filter_map(|(id, i)| {
+        let v = i.streams.iter().find(|s| s.fps.1 > 0)?;
+        Some((
+            slot(id, "packets"),
+            format!("{:.3}", v.fps.0 as f64 / v.fps.1 as f64),
+        ))
+    }));
+    family(
+        &mut m,
+        "framecache_slot_fps",
+        "gauge",
+        "Frame rate per slot (declared by its writer).",
+        fps,
+    );
+    family(
+        &mut m,
+        "framecache_slot_readers",
+        "gauge",
+        "Readers of a packet slot in this process (WHEP feeds). Ring readers do not register, \
+         so readers in other processes are not counted.",
+        packets
+            .iter()
+            .map(|(id, _)| {
+                let n = ws.streams.iter().filter(|s| s.stream == *id).count();
+                (slot(id, "packets"), n.to_string())
+            })
+            .collect(),
+    );
+    let mut published: Vec<(String, String)> = frames
+        .iter()
+        .map(|(id, i)| (slot(id, "frames"), i.frames_written.to_string()))
+        .collect();
+    published.extend(
+        packets
+            .iter()
+            .map(|(id, i)| (slot(id, "packets"), i.packets_written.to_string())),
+    );
+    family(
+        &mut m,
+        "framecache_slot_packets_total",
+        "counter",
+        "Packets or frames published per slot.",
+        published,
+    );
+    m
+}

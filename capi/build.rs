@@ -28,7 +28,11 @@ fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("framecache.h");
     println!("cargo:rerun-if-changed=src");
-    for d in ["../crates/shm/src", "../crates/cuda/src", "../crates/ingest/src/srt.rs"] {
+    for d in [
+        "../crates/shm/src",
+        "../crates/cuda/src",
+        "../crates/ingest/src/srt.rs",
+    ] {
         println!("cargo:rerun-if-changed={d}");
     }
     println!("cargo:rerun-if-changed=cbindgen.toml");
@@ -40,7 +44,9 @@ fn main() {
     for s in SOURCES {
         b = b.with_src(dir.join(s));
     }
-    let bindings = b.generate().expect("cbindgen could not generate the header");
+    let bindings = b
+        .generate()
+        .expect("cbindgen could not generate the header");
     bindings.write_to_file(&out);
     if std::env::var_os("FC_UPDATE_HEADER").is_some() {
         bindings.write_to_file(dir.join("../include/framecache.h"));

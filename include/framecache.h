@@ -60,6 +60,21 @@
 // `fc_ingest_event.kind`: a slot was created with the streams described.
 #define FC_INGEST_MEDIA_INFO 3
 
+// Log level: errors (the library could not do what was asked).
+#define FC_LOG_ERROR 1
+
+// Log level: warnings (something was lost or refused, the library goes on).
+#define FC_LOG_WARN 2
+
+// Log level: what happened (a publisher connected or ended, a viewer joined).
+#define FC_LOG_INFO 3
+
+// Log level: detail for debugging.
+#define FC_LOG_DEBUG 4
+
+// Log level: very verbose detail.
+#define FC_LOG_TRACE 5
+
 // Protocol version of the control block and of the socket protocol.
 #define FC_CUFRAMES_PROTO_VERSION 1
 
@@ -868,6 +883,14 @@ typedef struct fc_cuframes_subscriber_stats {
   // Attaches (1 + re-attaches to restarted publishers).
   uint64_t attaches;
 } fc_cuframes_subscriber_stats;
+
+// Receives one log message. `level` is `FC_LOG_*`; `target` names the part of the library
+// (e.g. `"framecache_ingest::pump"`); `message` is one line without a newline. Both strings are
+// NUL-terminated and valid only during the call. Called on whichever thread logs (the
+// engines' own threads included), possibly on several at once: keep it short and thread-safe.
+// It must not call `fc_set_log_callback` (that call fails with `FC_ERR_STATE`); messages logged
+// while it runs on the same thread are dropped.
+typedef void (*fc_log_fn)(void *user_data, int level, const char *target, const char *message);
 
 // Settings of `fc_whep_create`. Zero/NULL fields take the default named.
 typedef struct fc_whep_config {
@@ -1787,6 +1810,16 @@ int fc_cuframes_subscriber_get_stats(const struct fc_cuframes_subscriber *subscr
 // # Safety
 // NULL or from `fc_cuframes_subscriber_open`, not used again.
 void fc_cuframes_subscriber_close(struct fc_cuframes_subscriber *subscriber);
+
+// Routes the library's log messages to `callback`: every message of level `min_level` or more
+// severe (`FC_LOG_ERROR` = 1 … `FC_LOG_TRACE` = 5; 0 = none) is passed to it with `user_data`.
+// A NULL `callback` (or `min_level` 0) silences the library, which is also the state before
+// the first call: the library never writes to stderr or stdout by itself.
+//
+// Replaces any earlier callback. Thread-safe, callable from any thread at any time; when it
+// returns, no thread is inside the previous callback any more, so its user data may be freed.
+// Calling it from inside the callback gives `FC_ERR_STATE`.
+int fc_set_log_callback(int min_level, fc_log_fn callback, void *user_data);
 
 // Creates a WHEP engine (its own 2 runtime threads) in `*out`, owned by the caller until
 // `fc_whep_destroy`. `config` NULL = all defaults.

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cuframes;
 mod ingest;
+mod logger;
 mod packets;
 mod serve;
 use framecache::format::{fourcc_str, ALL_FORMATS};
@@ -27,6 +28,12 @@ use framecache::{
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// More log detail on stderr (-v debug, -vv trace); the default shows what happened.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +264,7 @@ pub(crate) fn wait_stop(d: Duration) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logger::init(cli.verbose, cli.quiet);
     let r = match cli.cmd {
         Cmd::Ls { json } => ls(json),
         Cmd::Stat {

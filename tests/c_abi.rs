@@ -407,15 +407,19 @@ fn c_ingest_engine_takes_an_ffmpeg_push_and_refuses_wrong_use() {
         .status()
         .expect("ffmpeg runs");
     assert!(st.success());
-    for (exe, asan) in [
-        (compile("ingest", &[]), false),
-        (compile("ingest", ASAN), true),
+    // Without a log callback the library writes nothing to stderr; with one, the messages of
+    // the publisher's disconnect reach it.
+    for (exe, asan, with_log) in [
+        (compile("ingest", &[]), false, false),
+        (compile("ingest", ASAN), true, true),
     ] {
         let mut child = Command::new(&exe)
+            .args(with_log.then_some("log"))
             .env("FC_SHM_DIR", root.path())
             .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
             .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -430,8 +434,16 @@ fn c_ingest_engine_takes_an_ffmpeg_push_and_refuses_wrong_use() {
             .unwrap();
         assert!(push.success());
         let report = lines.next().expect("PACKETS line").unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "asan={asan}: {report}");
+        assert!(status.success(), "asan={asan}: {report}; stderr: {stderr}");
         assert!(report.contains("WIDTH 320"), "{report}");
+        if with_log {
+            assert!(!report.contains(" ENDED 0"), "{report}");
+        } else {
+            assert!(report.ends_with("LOGS 0 ENDED 0"), "{report}");
+            assert_eq!(stderr, "", "the library printed without a log callback");
+        }
     }
 }

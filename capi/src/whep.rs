@@ -179,7 +179,8 @@ fn whep_config(c: &fc_whep_config) -> Result<WhepConfig> {
         None
     } else {
         let keys = super::engine(c.ingest)?.registry().clone();
-        let f: framecache_whep::KnownStreams = Arc::new(move |stream: &str| keys.feeds_slot(stream));
+        let f: framecache_whep::KnownStreams =
+            Arc::new(move |stream: &str| keys.feeds_slot(stream));
         Some(f)
     };
     Ok(WhepConfig {

@@ -1,8 +1,10 @@
 /* The ingest engine from C: wrong use gets error codes; then an RTMP listener on a free
  * port takes a push (made by the test harness with ffmpeg) into a slot, seen through the
  * callback and the counters.
- *   ingest           prints "LISTEN ip:port", waits for a push to key "ckey" to end, and
- *                    prints the counters; exit 0 when everything checked out. */
+ *   ingest [log]     prints "LISTEN ip:port", waits for a push to key "ckey" to end, and
+ *                    prints the counters; exit 0 when everything checked out. With "log", a
+ *                    log callback counts the library's messages (and requires the one that
+ *                    says the publish ended); without, the library must stay silent. */
 #define _POSIX_C_SOURCE 200809L
 #include <framecache.h>
 #include "check.h"
@@ -11,7 +13,15 @@
 #include <string.h>
 #include <time.h>
 
-static atomic_int connected, media, disconnected, width;
+static atomic_int connected, media, disconnected, width, logs, ended;
+
+static void on_log(void *user, int level, const char *target, const char *message) {
+  (void)user;
+  atomic_fetch_add(&logs, 1);
+  if (level == FC_LOG_INFO && strstr(target, "framecache_ingest") != NULL &&
+      strstr(message, "publish ended") != NULL)
+    atomic_fetch_add(&ended, 1);
+}
 
 static void on_event(void *user, const fc_ingest_event *ev) {
   (void)user;
@@ -24,7 +34,8 @@ static void on_event(void *user, const fc_ingest_event *ev) {
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  int with_log = argc > 1 && strcmp(argv[1], "log") == 0;
   fc_ingest *e = NULL;
   char bound[64];
   fc_ingest_stats st;
@@ -33,6 +44,12 @@ int main(void) {
   struct timespec pause = {0, 50 * 1000 * 1000};
   int i;
 
+  if (with_log) {
+    EXPECT(fc_set_log_callback(FC_LOG_INFO, on_log, NULL), FC_OK);
+  } else {
+    /* NULL is silence (the state before any call): allowed any time. */
+    EXPECT(fc_set_log_callback(FC_LOG_TRACE, NULL, NULL), FC_OK);
+  }
   EXPECT(fc_ingest_create(NULL), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_listen(NULL, "rtmp://127.0.0.1:0", NULL, 0), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_create(&e), FC_OK);
@@ -72,13 +89,18 @@ int main(void) {
       break;
     nanosleep(&pause, NULL);
   }
-  printf("PACKETS %llu BYTES %llu CONNECTED %d MEDIA %d DISCONNECTED %d WIDTH %d\n",
+  /* The publish-ended message is logged as the publisher is dropped, just after the event. */
+  for (i = 0; with_log && i < 100 && atomic_load(&ended) == 0; i++) nanosleep(&pause, NULL);
+  printf("PACKETS %llu BYTES %llu CONNECTED %d MEDIA %d DISCONNECTED %d WIDTH %d LOGS %d ENDED %d\n",
          (unsigned long long)st.packets, (unsigned long long)st.bytes, atomic_load(&connected),
-         atomic_load(&media), atomic_load(&disconnected), atomic_load(&width));
+         atomic_load(&media), atomic_load(&disconnected), atomic_load(&width),
+         atomic_load(&logs), atomic_load(&ended));
   fc_ingest_destroy(e);
   fc_ingest_destroy(NULL);
+  /* Uninstalled before exit, so no engine thread can call it afterwards. */
+  EXPECT(fc_set_log_callback(0, NULL, NULL), FC_OK);
   return st.packets > 0 && atomic_load(&connected) == 1 && atomic_load(&media) == 1 &&
-                 atomic_load(&disconnected) == 1
+                 atomic_load(&disconnected) == 1 && (!with_log || atomic_load(&ended) >= 1)
              ? 0
              : 1;
 }

@@ -24,8 +24,15 @@ pub fn ensure_libraries() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "framecache-capi", "--lib", "--quiet", "--manifest-path"])
-            .arg(manifest().join("Cargo.toml"));
+        cmd.args([
+            "build",
+            "-p",
+            "framecache-capi",
+            "--lib",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(manifest().join("Cargo.toml"));
         // Cargo gives the test the package's build-time variables; a build script that watches
         // one (ring's watches CARGO_MANIFEST_DIR) would see it change between this build and the
         // next `cargo test` and rebuild half the dependency tree each time.

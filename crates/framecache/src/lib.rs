@@ -19,7 +19,7 @@
 //!
 //! The C ABI is the separate crate `framecache-capi` (`libframecache.so`).
 //!
-//! **May import**: the framecache library crates only; it adds no code of its own.
+//! **Owns**: nothing of its own; it re-exports. **May import**: the framecache library crates.
 //!
 //! ```no_run
 //! use framecache::{Consumer, ConsumerConfig, FrameMeta, PixelFormat, Producer, SlotConfig};

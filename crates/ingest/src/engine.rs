@@ -13,9 +13,7 @@ use crate::pull::{run_input, InputTimeouts, InputUrl, Mounts, StopFlag};
 use crate::push::PushConfig;
 use crate::registry::{KeyConfig, KeyRegistry};
 use crate::rtmp::{self, RtmpServerConfig};
-use crate::sink::{
-    EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink, StatsSnapshot,
-};
+use crate::sink::{EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink, StatsSnapshot};
 use crate::srt::{self, SrtListener, SrtListenerConfig};
 use crate::Streams;
 use framecache_media::Media;

@@ -81,4 +81,3 @@ pub fn demux_datagrams(
     ts.flush(out)?;
     r
 }
-

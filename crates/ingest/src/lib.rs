@@ -40,8 +40,8 @@ pub mod srt;
 pub use engine::{Endpoint, Engine, PullConfig, PullIngest};
 pub use pull::{InputTimeouts, InputUrl, Mounts};
 
-pub use registry::{KeyConfig, KeyRegistry, PushGuard};
 pub use framecache_media::{FrameRef, Media, Track};
+pub use registry::{KeyConfig, KeyRegistry, PushGuard};
 pub use sink::{
     EventCallback, IngestEvent, IngestStats, MediaInfo, SinkOptions, SlotSink, StatsSnapshot,
 };

@@ -410,7 +410,8 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
         return Err(Error::Protocol("end of file".into()));
     }
     // MP4 reads open the file themselves (positioned reads); the others read it here.
-    let mut f = std::fs::File::open(path).map_err(|e| Error::file(&path.display().to_string(), e))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| Error::file(&path.display().to_string(), e))?;
     if ext == "flv" {
         let mut data = Vec::new();
         f.read_to_end(&mut data)?;

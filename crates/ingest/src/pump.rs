@@ -20,8 +20,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use framecache_media::chunk::{ChunkError, ChunkReader, Message};
 use crate::push::PushSession;
+use framecache_media::chunk::{ChunkError, ChunkReader, Message};
 use framecache_media::flv::FlvToMedia;
 use framecache_media::Media;
 use framecache_shm::error::{Error, Result};

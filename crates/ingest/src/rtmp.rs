@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use framecache_media::flv;
 use crate::pump::{
     set_window_ack_size, ChunkInput, Publish, Publisher, Pump, PumpConn, MSG_WINDOW_ACK_SIZE,
     PUBLISH_IDLE,
@@ -25,6 +24,7 @@ use crate::pump::{
 use crate::push::{PushConfig, PushSession};
 use crate::registry::KeyRegistry;
 use crate::Streams;
+use framecache_media::flv;
 use framecache_shm::error::{Error, Result};
 use framecache_shm::packet::*;
 

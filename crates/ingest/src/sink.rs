@@ -11,11 +11,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use framecache_media::ts::{self, nal_units};
+use framecache_media::{FrameRef, Media, Track};
 use framecache_shm::error::{Error, Result};
 use framecache_shm::packet::*;
 use framecache_shm::slot;
-use framecache_media::ts::{self, nal_units};
-use framecache_media::{FrameRef, Media, Track};
 
 /// Stream properties reported once a slot is created (or re-created).
 #[derive(Debug, Clone, PartialEq)]

@@ -418,8 +418,8 @@ impl ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use framecache_testkit::rml_video_wire;
     use bytes::Bytes;
+    use framecache_testkit::rml_video_wire;
     use rml_rtmp::chunk_io::ChunkSerializer;
     use rml_rtmp::messages::MessagePayload;
     use rml_rtmp::time::RtmpTimestamp;

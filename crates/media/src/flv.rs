@@ -6,7 +6,9 @@
 //! audio (`Opus`, `mp4a`, `.mp3`). Video leaves as Annex-B, AAC as raw frames with the
 //! AudioSpecificConfig as codec parameters, Opus as raw packets with `OpusHead`.
 
-use framecache_shm::packet::{FC_CODEC_AAC, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3, FC_CODEC_OPUS};
+use framecache_shm::packet::{
+    FC_CODEC_AAC, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3, FC_CODEC_OPUS,
+};
 use std::borrow::Cow;
 
 use crate::media::{FrameRef, Media, Track};

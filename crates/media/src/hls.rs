@@ -109,4 +109,3 @@ pub fn parse_playlist(text: &str) -> Result<Playlist> {
     }
     Ok(p)
 }
-

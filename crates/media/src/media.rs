@@ -79,4 +79,3 @@ impl FrameRef<'_> {
 
 /// Where an input's media go; an error from it stops the input.
 pub type MediaOut<'a> = &'a mut dyn FnMut(Media) -> Result<()>;
-

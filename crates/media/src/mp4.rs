@@ -27,7 +27,9 @@ use crate::media::MediaOut;
 use crate::media::{Media, Track};
 use framecache_shm::error::{Error, Result};
 use framecache_shm::packet::FC_CODEC_OPUS;
-use framecache_shm::packet::{FC_CODEC_AAC, FC_CODEC_AC3, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3};
+use framecache_shm::packet::{
+    FC_CODEC_AAC, FC_CODEC_AC3, FC_CODEC_H264, FC_CODEC_HEVC, FC_CODEC_MP3,
+};
 
 /// `tfhd` flags.
 const TFHD_BASE_DATA_OFFSET: u32 = 0x01;

@@ -25,7 +25,7 @@
 //!   packets (no constant bitrate) and a PCR only with each PES of the PCR stream.
 //!
 //! ```
-//! use framecache::ts::{Codec, Demuxer, Event, MuxStream, Muxer};
+//! use framecache_media::ts::{Codec, Demuxer, Event, MuxStream, Muxer};
 //!
 //! let mut mux = Muxer::new(&[MuxStream::new(Codec::Mp2)]);
 //! let ts = mux.mux(0, &[0xFF, 0xFD, 0x94, 0x00], 90_000, 90_000, true);

@@ -67,4 +67,3 @@ pub fn rml_video_wire(chunk_size: u32, msgs: &[(u32, Vec<u8>)]) -> Vec<u8> {
     }
     wire
 }
-

@@ -53,9 +53,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::runtime::TokioRuntime;
 
-use framecache_shm::slot::random_u64;
 pub use feed::{AudioPlan, FeedCounters, FeedInfo};
 use feed::{Feed, FeedError, Unit};
+use framecache_shm::slot::random_u64;
 
 /// Decides whether an unknown-to-the-ring stream name is known elsewhere (a registered ingest
 /// key whose source has not connected yet): such streams get `409`, others `404`.
@@ -331,7 +331,10 @@ impl WhepEngine {
 
     /// Creates an engine that runs on an existing multi-thread tokio runtime.
     pub fn with_handle(cfg: WhepConfig, handle: tokio::runtime::Handle) -> WhepEngine {
-        let root = cfg.root.clone().unwrap_or_else(framecache_shm::slot::root_dir);
+        let root = cfg
+            .root
+            .clone()
+            .unwrap_or_else(framecache_shm::slot::root_dir);
         WhepEngine {
             inner: Arc::new(Inner {
                 cfg,

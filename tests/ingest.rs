@@ -609,6 +609,69 @@ fn failover_to_a_file_and_failback_to_udp() {
     drop(ing);
 }
 
+/// copy:// under a root that is not the default one: a file pull fills slot `src` and a second
+/// pull relays it with `copy://src` into slot `copy`, both under the engine's root. A reader of
+/// the copy sees the source's streams, its parameter sets on keyframes and its AAC
+/// configuration, and as many packets as the file holds. (With the default root read instead,
+/// the copy finds no `src` and never creates its slot.)
+#[test]
+fn copy_relays_a_slot_under_a_custom_root() {
+    let root = TempRoot::new("ing-copy");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    let file = source(&vod, "clip.ts", 2);
+    let (v, a, _, _) = probe(&file);
+    let mut e = engine(&root);
+    e.mounts().add("vod", &vod).unwrap();
+    e.add("src", &["file://vod/clip.ts"]).unwrap();
+    wait_for("slot src", Duration::from_secs(10), || {
+        PacketReader::open_in(root.path(), "src", PacketReaderConfig::default()).is_ok()
+    });
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "copy", Duration::from_secs(3)));
+    e.add("copy", &["copy://src"]).unwrap();
+    // The file loops: let the copy take one pass and more, then stop both.
+    wait_for("copied packets", Duration::from_secs(30), || {
+        e.stats("copy").is_some_and(|s| s.packets > v + a)
+    });
+    drop(e);
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert!(seen.first_is_keyframe, "{seen:?}");
+    assert_eq!(seen.keyframes_without_sps, 0, "{seen:?}");
+    assert!(seen.aac_params, "{seen:?}");
+    assert_eq!(seen.backwards_dts, 0, "{seen:?}");
+    assert!(seen.video + seen.audio >= v + a, "{seen:?} of {v} + {a}");
+}
+
+/// A `file://` input naming a file that is not there says so, with the path: not "slot not
+/// found", which sent users looking for a slot.
+#[test]
+fn a_missing_vod_file_is_reported_as_such() {
+    let root = TempRoot::new("ing-missing");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    let out = root
+        .cli()
+        .args([
+            "ingest",
+            "file://vod/nothere.ts",
+            "--slot",
+            "m",
+            "--seconds",
+            "1",
+        ])
+        .args(["--mount", &format!("vod={}", vod.display())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothere.ts"), "{err}");
+    assert!(
+        err.contains("No such file or directory") && !err.contains("slot not found"),
+        "{err}"
+    );
+}
+
 /// ffmpeg's HLS segmenter output (1 s segments of a 4 s H.264+AAC source, TS or fragmented
 /// MP4 with `init.mp4`) in `ROOT/web`, plus `evil.m3u8` pointing at another server.
 fn hls_site(root: &TempRoot, fmp4: bool) -> PathBuf {

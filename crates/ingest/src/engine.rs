@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::pull::{run_input, InputTimeouts, InputUrl, Mounts, StopFlag};
+use crate::failover::{Failover, Next};
+use crate::pull::{run_input, InputTimeouts, InputUrl, Locations, Mounts, StopFlag};
 use crate::push::PushConfig;
 use crate::registry::{KeyConfig, KeyRegistry};
 use crate::rtmp::{self, RtmpServerConfig};
@@ -148,11 +149,18 @@ impl PullIngest {
             stats.clone(),
         )?;
         sink.set_events(cfg.events.clone(), false);
+        let at = Locations {
+            mounts,
+            root: cfg
+                .root
+                .clone()
+                .unwrap_or_else(framecache_shm::slot::root_dir),
+        };
         let stop = StopFlag::default();
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pull-{}", cfg.slot))
-            .spawn(move || worker(cfg, mounts, sink, s2))?;
+            .spawn(move || worker(cfg, at, sink, s2))?;
         Ok(PullIngest {
             stop,
             thread: Some(thread),
@@ -204,11 +212,11 @@ fn sleep_unless(stop: &StopFlag, d: Duration) {
 
 /// Whether `url` delivers a frame within the limits: connects, reads until one access unit
 /// comes out, and leaves.
-fn probe(url: &InputUrl, mounts: &Mounts, t: InputTimeouts, stop: &StopFlag) -> bool {
+fn probe(url: &InputUrl, at: &Locations, t: InputTimeouts, stop: &StopFlag) -> bool {
     let start = Instant::now();
     let limit = t.connect + t.idle;
     let mut healthy = false;
-    let _ = run_input(url, mounts, t, stop, &mut |m| {
+    let _ = run_input(url, at, t, stop, &mut |m| {
         if matches!(m, Media::Frame { .. }) {
             healthy = true;
             return Err(Error::State("probe done"));
@@ -221,48 +229,69 @@ fn probe(url: &InputUrl, mounts: &Mounts, t: InputTimeouts, stop: &StopFlag) -> 
     healthy
 }
 
-fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
+/// Probes the inputs above the running one when the policy says so, until `run_stop`; stops the
+/// running input (through `run_stop`) when one of them is healthy.
+fn prober(
+    inputs: Vec<InputUrl>,
+    at: Locations,
+    t: InputTimeouts,
+    policy: Arc<Mutex<Failover>>,
+    run_stop: StopFlag,
+    stop: StopFlag,
+) {
+    let lock = || policy.lock().unwrap_or_else(|e| e.into_inner());
+    while !run_stop.is_set() {
+        if stop.is_set() {
+            run_stop.set();
+            return;
+        }
+        let Some(due) = lock().probes_due(Instant::now()) else {
+            sleep_unless(&run_stop, Duration::from_millis(20));
+            continue;
+        };
+        for i in due {
+            if probe(&inputs[i], &at, t, &stop) && lock().probe_healthy(i) {
+                run_stop.set();
+                return;
+            }
+        }
+        lock().probes_done(Instant::now());
+    }
+}
+
+fn worker(cfg: PullConfig, at: Locations, mut sink: SlotSink, stop: StopFlag) {
     let stats = sink.stats().clone();
-    let mut current = 0usize;
-    let mut backoff = Duration::from_millis(250);
+    let policy = Arc::new(Mutex::new(Failover::new(
+        cfg.inputs.len(),
+        cfg.probe_interval,
+        cfg.max_backoff,
+    )));
+    let lock = || policy.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0u64;
     while !stop.is_set() {
+        let current = match lock().next(Instant::now()) {
+            Next::Run(i) => i,
+            Next::WaitUntil(t) => {
+                sleep_unless(&stop, t.saturating_duration_since(Instant::now()));
+                continue;
+            }
+        };
         let url = &cfg.inputs[current];
         let name = url_text(url);
         stats.current_input.store(current, Ordering::Relaxed);
         sink.begin_session();
+        lock().started(Instant::now());
         // While a lower-priority input runs, a probe thread watches the higher ones.
         let run_stop = StopFlag::default();
-        let failback: Arc<Mutex<Option<usize>>> = Arc::default();
         let prober = (current > 0).then(|| {
-            let (rs, fb, gs) = (run_stop.clone(), failback.clone(), stop.clone());
-            let (higher, mounts, t, every) = (
-                cfg.inputs[..current].to_vec(),
-                mounts.clone(),
-                cfg.timeouts,
-                cfg.probe_interval,
-            );
-            std::thread::spawn(move || {
-                while !rs.is_set() {
-                    if gs.is_set() {
-                        rs.set();
-                        return;
-                    }
-                    for (i, u) in higher.iter().enumerate() {
-                        if probe(u, &mounts, t, &gs) {
-                            *fb.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
-                            rs.set();
-                            return;
-                        }
-                    }
-                    sleep_unless(&rs, every);
-                }
-            })
+            let (inputs, at, t) = (cfg.inputs.clone(), at.clone(), cfg.timeouts);
+            let (policy, rs, gs) = (policy.clone(), run_stop.clone(), stop.clone());
+            std::thread::spawn(move || prober(inputs, at, t, policy, rs, gs))
         });
         let flag = if current > 0 { &run_stop } else { &stop };
         let mut got_media = false;
         let events = cfg.events.clone();
-        let r = run_input(url, &mounts, cfg.timeouts, flag, &mut |m| {
+        let r = run_input(url, &at, cfg.timeouts, flag, &mut |m| {
             if !got_media {
                 got_media = true;
                 if runs > 0 {
@@ -286,7 +315,7 @@ fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
         if stop.is_set() {
             break;
         }
-        let target = failback.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let target = lock().failing_back();
         let reason = match (&r, target) {
             (_, Some(i)) => format!("failing back to input {i}"),
             (Ok(()), None) => "stopped".into(),
@@ -304,20 +333,7 @@ fn worker(cfg: PullConfig, mounts: Mounts, mut sink: SlotSink, stop: StopFlag) {
                 });
             }
         }
-        if got_media {
-            backoff = Duration::from_millis(250);
-        }
-        if let Some(i) = target {
-            current = i;
-            continue;
-        }
-        if current + 1 < cfg.inputs.len() {
-            current += 1; // fail over at once
-            continue;
-        }
-        sleep_unless(&stop, backoff);
-        backoff = (backoff * 2).min(cfg.max_backoff);
-        current = 0;
+        lock().ended(Instant::now(), got_media);
     }
     sink.end_session(true);
 }

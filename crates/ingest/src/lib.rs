@@ -16,6 +16,7 @@
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
+//! - [`failover`]: the failover policy of a pull ingest (sans-IO, driven by `now`).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 pub use framecache_media::{chunk, flv, mp4};
 
 pub mod engine;
+pub mod failover;
 pub mod http;
 pub mod input;
 pub mod pull;
@@ -38,7 +40,7 @@ pub mod sink;
 pub mod srt;
 
 pub use engine::{Endpoint, Engine, PullConfig, PullIngest};
-pub use pull::{InputTimeouts, InputUrl, Mounts};
+pub use pull::{InputTimeouts, InputUrl, Locations, Mounts};
 
 pub use framecache_media::{FrameRef, Media, Track};
 pub use registry::{KeyConfig, KeyRegistry, PushGuard};

@@ -259,10 +259,20 @@ impl Mounts {
     }
 }
 
+/// Where inputs find what their URLs name: the VOD mounts of `file://` and the slot root of
+/// `copy://` (the engine's root, never silently the default one).
+#[derive(Debug, Clone)]
+pub struct Locations {
+    /// `file://MOUNT/...`.
+    pub mounts: Mounts,
+    /// `copy://SLOT`.
+    pub root: PathBuf,
+}
+
 /// Runs `url` until it fails, ends or `stop` is set. Returns why it ended.
 pub fn run_input(
     url: &InputUrl,
-    mounts: &Mounts,
+    at: &Locations,
     t: InputTimeouts,
     stop: &StopFlag,
     out: MediaOut,
@@ -270,10 +280,10 @@ pub fn run_input(
     match url {
         InputUrl::Udp { addr, localaddr } => run_udp(*addr, *localaddr, t, stop, out),
         InputUrl::File { mount, path } => {
-            let p = mounts.resolve(mount, path)?;
+            let p = at.mounts.resolve(mount, path)?;
             run_file(&p, stop, out)
         }
-        InputUrl::Copy { slot } => run_copy(slot, t, stop, out),
+        InputUrl::Copy { slot } => run_copy(&at.root, slot, t, stop, out),
         InputUrl::Hls { url } => run_hls(url, t, stop, out),
         InputUrl::RtmpPull { addr, app, key } => run_rtmp(addr, app, key, t, stop, out),
         InputUrl::SrtCaller {
@@ -460,8 +470,15 @@ fn run_file(path: &Path, stop: &StopFlag, out: MediaOut) -> Result<()> {
 }
 
 /// Relays packet slot `slot`: its streams, parameters (each new generation) and packets.
-fn run_copy(slot: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Result<()> {
-    let mut r = PacketReader::open(
+fn run_copy(
+    root: &Path,
+    slot: &str,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    let mut r = PacketReader::open_in(
+        root,
         slot,
         PacketReaderConfig {
             start: PacketStart::Keyframe,

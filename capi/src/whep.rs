@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 
 use crate::{arg, arg_mut, boundary, c_str, fc_ingest, free_handle, lock, put, put_c_str, sized};
 use framecache_shm::error::{Error, Result};
@@ -295,7 +294,7 @@ pub unsafe extern "C" fn fc_whep_listen(
     })
 }
 
-fn build_request(r: &fc_whep_request) -> Result<hyper::Request<Full<Bytes>>> {
+fn build_request(r: &fc_whep_request) -> Result<http::HttpRequest> {
     sized::<fc_whep_request>(r.struct_size, "request")?;
     let method = c_str(r.method, "request.method")?;
     let path = c_str(r.path, "request.path")?;
@@ -308,24 +307,26 @@ fn build_request(r: &fc_whep_request) -> Result<hyper::Request<Full<Bytes>>> {
         // SAFETY: caller guarantees body_len readable bytes.
         Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(r.body, r.body_len) })
     };
-    let mut b = hyper::Request::builder()
-        .method(
-            hyper::Method::from_bytes(method.as_bytes())
-                .map_err(|_| Error::InvalidArg(format!("request.method {method:?}")))?,
-        )
-        .uri(path);
-    for (name, p) in [
-        ("content-type", r.content_type),
-        ("authorization", r.authorization),
-        ("if-match", r.if_match),
-        ("origin", r.origin),
-    ] {
-        if !p.is_null() {
-            b = b.header(name, c_str(p, name)?);
+    let header = |p: *const c_char, name: &str| -> Result<Option<String>> {
+        if p.is_null() {
+            Ok(None)
+        } else {
+            Ok(Some(c_str(p, name)?.to_string()))
         }
-    }
-    b.body(Full::new(body))
-        .map_err(|e| Error::InvalidArg(format!("request: {e}")))
+    };
+    let req = http::HttpRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        content_type: header(r.content_type, "content-type")?,
+        authorization: header(r.authorization, "authorization")?,
+        if_match: header(r.if_match, "if-match")?,
+        origin: header(r.origin, "origin")?,
+        body,
+        body_too_large: false,
+    };
+    req.validate()
+        .map_err(|e| Error::InvalidArg(format!("request: {e}")))?;
+    Ok(req)
 }
 
 /// Handles one request the host's own HTTP server received and returns, in `*out`, the complete
@@ -351,31 +352,23 @@ pub unsafe extern "C" fn fc_whep_handle(
         let req = build_request(arg(request, "request")?)?;
         not_on_runtime()?;
         let engine = w.engine.clone();
-        let resp = w.engine.handle().block_on(async move {
-            let r = http::handle(&engine, None, req).await;
-            let (parts, body) = r.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            (parts, body)
-        });
-        let (parts, body) = resp;
+        let r = w
+            .engine
+            .handle()
+            .block_on(async move { http::respond(&engine, None, req).await });
         let mut names = Vec::new();
         let mut values = Vec::new();
-        for (n, v) in &parts.headers {
-            let v = String::from_utf8_lossy(v.as_bytes()).replace('\0', " ");
-            names.push(CString::new(n.as_str()).unwrap_or_default());
-            values.push(CString::new(v).unwrap_or_default());
+        for (n, v) in &r.headers {
+            names.push(CString::new(n.replace('\0', " ")).unwrap_or_default());
+            values.push(CString::new(v.replace('\0', " ")).unwrap_or_default());
         }
-        let mut body = body.to_vec();
+        let mut body = r.body.to_vec();
         let body_len = body.len();
         body.push(0);
         let mut o = Box::new(OwnedResponse {
             public: fc_whep_response {
                 struct_size: std::mem::size_of::<fc_whep_response>() as u32,
-                status: parts.status.as_u16().into(),
+                status: r.status.into(),
                 header_count: names.len(),
                 header_names: std::ptr::null(),
                 header_values: std::ptr::null(),

@@ -23,6 +23,7 @@ pub mod audio;
 mod feed;
 pub mod http;
 pub mod sdp;
+pub mod viewer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,6 +57,7 @@ use webrtc::runtime::TokioRuntime;
 pub use feed::{AudioPlan, FeedCounters, FeedInfo};
 use feed::{Feed, FeedError, Unit};
 use framecache_shm::slot::random_u64;
+use viewer::ViewerClock;
 
 /// Decides whether an unknown-to-the-ring stream name is known elsewhere (a registered ingest
 /// key whose source has not connected yet): such streams get `409`, others `404`.
@@ -975,24 +977,16 @@ async fn send_media(
         Ok(x) => x,
         Err(r) => return r,
     };
-    // RTP time: the catch-up frames are squeezed 1 tick apart so the decoder reaches the live
-    // edge at once; live frames then keep their spacing, shifted by `offset`.
-    let mut last_out: u32 = random_u64() as u32;
-    let mut offset: Option<i64> = None;
-    let mut started = false;
+    let mut clock = ViewerClock::new(random_u64() as u32, inner.cfg.disconnect_timeout);
     for u in &gop {
         if let Unit::Video { payloads, key, .. } = &**u {
-            if !started && !*key {
-                continue;
+            if let Some(ts) = clock.catch_up_video(*key) {
+                vout.send(payloads, ts).await;
             }
-            started = true;
-            last_out = last_out.wrapping_add(1);
-            vout.send(payloads, last_out).await;
         }
     }
-    let mut disconnected_since: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = disconnected_since.map(|t| t + inner.cfg.disconnect_timeout);
+        let deadline = clock.deadline().map(tokio::time::Instant::from_std);
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -1001,47 +995,37 @@ async fn send_media(
         };
         tokio::select! {
             _ = cancel.notified() => return "removed".into(),
-            _ = sleep => return "disconnected too long".into(),
+            _ = sleep => {
+                if let Some(r) = clock.expired(std::time::Instant::now()) {
+                    return r.into();
+                }
+            }
             r = state_rx.changed() => {
                 if r.is_err() {
                     return "connection gone".into();
                 }
-                match *state_rx.borrow_and_update() {
-                    S::Failed | S::Closed => return "connection failed".into(),
-                    S::Disconnected => {
-                        disconnected_since.get_or_insert_with(tokio::time::Instant::now);
-                    }
-                    S::Connected => disconnected_since = None,
-                    _ => {}
+                let state = *state_rx.borrow_and_update();
+                if let Some(r) = clock.connection(std::time::Instant::now(), state) {
+                    return r.into();
                 }
             }
             u = rx.recv() => match u {
                 Ok(u) => match &*u {
                     Unit::End(r) => return r.clone(),
                     Unit::Video { ts90, key, payloads } => {
-                        if !started && !*key {
-                            continue;
+                        if let Some(ts) = clock.live_video(*ts90, *key) {
+                            vout.send(payloads, ts).await;
                         }
-                        started = true;
-                        let off = *offset.get_or_insert_with(|| {
-                            ts90 - (last_out.wrapping_add(1) as i64)
-                        });
-                        last_out = (ts90 - off) as u32;
-                        vout.send(payloads, last_out).await;
                     }
                     Unit::Audio { ts48, payload } => {
-                        let (Some(a), Some(off)) = (aout.as_mut(), offset) else {
-                            continue;
-                        };
-                        // Same shift as video, in 48 kHz units, so lip sync holds.
-                        let t = ts48 - off * 48_000 / 90_000;
-                        a.send(std::slice::from_ref(payload), t as u32).await;
+                        if let (Some(a), Some(ts)) = (aout.as_mut(), clock.live_audio(*ts48)) {
+                            a.send(std::slice::from_ref(payload), ts).await;
+                        }
                     }
                 },
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     feed.counters.viewer_skipped.fetch_add(n, Ordering::Relaxed);
-                    // Resume at the next keyframe, never mid-GOP.
-                    started = false;
+                    clock.lagged();
                 }
                 Err(broadcast::error::RecvError::Closed) => return "feed closed".into(),
             }

@@ -235,3 +235,29 @@ fn library_crates_do_not_print_and_say_what_they_own() {
         );
     }
 }
+
+/// The shared-memory core stays small: a program that only moves frames links libc, thiserror
+/// and log (serde only behind its off-by-default feature).
+#[test]
+fn the_shm_crate_depends_on_libc_thiserror_and_log_only() {
+    let manifest = std::fs::read_to_string(workspace().join("crates/shm/Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    let names: Vec<&str> = deps
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(['=', '.']).next().unwrap().trim())
+        .collect();
+    assert_eq!(names, ["libc", "log", "thiserror", "serde"], "{deps}");
+    assert!(
+        deps.lines()
+            .any(|l| l.starts_with("serde") && l.contains("optional = true")),
+        "serde must stay optional: {deps}"
+    );
+}

@@ -42,10 +42,8 @@ pub const FC_CUFRAMES_POLICY_REVOKE: u32 = 1;
 /// `policy`: when no buffer is free, skip the frame.
 pub const FC_CUFRAMES_POLICY_SKIP: u32 = 2;
 
-/// Header `state`: a publisher runs (or ran, if its lock is gone).
-pub(crate) const CU_STATE_LIVE: u32 = 1;
-/// Header `state`: the publisher closed cleanly.
-pub(crate) const CU_STATE_CLOSED: u32 = 2;
+/// Header `state`: a publisher runs (or ran, if its lock is gone); the slots' common value.
+pub(crate) use framecache_shm::ring::layout::STATE_LIVE as CU_STATE_LIVE;
 
 /// Subscriber slot `state`: free.
 pub(crate) const SUB_FREE: u32 = 0;

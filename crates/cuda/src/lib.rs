@@ -149,11 +149,19 @@ impl Control {
         self.header.buffer_count
     }
 
-    pub fn state(&self) -> &AtomicU32 {
-        self.map.atomic_u32(off::STATE)
-    }
     pub fn notify(&self) -> &AtomicU32 {
         self.map.atomic_u32(off::NOTIFY)
+    }
+    /// Marks the control block closed and wakes its waiters, as every slot writer closes
+    /// (`notify` keeps its meaning, the newest frame's sequence).
+    pub fn mark_closed(&self) {
+        framecache_shm::lifecycle::mark_closed(
+            &self.map,
+            off::STATE,
+            framecache_shm::ring::layout::STATE_CLOSED,
+            off::NOTIFY,
+            false,
+        );
     }
     pub fn head(&self, o: usize) -> &AtomicU64 {
         self.map.atomic_u64(o)

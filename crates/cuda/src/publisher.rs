@@ -497,8 +497,7 @@ impl Drop for Publisher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        sh.ctl.state().store(CU_STATE_CLOSED, Ordering::Release);
-        framecache_shm::futex::wake_all(sh.ctl.notify());
+        sh.ctl.mark_closed();
         let _ = std::fs::remove_file(&sh.sock_path);
         let _ = std::fs::remove_file(&sh.ctl_path);
         for s in 0..sh.ctl.header.max_subscribers {

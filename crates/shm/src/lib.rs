@@ -5,7 +5,8 @@
 //! read-only readers each with its own cursor), the packet ring ([`packet`]: encoded access
 //! units with codec parameters, keyframe join), pixel formats and codec ids ([`format`],
 //! [`packet`]), the error type and its C codes ([`error`]), cross-process wake-ups ([`futex`])
-//! and the clocks the wire format stamps.
+//! and the clocks the wire format stamps; one slot lifecycle ([`lifecycle`]: create, close on drop,
+//! attach, writer liveness, re-attach, wait) shared by every ring kind.
 //!
 //! **May import**: only `libc`, `thiserror`, `log` (and `serde`, behind the off-by-default
 //! `serde` feature, for listings). No other framecache crate, no async runtime, no network. It
@@ -36,6 +37,7 @@ pub mod error;
 pub mod format;
 #[doc(hidden)]
 pub mod futex;
+pub mod lifecycle;
 pub mod packet;
 pub mod ring;
 pub mod slot;

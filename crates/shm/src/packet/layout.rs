@@ -7,8 +7,8 @@ use std::mem::{offset_of, size_of};
 use crate::error::{Error, Result};
 use crate::slot::get_cstr;
 
-/// Magic of a packet-ring slot file.
-pub const PACKET_MAGIC: [u8; 8] = *b"FCPACKET";
+/// Magic of a packet-ring slot file (defined beside the frame ring's, which must recognise it).
+pub use crate::ring::layout::PACKET_MAGIC;
 /// Wire-protocol version of the packet ring. Bumped only on incompatible changes.
 pub const PACKET_PROTO_VERSION: u32 = 1;
 /// Size of [`PacketRingHeader`].

@@ -23,13 +23,38 @@ pub use reader::{
 };
 pub use writer::{Packet, PacketSlotConfig, PacketWriter, StreamConfig};
 
+use crate::error::{Error, Result};
+use crate::lifecycle::RingKind;
 use crate::ring::{complete, writing};
-use crate::slot::Mapping;
+use crate::slot::{Mapping, SlotKind};
 
 /// A mapped packet slot and its validated layout.
 struct Ring {
     map: Mapping,
     layout: PacketLayout,
+}
+
+impl RingKind for Ring {
+    const KIND: SlotKind = SlotKind::Packets;
+    const HEADER_SIZE: usize = PACKET_HEADER_SIZE;
+    const WRITER_PID: usize = offset_of!(PacketRingHeader, writer_pid);
+    const STATE: usize = offset_of!(PacketRingHeader, state);
+    const STATE_CLOSED: u32 = crate::ring::layout::STATE_CLOSED;
+    const WAKE: usize = offset_of!(PacketRingHeader, wake);
+    const WRITE_SEQ: usize = offset_of!(PacketRingHeader, write_seq);
+
+    fn open(map: Mapping) -> Result<Ring> {
+        let layout = validate(map.bytes(), map.len() as u64)?;
+        Ok(Ring { map, layout })
+    }
+
+    fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    fn missing(id: &str) -> Error {
+        Error::NoPacketRing(id.to_string())
+    }
 }
 
 impl Ring {
@@ -38,7 +63,7 @@ impl Ring {
     }
 
     fn wake(&self) -> &AtomicU32 {
-        self.map.atomic_u32(offset_of!(PacketRingHeader, wake))
+        self.map.atomic_u32(Self::WAKE)
     }
 
     fn stream(&self, i: u32) -> StreamDesc {
@@ -170,18 +195,22 @@ pub fn slot_info(root: &std::path::Path, id: &str) -> crate::Result<PacketSlotIn
 pub fn list_slots(
     root: &std::path::Path,
 ) -> crate::Result<Vec<(String, crate::Result<PacketSlotInfo>)>> {
-    Ok(crate::slot::scan(root, crate::slot::SlotKind::Packets)?
-        .into_iter()
-        .map(|id| {
-            let info = slot_info(root, &id);
-            (id, info)
-        })
-        .collect())
+    crate::lifecycle::list(root, SlotKind::Packets, slot_info)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_slots_keep_the_lifecycle_contract() {
+        crate::lifecycle::check_contract::<Ring>("packets", |root, id, keep| {
+            let mut c = PacketSlotConfig::new(vec![StreamConfig::new(FC_CODEC_H264)]);
+            c.payload_size = 1 << 20;
+            c.keep_on_close = keep;
+            Ok(PacketWriter::create_in(root, id, &c)?.ring)
+        });
+    }
 
     #[test]
     fn rescale_keeps_nopts_and_converts() {

@@ -1,17 +1,16 @@
 //! The reader side of the packet ring.
 
-use std::fs::File;
 use std::mem::offset_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::layout::*;
 use super::{complete, Ring};
 use crate::error::{Error, Result};
-use crate::futex;
+use crate::lifecycle::{Attached, Waited};
 use crate::ring::deadline_after;
-use crate::slot::{self, get_cstr, SlotKind};
+use crate::slot::{self, get_cstr};
 
 /// Where a new packet reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,11 +134,7 @@ impl PacketView<'_> {
 
 /// A reader of a packet slot (read-only mapping, no registration).
 pub struct PacketReader {
-    id: String,
-    path: PathBuf,
-    file: File,
-    ring: Ring,
-    identity: (u64, u64),
+    ring: Attached<Ring>,
     cursor: u64,
     need_key: bool,
     stats: PacketReaderStats,
@@ -148,7 +143,7 @@ pub struct PacketReader {
 impl std::fmt::Debug for PacketReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketReader")
-            .field("id", &self.id)
+            .field("id", &self.ring.id())
             .field("cursor", &self.cursor)
             .finish()
     }
@@ -162,14 +157,8 @@ impl PacketReader {
 
     /// As [`PacketReader::open`], under an explicit root.
     pub fn open_in(root: &Path, id: &str, config: PacketReaderConfig) -> Result<PacketReader> {
-        let path = slot::slot_path(root, id, SlotKind::Packets)?;
-        let (file, ring, identity) = attach(&path, id)?;
         let mut r = PacketReader {
-            id: id.to_string(),
-            path,
-            file,
-            ring,
-            identity,
+            ring: Attached::open(root, id)?,
             cursor: 0,
             need_key: false,
             stats: PacketReaderStats::default(),
@@ -255,12 +244,7 @@ impl PacketReader {
 
     /// Whether a writer holds the slot.
     pub fn writer_alive(&self) -> bool {
-        self.ring
-            .map
-            .atomic_u32(offset_of!(PacketRingHeader, state))
-            .load(Ordering::Acquire)
-            != super::writer::STATE_CLOSED
-            && slot::writer_lock_held(&self.file)
+        self.ring.writer_alive()
     }
 
     /// Counters so far.
@@ -476,33 +460,15 @@ impl PacketReader {
                     }
                 }
             }
-            let now = Instant::now();
-            // The lock query is a syscall: only after a quiet wait slice or at the deadline.
-            let alive = if quiet || now >= deadline {
-                self.writer_alive()
-            } else {
-                self.ring
-                    .map
-                    .atomic_u32(offset_of!(PacketRingHeader, state))
-                    .load(Ordering::Acquire)
-                    != super::writer::STATE_CLOSED
-            };
+            let mut alive = self.stats.writer_alive;
+            let waited = self.ring.wait(ws, deadline, &mut quiet, &mut alive);
             self.stats.writer_alive = alive;
-            if !alive {
-                if self.try_reattach() {
-                    continue;
-                }
-                if now >= deadline {
-                    return Err(Error::WriterGone);
-                }
-                std::thread::sleep(futex::REATTACH_POLL.min(deadline - now));
-                continue;
+            if waited? == Waited::Reattached {
+                // A new writer re-created the slot: read it from its first keyframe.
+                self.cursor = 0;
+                self.need_key = true;
+                self.stats.reattached += 1;
             }
-            if now >= deadline {
-                return Err(Error::Timeout);
-            }
-            let write_seq = self.ring.atomic(offset_of!(PacketRingHeader, write_seq));
-            quiet = futex::wait_for_publish(self.ring.wake(), write_seq, ws, deadline - now);
         }
     }
 
@@ -512,33 +478,4 @@ impl PacketReader {
         self.stats.packets_skipped = before;
         n
     }
-
-    fn try_reattach(&mut self) -> bool {
-        if !slot::replaced(&self.path, self.identity) {
-            return false;
-        }
-        match attach(&self.path, &self.id) {
-            Ok((file, ring, identity)) => {
-                self.file = file;
-                self.ring = ring;
-                self.identity = identity;
-                self.cursor = 0;
-                self.need_key = true;
-                self.stats.reattached += 1;
-                self.stats.writer_alive = self.writer_alive();
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-fn attach(path: &Path, id: &str) -> Result<(File, Ring, (u64, u64))> {
-    let (file, map) = slot::open_readonly(path, id, PACKET_HEADER_SIZE).map_err(|e| match e {
-        Error::NotFound(_) => Error::NoPacketRing(id.to_string()),
-        e => e,
-    })?;
-    let identity = slot::file_identity(&file.metadata().map_err(|e| Error::os("stat", e))?);
-    let layout = validate(map.bytes(), map.len() as u64)?;
-    Ok((file, Ring { map, layout }, identity))
 }

@@ -1,15 +1,16 @@
 //! The writer side of the packet ring.
 
-use std::fs::File;
 use std::mem::offset_of;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 
 use super::layout::*;
 use super::{complete, writing, Ring};
 use crate::error::{Error, Result};
 use crate::futex;
-use crate::slot::{self, SlotKind};
+use crate::lifecycle::Owned;
+use crate::ring::layout::STATE_LIVE;
+use crate::slot;
 
 /// One elementary stream of a packet slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,13 +103,10 @@ pub struct Packet<'a> {
 
 /// The single writer of a packet slot. Dropping it closes the slot.
 pub struct PacketWriter {
-    ring: Ring,
-    file: File,
-    path: PathBuf,
+    pub(super) ring: Owned<Ring>,
     next_seq: u64,
     pos: u64,
     last_gen: [u32; MAX_STREAMS],
-    keep_on_close: bool,
     /// Publishes leave the readers' wake-up to [`PacketWriter::wake_readers`].
     defer_wake: bool,
     /// Something was published since the last wake-up.
@@ -118,7 +116,7 @@ pub struct PacketWriter {
 impl std::fmt::Debug for PacketWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketWriter")
-            .field("path", &self.path)
+            .field("path", &self.ring.path())
             .field("next_seq", &self.next_seq)
             .finish()
     }
@@ -133,7 +131,7 @@ impl PacketWriter {
 
     /// As [`PacketWriter::create`], under an explicit root.
     pub fn create_in(root: &Path, id: &str, config: &PacketSlotConfig) -> Result<PacketWriter> {
-        let path = slot::slot_path(root, id, SlotKind::Packets)?;
+        slot::validate_id(id)?;
         for (i, s) in config.streams.iter().enumerate() {
             if codec_media(s.codec).is_none() {
                 return Err(Error::InvalidArg(format!(
@@ -147,9 +145,6 @@ impl PacketWriter {
                     s.timebase.0, s.timebase.1
                 )));
             }
-        }
-        if config.mode & !0o777 != 0 {
-            return Err(Error::InvalidArg(format!("mode {:o}", config.mode)));
         }
         let primary = config
             .streams
@@ -165,32 +160,23 @@ impl PacketWriter {
             config.params_capacity,
         )?;
         let labels = slot::labels_text(&config.labels)?;
-        let created = slot::create(
+        let ring = Owned::create(
             root,
-            &path,
+            id,
             layout.file_size,
-            if config.mode == 0 {
-                slot::DEFAULT_MODE
-            } else {
-                config.mode
-            },
-            |f| slot::read_u32_at(f, offset_of!(PacketRingHeader, writer_pid)),
+            config.mode,
+            config.keep_on_close,
             |bytes| {
                 init(bytes, &layout, config, &labels);
                 Ok(())
             },
+            |map| Ring { map, layout },
         )?;
         Ok(PacketWriter {
-            ring: Ring {
-                map: created.map,
-                layout,
-            },
-            file: created.file,
-            path: created.path,
+            ring,
             next_seq: 0,
             pos: 0,
             last_gen: [0; MAX_STREAMS],
-            keep_on_close: config.keep_on_close,
             defer_wake: false,
             unwoken: false,
         })
@@ -203,7 +189,7 @@ impl PacketWriter {
 
     /// Path of the slot file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.ring.path()
     }
 
     /// Packets published so far.
@@ -380,24 +366,6 @@ impl PacketWriter {
     }
 }
 
-impl Drop for PacketWriter {
-    fn drop(&mut self) {
-        self.ring
-            .map
-            .atomic_u32(offset_of!(PacketRingHeader, state))
-            .store(STATE_CLOSED, Ordering::Release);
-        let wake = self.ring.wake();
-        wake.fetch_add(1, Ordering::Release);
-        futex::wake_all(wake);
-        if !self.keep_on_close {
-            slot::unlink_if_ours(&self.file, &self.path);
-        }
-    }
-}
-
-/// `state` value of a cleanly closed writer (same as the frame ring's).
-pub(crate) const STATE_CLOSED: u32 = crate::ring::layout::STATE_CLOSED;
-
 fn init(bytes: &mut [u8], l: &PacketLayout, c: &PacketSlotConfig, labels: &str) {
     // SAFETY: the new file is zero-filled, page-aligned and larger than header + stream table.
     let h = unsafe { &mut *bytes.as_mut_ptr().cast::<PacketRingHeader>() };
@@ -407,7 +375,7 @@ fn init(bytes: &mut [u8], l: &PacketLayout, c: &PacketSlotConfig, labels: &str) 
     h.file_size = l.file_size;
     h.epoch_ns = slot::realtime_ns();
     h.writer_pid = std::process::id();
-    h.state = crate::ring::layout::STATE_LIVE;
+    h.state = STATE_LIVE;
     h.stream_count = l.stream_count;
     slot::put_cstr(&mut h.source_type, &c.source_type);
     h.desc_count = l.desc_count;

@@ -1,16 +1,15 @@
 //! The reader side of the frame ring.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-use super::layout::{self, FrameRingHeader, HEADER_SIZE};
+use super::layout::FrameRingHeader;
 use super::{complete, FrameDesc, Ring};
 use crate::error::{Error, Result};
 use crate::format::FrameGeometry;
-use crate::futex;
-use crate::slot::{self, get_cstr, SlotKind};
+use crate::lifecycle::{Attached, Waited};
+use crate::slot::{self, get_cstr};
 
 /// How a reader moves through the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,11 +119,7 @@ impl Frame<'_> {
 
 /// A reader of a frame slot. Readers map the slot read-only and never write to it.
 pub struct Consumer {
-    id: String,
-    path: PathBuf,
-    file: File,
-    ring: Ring,
-    identity: (u64, u64),
+    ring: Attached<Ring>,
     config: ConsumerConfig,
     cursor: u64,
     stats: Stats,
@@ -134,7 +129,7 @@ pub struct Consumer {
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("id", &self.id)
+            .field("id", &self.ring.id())
             .field("cursor", &self.cursor)
             .finish()
     }
@@ -148,14 +143,8 @@ impl Consumer {
 
     /// As [`Consumer::open`], under an explicit root directory.
     pub fn open_in(root: &Path, id: &str, config: ConsumerConfig) -> Result<Consumer> {
-        let path = slot::slot_path(root, id, SlotKind::Frames)?;
-        let (file, ring, identity) = attach(&path, id)?;
         let mut c = Consumer {
-            id: id.to_string(),
-            path,
-            file,
-            ring,
-            identity,
+            ring: Attached::open(root, id)?,
             config,
             cursor: 0,
             stats: Stats::default(),
@@ -215,8 +204,7 @@ impl Consumer {
 
     /// Whether a writer holds the slot (its lock is held and it did not close).
     pub fn writer_alive(&self) -> bool {
-        self.ring.state().load(Ordering::Acquire) != layout::STATE_CLOSED
-            && slot::writer_lock_held(&self.file)
+        self.ring.writer_alive()
     }
 
     /// Waits up to `timeout` for the next frame (by the cursor mode) and returns a zero-copy
@@ -347,64 +335,16 @@ impl Consumer {
                 self.cursor = target + 1;
                 continue;
             }
-            let now = Instant::now();
-            // The lock query is a syscall: only after a wait slice that saw no publish (a
-            // SIGKILLed writer wakes nobody) or at the deadline. A clean close is seen at once.
-            let alive = if quiet || now >= deadline {
-                self.writer_alive()
-            } else {
-                self.ring.state().load(Ordering::Acquire) != layout::STATE_CLOSED
-            };
+            let mut alive = self.stats.writer_alive;
+            let waited = self.ring.wait(ws, deadline, &mut quiet, &mut alive);
             self.stats.writer_alive = alive;
-            if !alive {
-                if self.try_reattach()? {
-                    continue;
-                }
-                if now >= deadline {
-                    return Err(Error::WriterGone);
-                }
-                std::thread::sleep(futex::REATTACH_POLL.min(deadline - now));
-                continue;
-            }
-            if now >= deadline {
-                return Err(Error::Timeout);
-            }
-            quiet = futex::wait_for_publish(
-                self.ring.wake(),
-                self.ring.write_seq(),
-                ws,
-                deadline - now,
-            );
-        }
-    }
-
-    /// If the slot path now holds a different, valid slot file (a new writer), switch to it and
-    /// start at its first frame.
-    fn try_reattach(&mut self) -> Result<bool> {
-        if !slot::replaced(&self.path, self.identity) {
-            return Ok(false);
-        }
-        match attach(&self.path, &self.id) {
-            Ok((file, ring, identity)) => {
-                self.file = file;
-                self.ring = ring;
-                self.identity = identity;
+            if waited? == Waited::Reattached {
+                // A new writer re-created the slot: read it from its first frame.
                 self.cursor = 0;
                 self.stats.reattached += 1;
-                self.stats.writer_alive = self.writer_alive();
-                Ok(true)
             }
-            // A half-gone or foreign file in the path: keep waiting on what we have.
-            Err(_) => Ok(false),
         }
     }
-}
-
-fn attach(path: &Path, id: &str) -> Result<(File, Ring, (u64, u64))> {
-    let (file, map) = slot::open_readonly(path, id, HEADER_SIZE)?;
-    let identity = slot::file_identity(&file.metadata().map_err(|e| Error::os("stat", e))?);
-    let layout = layout::validate(map.bytes(), map.len() as u64)?;
-    Ok((file, Ring { map, layout }, identity))
 }
 
 /// `now + timeout`, saturating far in the future instead of overflowing.

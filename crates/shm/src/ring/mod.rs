@@ -19,12 +19,33 @@ pub use consumer::{Consumer, ConsumerConfig, Frame, FrameInfo, ReadMode, StartAt
 pub use layout::{FrameDesc, FrameRingHeader, RingLayout, FC_FRAME_DISCONTINUITY};
 pub use producer::{FrameMeta, FrameWriter, Producer, SlotConfig};
 
-use crate::slot::Mapping;
+use crate::error::Result;
+use crate::lifecycle::RingKind;
+use crate::slot::{Mapping, SlotKind};
 
 /// A mapped slot file plus its validated layout; the typed accessors every ring user needs.
 struct Ring {
     map: Mapping,
     layout: RingLayout,
+}
+
+impl RingKind for Ring {
+    const KIND: SlotKind = SlotKind::Frames;
+    const HEADER_SIZE: usize = layout::HEADER_SIZE;
+    const WRITER_PID: usize = std::mem::offset_of!(FrameRingHeader, writer_pid);
+    const STATE: usize = std::mem::offset_of!(FrameRingHeader, state);
+    const STATE_CLOSED: u32 = layout::STATE_CLOSED;
+    const WAKE: usize = std::mem::offset_of!(FrameRingHeader, wake);
+    const WRITE_SEQ: usize = std::mem::offset_of!(FrameRingHeader, write_seq);
+
+    fn open(map: Mapping) -> Result<Ring> {
+        let layout = layout::validate(map.bytes(), map.len() as u64)?;
+        Ok(Ring { map, layout })
+    }
+
+    fn mapping(&self) -> &Mapping {
+        &self.map
+    }
 }
 
 impl Ring {
@@ -41,15 +62,11 @@ impl Ring {
     }
 
     fn write_seq(&self) -> &AtomicU64 {
-        self.atomic_u64(std::mem::offset_of!(FrameRingHeader, write_seq))
+        self.atomic_u64(Self::WRITE_SEQ)
     }
 
     fn wake(&self) -> &AtomicU32 {
-        self.atomic_u32(std::mem::offset_of!(FrameRingHeader, wake))
-    }
-
-    fn state(&self) -> &AtomicU32 {
-        self.atomic_u32(std::mem::offset_of!(FrameRingHeader, state))
+        self.atomic_u32(Self::WAKE)
     }
 
     fn last_publish_ns(&self) -> &AtomicU64 {
@@ -160,11 +177,19 @@ pub fn slot_info(root: &std::path::Path, id: &str) -> crate::Result<SlotInfo> {
 
 /// Every frame slot under `root`: `(id, info or the error that made it unreadable)`.
 pub fn list_slots(root: &std::path::Path) -> crate::Result<Vec<(String, crate::Result<SlotInfo>)>> {
-    Ok(crate::slot::scan(root, crate::slot::SlotKind::Frames)?
-        .into_iter()
-        .map(|id| {
-            let info = slot_info(root, &id);
-            (id, info)
-        })
-        .collect())
+    crate::lifecycle::list(root, SlotKind::Frames, slot_info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_slots_keep_the_lifecycle_contract() {
+        crate::lifecycle::check_contract::<Ring>("frames", |root, id, keep| {
+            let mut c = SlotConfig::new(crate::PixelFormat::Uyvy, 64, 16);
+            c.keep_on_close = keep;
+            Ok(Producer::create_in(root, id, &c)?.ring)
+        });
+    }
 }

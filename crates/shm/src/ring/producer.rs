@@ -1,7 +1,6 @@
 //! The writer side of the frame ring.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 
 use super::layout::{self, FrameRingHeader, RingLayout, FRAME_MAGIC, FRAME_PROTO_VERSION};
@@ -9,7 +8,8 @@ use super::{complete, writing, FrameDesc, Ring};
 use crate::error::{Error, Result};
 use crate::format::{FrameGeometry, PixelFormat};
 use crate::futex;
-use crate::slot::{self, SlotKind};
+use crate::lifecycle::Owned;
+use crate::slot;
 
 /// What a writer declares when it creates a frame slot.
 #[derive(Debug, Clone)]
@@ -72,18 +72,15 @@ pub struct FrameMeta {
 /// The single writer of a frame slot. Dropping it closes the slot (see
 /// [`SlotConfig::keep_on_close`]). Not `Sync`: one thread writes at a time.
 pub struct Producer {
-    ring: Ring,
-    file: File,
-    path: PathBuf,
+    pub(super) ring: Owned<Ring>,
     next_seq: u64,
     acquired: bool,
-    keep_on_close: bool,
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("path", &self.path)
+            .field("path", &self.ring.path())
             .field("next_seq", &self.next_seq)
             .finish()
     }
@@ -98,42 +95,30 @@ impl Producer {
 
     /// As [`Producer::create`], under an explicit root directory.
     pub fn create_in(root: &Path, id: &str, config: &SlotConfig) -> Result<Producer> {
-        let path = slot::slot_path(root, id, SlotKind::Frames)?;
+        slot::validate_id(id)?;
         if config.fps_den == 0 {
             return Err(Error::InvalidArg("fps_den is 0".into()));
-        }
-        if config.mode & !0o777 != 0 {
-            return Err(Error::InvalidArg(format!("mode {:o}", config.mode)));
         }
         let geometry =
             FrameGeometry::new(config.format, config.width, config.height, config.row_align)?;
         let layout = RingLayout::new(geometry, config.depth)?;
         let labels = slot::labels_text(&config.labels)?;
-        let created = slot::create(
+        let ring = Owned::create(
             root,
-            &path,
+            id,
             layout.file_size,
-            if config.mode == 0 {
-                slot::DEFAULT_MODE
-            } else {
-                config.mode
-            },
-            |f| slot::read_u32_at(f, std::mem::offset_of!(FrameRingHeader, writer_pid)),
+            config.mode,
+            config.keep_on_close,
             |bytes| {
                 init_header(bytes, &layout, config, &labels);
                 Ok(())
             },
+            |map| Ring { map, layout },
         )?;
         Ok(Producer {
-            ring: Ring {
-                map: created.map,
-                layout,
-            },
-            file: created.file,
-            path: created.path,
+            ring,
             next_seq: 0,
             acquired: false,
-            keep_on_close: config.keep_on_close,
         })
     }
 
@@ -154,7 +139,7 @@ impl Producer {
 
     /// Path of the slot file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.ring.path()
     }
 
     /// Copies one whole frame (`data.len()` must equal the frame size) into the ring and
@@ -251,19 +236,6 @@ impl Producer {
     #[doc(hidden)]
     pub fn abort(&mut self) {
         self.acquired = false;
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.ring
-            .state()
-            .store(layout::STATE_CLOSED, Ordering::Release);
-        self.ring.wake().fetch_add(1, Ordering::Release);
-        futex::wake_all(self.ring.wake());
-        if !self.keep_on_close {
-            slot::unlink_if_ours(&self.file, &self.path);
-        }
     }
 }
 

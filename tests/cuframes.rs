@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::c::{compile, manifest, ASAN};
-use common::TempRoot;
+use common::{skip, TempRoot};
 use framecache::cuda::proto::{self, Msg};
 use framecache::cuda::{
     cuda_available, layout, pattern_byte, BackendChoice, Policy, Publisher, PublisherConfig,
@@ -684,7 +684,7 @@ fn host_backend_handshake_versions_caps_and_hostile_bytes() {
 #[test]
 fn without_cuda_every_cuda_call_is_no_cuda_and_the_rest_works() {
     if cuda_available() {
-        eprintln!("SKIPPED without_cuda_...: CUDA is available on this machine");
+        skip("CUDA is available on this machine (this test is for machines without)");
         return;
     }
     let root = TempRoot::new("cu-nocuda");
@@ -724,7 +724,7 @@ fn gpu() -> bool {
     if cuda_available() {
         true
     } else {
-        eprintln!("SKIPPED: no CUDA driver or device on this machine (the host_backend_* tests ran the same scenarios)");
+        skip("no CUDA driver or device on this machine (the host_backend_* tests ran the same scenarios)");
         false
     }
 }

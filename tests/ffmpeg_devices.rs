@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Reaper, TempRoot};
+use common::{skip, Reaper, TempRoot};
 use framecache::ring::{Consumer, ConsumerConfig, ReadMode, StartAt};
 use md5::{Digest, Md5};
 
@@ -30,9 +30,7 @@ fn builds() -> Vec<(String, PathBuf)> {
         }
     }
     if v.is_empty() {
-        eprintln!(
-            "SKIPPED: no patched ffmpeg (run ffmpeg-patches/build.sh 5.1, or set FC_PATCHED_FFMPEG)"
-        );
+        skip("no patched ffmpeg (run ffmpeg-patches/build.sh 5.1, or set FC_PATCHED_FFMPEG)");
     }
     v
 }
@@ -696,7 +694,7 @@ fn cuframes_filters_move_frames_between_two_ffmpeg_processes_on_the_host() {
 #[test]
 fn cuframes_filters_move_cuda_frames_between_two_ffmpeg_processes() {
     if !framecache::cuda::cuda_available() {
-        eprintln!("SKIPPED: no CUDA device here (libcuda or a GPU missing)");
+        skip("no CUDA device here (libcuda or a GPU missing)");
         return;
     }
     let gpu = ["-init_hw_device", "cuda=gpu", "-filter_hw_device", "gpu"];

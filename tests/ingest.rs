@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Reaper, TempRoot};
+use common::{skip, Reaper, TempRoot};
 use framecache::ingest::{
     Engine, IngestEvent, InputTimeouts, InputUrl, KeyConfig, Mounts, PullConfig, PullIngest,
     Streams,
@@ -405,7 +405,7 @@ fn srt_available() -> bool {
     if framecache::ingest::srt::available() {
         return true;
     }
-    eprintln!("SKIPPED: libsrt 1.5 is not installed (apt install libsrt1.5-gnutls)");
+    skip("libsrt 1.5 is not installed (apt install libsrt1.5-gnutls)");
     false
 }
 
@@ -975,7 +975,7 @@ fn nginx_rtmp() -> Option<PathBuf> {
     if Path::new("/usr/sbin/nginx").exists() && module.exists() {
         Some(module.to_path_buf())
     } else {
-        eprintln!("SKIPPED: nginx with the RTMP module is not installed (apt install nginx-light libnginx-mod-rtmp)");
+        skip("nginx with the RTMP module is not installed (apt install nginx-light libnginx-mod-rtmp)");
         None
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Reaper, TempRoot};
+use common::{skip, Reaper, TempRoot};
 
 struct Serve {
     child: Reaper,
@@ -479,11 +479,11 @@ fn chromium_plays_an_rtmp_push_through_whep() {
         .into_iter()
         .find(|c| have(c));
     let Some(chromium) = chromium else {
-        eprintln!("SKIPPED: no chromium installed (apt install chromium)");
+        skip("no chromium installed (apt install chromium)");
         return;
     };
     if !have("ffmpeg") {
-        eprintln!("SKIPPED: no ffmpeg");
+        skip("no ffmpeg (apt install ffmpeg)");
         return;
     }
     let root = TempRoot::new("whep-chromium");
@@ -592,11 +592,11 @@ fn chromium_plays_an_rtmp_push_through_whep() {
 #[test]
 fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
     let Some(py) = aiortc_python() else {
-        eprintln!("SKIPPED: aiortc is not installed (pip install aiortc)");
+        skip("aiortc is not installed (pip install aiortc)");
         return;
     };
     if !have("ffmpeg") {
-        eprintln!("SKIPPED: no ffmpeg");
+        skip("no ffmpeg (apt install ffmpeg)");
         return;
     }
     let root = TempRoot::new("whep-aiortc");

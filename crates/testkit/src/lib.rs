@@ -67,3 +67,26 @@ pub fn rml_video_wire(chunk_size: u32, msgs: &[(u32, Vec<u8>)]) -> Vec<u8> {
     }
     wire
 }
+
+/// Reports that the running test cannot do its work on this machine (a peer program, a library
+/// or a GPU is missing) and returns to let it pass: prints `SKIPPED test: reason` and, when
+/// `FC_SKIP_LOG` names a file, appends `test: reason` to it, so `scripts/test.sh` can count the
+/// skips and say why. The test's name is its thread's (libtest names each test's thread).
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os("FC_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write per line: tests run in parallel.
+            let _ = f.write_all(format!("{test}: {reason}\n").as_bytes());
+        }
+    }
+}

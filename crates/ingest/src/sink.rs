@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use framecache_media::ts::{self, nal_units};
+use framecache_media::codec::{self, nal_units};
 use framecache_media::{FrameRef, Media, Track};
 use framecache_shm::error::{Error, Result};
 use framecache_shm::packet::*;
@@ -464,7 +464,7 @@ impl SlotSink {
             let mut c = StreamConfig::new(t.track.codec);
             match (t.track.codec, &t.params) {
                 (FC_CODEC_H264, Some(p)) => {
-                    if let Some(i) = ts::h264_sps_info(p) {
+                    if let Some(i) = codec::h264_sps_info(p) {
                         (c.width, c.height) = (i.width, i.height);
                         if let Some(fps) = i.fps {
                             c.fps = ((fps * 1000.0).round() as u32, 1000);
@@ -472,7 +472,7 @@ impl SlotSink {
                     }
                 }
                 (FC_CODEC_AAC, Some(p)) => {
-                    if let Some((rate, ch)) = ts::aac_config_info(p) {
+                    if let Some((rate, ch)) = codec::aac_config_info(p) {
                         (c.sample_rate, c.channels) = (rate, u32::from(ch));
                     }
                 }

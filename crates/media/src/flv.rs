@@ -11,8 +11,9 @@ use framecache_shm::packet::{
 };
 use std::borrow::Cow;
 
+use crate::codec::nal_units;
 use crate::media::{FrameRef, Media, Track};
-use crate::ts::nal_units;
+use crate::time::Unwrapper;
 
 /// Why a tag body was refused. The stream goes on: the caller logs and drops the tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -423,7 +424,7 @@ fn annexb_in_place(nal_len: Option<usize>, b: &mut [u8]) -> Result<bool, FlvErro
 }
 
 fn aac_config(asc: &[u8]) -> Result<Parsed, FlvError> {
-    if crate::ts::aac_config_info(asc).is_none() {
+    if crate::codec::aac_config_info(asc).is_none() {
         return Err(FlvError::Malformed("AudioSpecificConfig"));
     }
     Ok(Parsed::Config {
@@ -668,18 +669,31 @@ pub fn mp3_frame(frame: &[u8]) -> Vec<u8> {
 
 /// FLV tag bodies of one RTMP (or FLV file) source → [`Media`]: one video and one audio track,
 /// declared as they first appear, timestamps in ms unwrapped across the 32-bit wrap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlvToMedia {
     parser: FlvParser,
     video: Option<(usize, u32)>,
     audio: Option<(usize, u32)>,
     tracks: usize,
-    last_ts: Option<u32>,
-    wraps: i64,
+    clock: Unwrapper,
     /// Tags refused (bad or unsupported), for logs.
     pub errors: u64,
     /// Last error text.
     pub last_error: Option<String>,
+}
+
+impl Default for FlvToMedia {
+    fn default() -> Self {
+        FlvToMedia {
+            parser: FlvParser::default(),
+            video: None,
+            audio: None,
+            tracks: 0,
+            clock: Unwrapper::new(32),
+            errors: 0,
+            last_error: None,
+        }
+    }
 }
 
 impl FlvToMedia {
@@ -689,16 +703,7 @@ impl FlvToMedia {
     }
 
     fn unwrap_ts(&mut self, ts: u32) -> i64 {
-        if let Some(last) = self.last_ts {
-            // A jump back by more than half the range is a wrap.
-            if ts < last && last - ts > 1 << 31 {
-                self.wraps += 1;
-            } else if ts > last && ts - last > 1 << 31 && self.wraps > 0 {
-                self.wraps -= 1;
-            }
-        }
-        self.last_ts = Some(ts);
-        i64::from(ts) + (self.wraps << 32)
+        self.clock.unwrap(i64::from(ts))
     }
 
     fn refuse(&mut self, why: String) {

@@ -2,9 +2,9 @@
 //!
 //! **Owns**: the media model every source becomes ([`media`]: tracks, codec parameters, access
 //! units), MPEG-TS demux and mux ([`ts`]), FLV tag bodies ([`flv`]), MP4 and fragmented MP4
-//! ([`mp4`]), HLS playlists ([`hls`]), the inbound RTMP chunk stream ([`chunk`]) and the codec
-//! bitstream helpers the engines share (Annex-B, SPS, AudioSpecificConfig, ADTS, CRC; today in
-//! [`ts`]).
+//! ([`mp4`]), HLS playlists ([`hls`]), the inbound RTMP chunk stream ([`chunk`]), the codec
+//! bitstream helpers the engines share ([`codec`]: Annex-B, SPS, AudioSpecificConfig, ADTS, CRC)
+//! and the one timestamp unwrapper ([`time`]).
 //!
 //! **May import**: `framecache-shm` (codec ids, the error type), `thiserror`, `log`. No
 //! sockets, clocks, threads or async runtime: bytes in, events out, so every parser is unit
@@ -16,10 +16,12 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod chunk;
+pub mod codec;
 pub mod flv;
 pub mod hls;
 pub mod media;
 pub mod mp4;
+pub mod time;
 pub mod ts;
 
 pub use media::{FrameRef, Media, MediaOut, Track};

@@ -554,7 +554,7 @@ fn trak(trak: &[u8]) -> Result<std::result::Result<Mp4Track, String>> {
                     match oti {
                         0x40 | 0x66..=0x68 => {
                             let asc = dsi.ok_or_else(|| bad("AAC without AudioSpecificConfig"))?;
-                            if crate::ts::aac_config_info(asc).is_none() {
+                            if crate::codec::aac_config_info(asc).is_none() {
                                 return Err(bad("bad AudioSpecificConfig"));
                             }
                             t.codec = FC_CODEC_AAC;

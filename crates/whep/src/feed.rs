@@ -353,7 +353,7 @@ impl Feed {
 }
 
 fn has_sps(au: &[u8]) -> bool {
-    framecache_media::ts::nal_units(au)
+    framecache_media::codec::nal_units(au)
         .iter()
         .any(|n| n.first().is_some_and(|h| h & 0x1f == 7))
 }
@@ -406,7 +406,7 @@ fn plan(reader: &PacketReader, streams: &[StreamInfo]) -> Result<FeedInfo, FeedE
 
 /// `profile-level-id` (RFC 6184) from the first SPS in Annex-B parameter sets.
 pub(crate) fn profile_level_id(params: &[u8]) -> Option<String> {
-    let sps = framecache_media::ts::nal_units(params)
+    let sps = framecache_media::codec::nal_units(params)
         .into_iter()
         .find(|n| n.first().is_some_and(|h| h & 0x1f == 7))?;
     if sps.len() < 4 {

@@ -12,9 +12,18 @@
 
 use std::path::PathBuf;
 
-/// Relative to this crate; each file's `mod` declarations are followed.
+/// Relative to this crate, in the order of the header (cbindgen would visit the modules of
+/// lib.rs alphabetically, so they are named one by one); each file's `mod` declarations are
+/// followed.
 const SOURCES: &[&str] = &[
-    "src/lib.rs",
+    "src/errors.rs",
+    "src/frame.rs",
+    "src/slot.rs",
+    "src/packet.rs",
+    "src/ingest.rs",
+    "src/cuframes.rs",
+    "src/log.rs",
+    "src/whep.rs",
     "../crates/cuda/src/lib.rs",
     "../crates/shm/src/error.rs",
     "../crates/shm/src/format.rs",

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::{arg, arg_mut, boundary, c_str, free_handle, lock, put, sized};
+use crate::{arg, arg_mut, boundary, c_str, free_handle, guard, lock, put, sized};
 use framecache_cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
 use framecache_cuda::layout::{FC_CUFRAMES_POLICY_REVOKE, FC_CUFRAMES_POLICY_SKIP};
 use framecache_cuda::{
@@ -248,7 +248,7 @@ fn root(p: *const c_char) -> Result<Option<PathBuf>> {
 /// Never fails; loads libcuda at most once.
 #[no_mangle]
 pub extern "C" fn fc_cuframes_cuda_available() -> c_int {
-    std::panic::catch_unwind(cuda_available).unwrap_or(false) as c_int
+    guard(cuda_available) as c_int
 }
 
 /// Creates the publisher of `key`: allocates the buffer pool, the control block and the

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{arg, arg_mut, boundary, c_str, fc_ingest, free_handle, lock, put, put_c_str, sized};
+use crate::{
+    arg, arg_mut, boundary, c_str, fc_ingest, free_handle, guard, lock, put, put_c_str, sized,
+};
 use framecache_shm::error::{Error, Result};
 use framecache_whep::{http, WhepConfig, WhepEngine};
 
@@ -177,7 +179,7 @@ fn whep_config(c: &fc_whep_config) -> Result<WhepConfig> {
     let known = if c.ingest.is_null() {
         None
     } else {
-        let keys = super::engine(c.ingest)?.registry().clone();
+        let keys = crate::ingest::engine(c.ingest)?.registry().clone();
         let f: framecache_whep::KnownStreams =
             Arc::new(move |stream: &str| keys.feeds_slot(stream));
         Some(f)
@@ -400,7 +402,7 @@ pub unsafe extern "C" fn fc_whep_response_header(
     response: *const fc_whep_response,
     name: *const c_char,
 ) -> *const c_char {
-    let found = std::panic::catch_unwind(|| {
+    let found = guard(|| {
         // SAFETY: per the contract.
         let r = unsafe { response.as_ref() }?;
         let name = c_str(name, "name").ok()?;
@@ -414,7 +416,7 @@ pub unsafe extern "C" fn fc_whep_response_header(
                 .then_some(v)
         })
     });
-    found.ok().flatten().unwrap_or(std::ptr::null())
+    found.unwrap_or(std::ptr::null())
 }
 
 /// Frees a response of `fc_whep_handle`. NULL is ignored.

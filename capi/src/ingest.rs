@@ -1,0 +1,409 @@
+//! The ingest engine from C: `fc_ingest_*`.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Mutex;
+
+use framecache_shm::error::{Error, Result};
+
+use crate::*;
+
+// ---------------------------------------------------------------------------------------------
+// Ingest engine
+// ---------------------------------------------------------------------------------------------
+
+/// An ingest engine: push listeners, stream keys, mounts and pull ingests. Opaque. All
+/// functions on one engine may be called from any thread (they serialise on a lock).
+pub struct fc_ingest {
+    inner: Mutex<framecache_ingest::Engine>,
+}
+
+/// `fc_ingest_event.kind`: an input connected or a pusher was accepted.
+pub const FC_INGEST_CONNECTED: u32 = 1;
+/// `fc_ingest_event.kind`: an input went away (`reason` says why).
+pub const FC_INGEST_DISCONNECTED: u32 = 2;
+/// `fc_ingest_event.kind`: a slot was created with the streams described.
+pub const FC_INGEST_MEDIA_INFO: u32 = 3;
+
+/// An event of the ingest engine, valid only during the callback.
+#[repr(C)]
+pub struct fc_ingest_event {
+    /// Size of this struct as this library fills it.
+    pub struct_size: u32,
+    /// `FC_INGEST_*`.
+    pub kind: u32,
+    /// The input (URL or peer), NUL-terminated; empty for `FC_INGEST_MEDIA_INFO`.
+    pub input: *const c_char,
+    /// Why it disconnected, NUL-terminated; empty otherwise.
+    pub reason: *const c_char,
+    /// `FC_INGEST_MEDIA_INFO`: number of streams.
+    pub stream_count: u32,
+    /// `FC_CODEC_*` of each stream.
+    pub codecs: [u32; 8],
+    /// First video stream's width (0 = none/unknown).
+    pub width: u32,
+    /// First video stream's height.
+    pub height: u32,
+    /// First audio stream's sample rate (0 = none/unknown).
+    pub sample_rate: u32,
+    /// First audio stream's channels.
+    pub channels: u32,
+}
+
+/// Receives engine events; called on the engine's threads, keep it short.
+pub type fc_ingest_event_fn =
+    Option<unsafe extern "C" fn(user: *mut c_void, event: *const fc_ingest_event)>;
+
+/// Counters of one stream key (push) or slot (pull).
+#[repr(C)]
+#[derive(Default)]
+pub struct fc_ingest_stats {
+    /// Set by the caller to `sizeof(fc_ingest_stats)`.
+    pub struct_size: u32,
+    /// 1 while an input is connected.
+    pub connected: u32,
+    /// Payload bytes published.
+    pub bytes: u64,
+    /// Packets published.
+    pub packets: u64,
+    /// Units dropped (malformed, oversized, before parameters).
+    pub dropped: u64,
+    /// Bits per second over the last full second.
+    pub bitrate: u64,
+    /// CLOCK_REALTIME ns of the last packet (0 = none).
+    pub last_packet_ns: u64,
+    /// Reconnects (a pusher or input returning).
+    pub reconnects: u64,
+    /// Index of the input in use (pull ingests with several inputs).
+    pub current_input: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+struct UserPtr(*mut c_void);
+
+impl UserPtr {
+    // A method, so closures capture the Send + Sync wrapper, not the raw field.
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+// SAFETY: the C caller promises the callback and its user pointer may be used from any thread.
+unsafe impl Send for UserPtr {}
+// SAFETY: as above.
+unsafe impl Sync for UserPtr {}
+
+pub(crate) fn engine<'a>(
+    e: *const fc_ingest,
+) -> Result<std::sync::MutexGuard<'a, framecache_ingest::Engine>> {
+    let e = arg(e, "engine")?;
+    Ok(e.inner.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Creates an engine with no listener and no key, in `*out` (owned by the caller until
+/// `fc_ingest_destroy`; NULL on failure).
+///
+/// # Safety
+/// `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_create(out: *mut *mut fc_ingest) -> c_int {
+    boundary(|| {
+        let out = arg_mut(out, "out")?;
+        *out = std::ptr::null_mut();
+        let e = framecache_ingest::Engine::new()?;
+        *out = Box::into_raw(Box::new(fc_ingest {
+            inner: Mutex::new(e),
+        }));
+        Ok(())
+    })
+}
+
+/// Stops everything the engine runs (listeners, pulls; their slots close) and frees it.
+/// NULL is ignored.
+///
+/// # Safety
+/// `engine` from `fc_ingest_create`, not used afterwards, no call on it in flight.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_destroy(engine: *mut fc_ingest) {
+    // SAFETY: NULL or from the matching constructor, not used again, per the contract.
+    unsafe { free_handle(engine) }
+}
+
+/// Sets the event callback for listeners and ingests started afterwards (NULL = none).
+/// `user` is passed back as is; both must stay valid until `fc_ingest_destroy`.
+///
+/// # Safety
+/// `engine` valid; `callback` callable from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_callback(
+    engine: *mut fc_ingest,
+    callback: fc_ingest_event_fn,
+    user: *mut c_void,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let Some(cb) = callback else {
+            e.set_events(None);
+            return Ok(());
+        };
+        let user = UserPtr(user);
+        e.set_events(Some(std::sync::Arc::new(
+            move |ev: &framecache_ingest::IngestEvent| {
+                use framecache_ingest::IngestEvent as E;
+                let (kind, input, reason) = match ev {
+                    E::Connected { input } => (FC_INGEST_CONNECTED, input.as_str(), ""),
+                    E::Disconnected { input, reason } => {
+                        (FC_INGEST_DISCONNECTED, input.as_str(), reason.as_str())
+                    }
+                    E::MediaInfo(_) => (FC_INGEST_MEDIA_INFO, "", ""),
+                    E::Packet { .. } => return,
+                };
+                let input = CString::new(input.replace('\0', " ")).unwrap_or_default();
+                let reason = CString::new(reason.replace('\0', " ")).unwrap_or_default();
+                let mut c = fc_ingest_event {
+                    struct_size: std::mem::size_of::<fc_ingest_event>() as u32,
+                    kind,
+                    input: input.as_ptr(),
+                    reason: reason.as_ptr(),
+                    stream_count: 0,
+                    codecs: [0; 8],
+                    width: 0,
+                    height: 0,
+                    sample_rate: 0,
+                    channels: 0,
+                };
+                if let E::MediaInfo(mi) = ev {
+                    c.stream_count = mi.streams.len() as u32;
+                    for (d, s) in c.codecs.iter_mut().zip(&mi.streams) {
+                        *d = s.codec;
+                    }
+                    if let Some(v) = mi.streams.iter().find(|s| s.width > 0) {
+                        (c.width, c.height) = (v.width, v.height);
+                    }
+                    if let Some(a) = mi.streams.iter().find(|s| s.sample_rate > 0) {
+                        (c.sample_rate, c.channels) = (a.sample_rate, a.channels);
+                    }
+                }
+                // No panic of ours crosses into C here; a C callback cannot unwind into Rust.
+                // SAFETY: the caller's callback with the caller's pointer and a valid event.
+                unsafe { cb(user.get(), &c) };
+            },
+        )));
+        Ok(())
+    })
+}
+
+/// Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots),
+/// `rtmps://ADDR:PORT` (the same behind TLS: call [`fc_ingest_set_tls`] first, else
+/// `FC_ERR_INVALID_ARG`) or `srt://ADDR:PORT?mode=listener` / `srt://0.0.0.0:PORT` (needs libsrt: else
+/// `FC_ERR_NO_LIBRARY`). Port 0 picks one; the bound `ip:port` is written to `bound` (NUL-
+/// terminated, truncated to `bound_len`; may be NULL).
+///
+/// # Safety
+/// `engine` valid; `url` NUL-terminated; `bound` writable for `bound_len` bytes or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_listen(
+    engine: *mut fc_ingest,
+    url: *const c_char,
+    bound: *mut c_char,
+    bound_len: usize,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let url = c_str(url, "url")?;
+        let addr = match framecache_ingest::Endpoint::parse(url)? {
+            ep @ (framecache_ingest::Endpoint::RtmpListen(_)
+            | framecache_ingest::Endpoint::RtmpsListen(_)
+            | framecache_ingest::Endpoint::SrtListen(_)) => e.listen(&ep)?,
+            _ => return Err(Error::BadUrl(format!("{url} is not a listener URL"))),
+        };
+        // SAFETY: caller guarantees bound_len writable bytes or NULL.
+        unsafe { put_c_str(bound, bound_len, &addr.to_string()) };
+        Ok(())
+    })
+}
+
+/// Registers stream key `key` for the listeners, feeding packet slot `slot`, with an SRT
+/// `passphrase` (10..=79 bytes) or NULL. Registering again reconfigures the key.
+///
+/// # Safety
+/// `engine` valid; strings NUL-terminated (`passphrase` may be NULL).
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_register_key(
+    engine: *mut fc_ingest,
+    key: *const c_char,
+    slot: *const c_char,
+    passphrase: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let e = self::engine(engine)?;
+        let mut cfg = framecache_ingest::KeyConfig::new(c_str(slot, "slot")?);
+        let p = opt_c_str(passphrase, "passphrase")?;
+        cfg.passphrase = (!p.is_empty()).then(|| p.to_string());
+        e.registry().register(c_str(key, "key")?, cfg)
+    })
+}
+
+/// Removes a key (a live pusher goes on until it leaves); `FC_ERR_NOT_FOUND` if unknown.
+///
+/// # Safety
+/// `engine` valid; `key` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_unregister_key(
+    engine: *mut fc_ingest,
+    key: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let e = self::engine(engine)?;
+        let key = c_str(key, "key")?;
+        if e.registry().unregister(key) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("stream key {key}")))
+        }
+    })
+}
+
+/// How often RTMP listeners started afterwards read their publishers, in milliseconds: all
+/// publishers in one wake-up every `ms` (default 100), which costs less CPU per stream and adds
+/// at most `ms` of latency; 0 reads each publisher as its data arrives.
+///
+/// # Safety
+/// `engine` valid.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_rtmp_read_interval(
+    engine: *mut fc_ingest,
+    ms: u32,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        e.set_rtmp_read_interval(std::time::Duration::from_millis(u64::from(ms)));
+        Ok(())
+    })
+}
+
+/// Sets the certificate chain (`cert_pem`) and private key (`key_pem`), both PEM file paths,
+/// that `rtmps://` listeners started afterwards present. Both files are read and checked now:
+/// a missing file, a file without a certificate or a key that does not fit gives
+/// `FC_ERR_INVALID_ARG` (the reason is in `fc_last_error`) and leaves the identity as it was.
+///
+/// # Safety
+/// `engine` valid; strings NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_tls(
+    engine: *mut fc_ingest,
+    cert_pem: *const c_char,
+    key_pem: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let cert = std::path::Path::new(c_str(cert_pem, "cert_pem")?);
+        let key = std::path::Path::new(c_str(key_pem, "key_pem")?);
+        e.set_tls_identity(cert, key)
+    })
+}
+
+/// Lets `file://NAME/...` inputs read below directory `dir`.
+///
+/// # Safety
+/// `engine` valid; strings NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_add_mount(
+    engine: *mut fc_ingest,
+    name: *const c_char,
+    dir: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let e = self::engine(engine)?;
+        e.mounts().add(
+            c_str(name, "name")?,
+            std::path::Path::new(c_str(dir, "dir")?),
+        )
+    })
+}
+
+/// Adds an ingest into packet slot `slot` from `count` URLs: `publish://KEY` registers KEY;
+/// the others are pull inputs (udp://, srt://HOST:PORT?streamid=, rtmp://HOST/APP/KEY,
+/// http://...m3u8, file://MOUNT/path, copy://SLOT), highest priority first, with failover.
+/// Bad URLs give `FC_ERR_BAD_URL` and nothing is started.
+///
+/// # Safety
+/// `engine` valid; `urls` holds `count` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_add(
+    engine: *mut fc_ingest,
+    slot: *const c_char,
+    urls: *const *const c_char,
+    count: usize,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let slot = c_str(slot, "slot")?;
+        framecache_shm::slot::validate_id(slot)?;
+        if urls.is_null() || count == 0 || count > 64 {
+            return Err(Error::InvalidArg("urls: 1..=64 non-NULL entries".into()));
+        }
+        // SAFETY: caller guarantees `count` readable pointers.
+        let list = unsafe { std::slice::from_raw_parts(urls, count) };
+        let urls = list
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| c_str(u, &format!("urls[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        // Check every URL before starting anything.
+        for u in &urls {
+            framecache_ingest::Endpoint::parse(u)?;
+        }
+        e.add(slot, &urls)
+    })
+}
+
+/// Stops the pull ingest of `slot` and unregisters its keys; `FC_ERR_NOT_FOUND` if none.
+///
+/// # Safety
+/// `engine` valid; `slot` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_remove(engine: *mut fc_ingest, slot: *const c_char) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        let slot = c_str(slot, "slot")?;
+        if e.remove(slot) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("ingest of slot {slot}")))
+        }
+    })
+}
+
+/// Counters of stream key or pull slot `name`; `FC_ERR_NOT_FOUND` before it ever ran.
+///
+/// # Safety
+/// `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_get_stats(
+    engine: *mut fc_ingest,
+    name: *const c_char,
+    out: *mut fc_ingest_stats,
+) -> c_int {
+    boundary(|| {
+        let e = self::engine(engine)?;
+        let name = c_str(name, "name")?;
+        let out = arg_mut(out, "out")?;
+        sized::<fc_ingest_stats>(out.struct_size, "out")?;
+        let s = e
+            .stats(framecache_ingest::registry::normalize_key(name))
+            .ok_or_else(|| Error::NotFound(format!("no ingest named {name}")))?;
+        *out = fc_ingest_stats {
+            struct_size: std::mem::size_of::<fc_ingest_stats>() as u32,
+            connected: u32::from(s.connected),
+            bytes: s.bytes,
+            packets: s.packets,
+            dropped: s.dropped,
+            bitrate: s.bitrate,
+            last_packet_ns: s.last_packet_ns,
+            reconnects: s.reconnects,
+            current_input: s.current_input as u32,
+            reserved: 0,
+        };
+        Ok(())
+    })
+}

@@ -16,6 +16,7 @@ use crate::registry::{KeyConfig, KeyRegistry};
 use crate::rtmp::{self, RtmpServerConfig};
 use crate::sink::{EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink, StatsSnapshot};
 use crate::srt::{self, SrtListener, SrtListenerConfig};
+use crate::url::Url;
 use crate::Streams;
 use framecache_media::Media;
 use framecache_shm::error::{Error, Result};
@@ -45,23 +46,23 @@ fn sock_addr(s: &str) -> Result<SocketAddr> {
 impl Endpoint {
     /// Sorts a URL into listener, publish key or pull input.
     pub fn parse(url: &str) -> Result<Endpoint> {
-        if let Some(key) = url.strip_prefix("publish://") {
-            let key = crate::registry::normalize_key(key);
-            if key.is_empty() {
-                return Err(Error::BadUrl(format!("{url}: empty key")));
+        let u = Url::parse(url)?;
+        match u.scheme {
+            "publish" => {
+                let key = crate::registry::normalize_key(u.rest);
+                if key.is_empty() {
+                    return Err(u.bad("empty key"));
+                }
+                return Ok(Endpoint::Publish(key.to_string()));
             }
-            return Ok(Endpoint::Publish(key.to_string()));
-        }
-        for (scheme, port, tls) in [("rtmp://", 1935, false), ("rtmps://", 443, true)] {
-            let Some(rest) = url.strip_prefix(scheme) else {
-                continue;
-            };
-            let host = rest.trim_end_matches('/');
-            if !host.contains('/') {
+            // No path: a listener (with a path it is a pull from another server).
+            scheme @ ("rtmp" | "rtmps") if !u.trimmed().contains('/') => {
+                let host = u.trimmed();
+                let tls = scheme == "rtmps";
                 let addr = if host.contains(':') {
                     host.to_string()
                 } else {
-                    format!("{host}:{port}")
+                    format!("{host}:{}", if tls { 443 } else { 1935 })
                 };
                 let addr = sock_addr(&addr)?;
                 return Ok(if tls {
@@ -70,18 +71,15 @@ impl Endpoint {
                     Endpoint::RtmpListen(addr)
                 });
             }
-        }
-        if let Some(rest) = url.strip_prefix("srt://") {
-            let (host, q) = rest.split_once('?').unwrap_or((rest, ""));
-            let host = host.trim_end_matches('/');
-            let mode = q
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("mode="))
-                .unwrap_or("");
-            let wildcard = host.starts_with("0.0.0.0:") || host.starts_with("[::]:");
-            if mode == "listener" || (mode != "caller" && wildcard) {
-                return Ok(Endpoint::SrtListen(sock_addr(host)?));
+            "srt" => {
+                let host = u.trimmed();
+                let mode = u.get("mode").unwrap_or("");
+                let wildcard = host.starts_with("0.0.0.0:") || host.starts_with("[::]:");
+                if mode == "listener" || (mode != "caller" && wildcard) {
+                    return Ok(Endpoint::SrtListen(sock_addr(host)?));
+                }
             }
+            _ => {}
         }
         InputUrl::parse(url).map(Endpoint::Pull)
     }

@@ -38,6 +38,7 @@ pub mod registry;
 pub mod rtmp;
 pub mod sink;
 pub mod srt;
+pub mod url;
 
 pub use engine::{Endpoint, Engine, PullConfig, PullIngest};
 pub use pull::{InputTimeouts, InputUrl, Locations, Mounts};

@@ -24,6 +24,7 @@ use framecache_shm::packet::*;
 use crate::http::{http_get, parse_http};
 use crate::input::demux_datagrams;
 pub use crate::input::{InputTimeouts, MediaOut, StopFlag};
+use crate::url::Url;
 
 /// An input URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,44 +75,14 @@ pub enum InputUrl {
     },
 }
 
-fn query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), percent_decode(v)),
-            None => (kv.to_string(), String::new()),
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl InputUrl {
     /// Parses a pull URL. Listener URLs (`rtmp://0.0.0.0:1935`, `srt://0.0.0.0:9000`,
     /// `publish://KEY`) are the engine's business and give [`Error::BadUrl`] here.
     pub fn parse(url: &str) -> Result<InputUrl> {
-        let bad = |why: &str| Error::BadUrl(format!("{url}: {why}"));
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let (rest, q) = rest.split_once('?').unwrap_or((rest, ""));
-        let q = query(q);
-        match scheme {
+        let u = Url::parse(url)?;
+        let bad = |why: &str| u.bad(why);
+        let rest = u.rest;
+        match u.scheme {
             "udp" => {
                 let hostport = rest
                     .rsplit('@')
@@ -123,7 +94,7 @@ impl InputUrl {
                     .map_err(|e| bad(&e.to_string()))?
                     .next()
                     .ok_or_else(|| bad("no address"))?;
-                let localaddr = match q.get("localaddr") {
+                let localaddr = match u.get("localaddr") {
                     Some(a) => Some(a.parse().map_err(|_| bad("bad localaddr"))?),
                     None => None,
                 };
@@ -134,14 +105,14 @@ impl InputUrl {
                 if addr.is_empty() || !addr.contains(':') {
                     return Err(bad("srt needs HOST:PORT"));
                 }
-                let latency_ms = match q.get("latency") {
+                let latency_ms = match u.get("latency") {
                     Some(l) => Some(l.parse().map_err(|_| bad("bad latency"))?),
                     None => None,
                 };
                 Ok(InputUrl::SrtCaller {
                     addr,
-                    streamid: q.get("streamid").cloned(),
-                    passphrase: q.get("passphrase").cloned(),
+                    streamid: u.get("streamid").map(String::from),
+                    passphrase: u.get("passphrase").map(String::from),
                     latency_ms,
                 })
             }

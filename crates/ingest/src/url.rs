@@ -1,0 +1,102 @@
+//! The one URL parser of the ingest engine: `scheme://rest?query`, with the query split into
+//! percent-decoded pairs. [`crate::engine::Endpoint`] (listeners, keys) and
+//! [`crate::pull::InputUrl`] (pull inputs) both read URLs through it.
+
+use framecache_shm::error::{Error, Result};
+
+/// A URL split into its scheme, the part before the query, and the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url<'a> {
+    /// The text as given (for messages).
+    pub text: &'a str,
+    /// Scheme, before `://`.
+    pub scheme: &'a str,
+    /// Authority and path, between `://` and `?`.
+    pub rest: &'a str,
+    /// Query pairs in order, values percent-decoded (`k` alone gives an empty value).
+    pub query: Vec<(String, String)>,
+}
+
+impl<'a> Url<'a> {
+    /// Splits `text`; a URL without `://` is [`Error::BadUrl`].
+    pub fn parse(text: &'a str) -> Result<Url<'a>> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| Error::BadUrl(format!("{text}: no scheme")))?;
+        let (rest, q) = rest.split_once('?').unwrap_or((rest, ""));
+        let query = q
+            .split('&')
+            .filter(|s| !s.is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), percent_decode(v)),
+                None => (kv.to_string(), String::new()),
+            })
+            .collect();
+        Ok(Url {
+            text,
+            scheme,
+            rest,
+            query,
+        })
+    }
+
+    /// The value of query parameter `name` (the first, if repeated).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `rest` without a trailing `/`.
+    pub fn trimmed(&self) -> &'a str {
+        self.rest.trim_end_matches('/')
+    }
+
+    /// A [`Error::BadUrl`] naming this URL and `why`.
+    pub fn bad(&self, why: &str) -> Error {
+        Error::BadUrl(format!("{}: {why}", self.text))
+    }
+}
+
+/// `%XX` escapes decoded; malformed escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_and_decodes() {
+        let u =
+            Url::parse("srt://0.0.0.0:9000/?mode=listener&streamid=%23!%3A%3Ar%3Dcam&x").unwrap();
+        assert_eq!(
+            (u.scheme, u.rest, u.trimmed()),
+            ("srt", "0.0.0.0:9000/", "0.0.0.0:9000")
+        );
+        assert_eq!(u.get("mode"), Some("listener"));
+        assert_eq!(u.get("streamid"), Some("#!::r=cam"));
+        assert_eq!(u.get("x"), Some(""));
+        assert_eq!(u.get("y"), None);
+        assert!(Url::parse("no-scheme").is_err());
+        assert_eq!(percent_decode("a%2"), "a%2", "a cut escape stays");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+}

@@ -191,7 +191,7 @@ pub fn export(
     } else {
         PacketStart::Keyframe
     };
-    let mut r = PacketReader::open(id, PacketReaderConfig { start })?;
+    let r = PacketReader::open(id, PacketReaderConfig { start })?;
     let streams = r.streams();
     let mut mux_streams = Vec::new();
     for s in &streams {
@@ -210,13 +210,14 @@ pub fn export(
     let mut written = 0u64;
     let timeout = Duration::from_millis(timeout_ms);
     let mut buf = Vec::new();
+    // Codec parameters travel in-band in TS (on keyframes, as the slot keeps them).
+    let mut r = Follower::new(r);
     let end = loop {
         if limit.is_some_and(|n| written >= n) || STOP.load(Ordering::Relaxed) {
             break "limit";
         }
-        let info = match r.next_vec(&mut buf, timeout) {
-            Ok(i) => i,
-            Err(Error::PacketOverrun) => continue,
+        let info = match r.next(&mut buf, timeout) {
+            Ok(f) => f.info,
             Err(Error::WriterGone) => break "writer gone",
             Err(Error::Timeout) => break "timeout",
             Err(e) => return Err(e.into()),
@@ -241,7 +242,7 @@ pub fn export(
         written += 1;
     };
     file.flush()?;
-    let st = r.stats();
+    let st = r.reader().stats();
     eprintln!(
         "framecache: exported {written} packets of {id} to {out} ({} skipped, ended by {end})",
         st.packets_skipped

@@ -448,16 +448,9 @@ fn run_copy(
     stop: &StopFlag,
     out: MediaOut,
 ) -> Result<()> {
-    let mut r = PacketReader::open_in(
-        root,
-        slot,
-        PacketReaderConfig {
-            start: PacketStart::Keyframe,
-        },
-    )?;
-    let streams = r.streams();
+    let mut r = Follower::open_in(root, slot, PacketStart::Keyframe)?;
     out(Media::Tracks(
-        streams
+        r.streams()
             .iter()
             .map(|s| Track {
                 codec: s.codec,
@@ -465,13 +458,11 @@ fn run_copy(
             })
             .collect(),
     ))?;
-    let mut gens = vec![0u32; streams.len()];
     let mut buf = Vec::new();
     let mut last = Instant::now();
     while !stop.is_set() {
-        let info = match r.next_vec(&mut buf, Duration::from_millis(200)) {
-            Ok(i) => i,
-            Err(Error::PacketOverrun) => continue,
+        let f = match r.next(&mut buf, Duration::from_millis(200)) {
+            Ok(f) => f,
             Err(Error::Timeout) => {
                 if last.elapsed() > t.idle {
                     return Err(Error::Timeout);
@@ -481,15 +472,12 @@ fn run_copy(
             Err(e) => return Err(e),
         };
         last = Instant::now();
-        let s = info.stream as usize;
-        if info.params_gen != 0 && gens[s] != info.params_gen {
-            if let Ok((g, p)) = r.codec_params(info.stream, info.params_gen) {
-                gens[s] = g;
-                out(Media::Params { track: s, data: p })?;
-            }
+        let (info, track) = (f.info, f.info.stream as usize);
+        if let Some(data) = f.params {
+            out(Media::Params { track, data })?;
         }
         out(Media::Frame {
-            track: s,
+            track,
             pts: info.pts,
             dts: info.dts,
             keyframe: info.flags & FC_PACKET_KEYFRAME != 0,

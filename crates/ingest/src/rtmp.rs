@@ -556,7 +556,7 @@ fn metadata(streams: &[StreamInfo], video: Option<u32>, audio: Option<u32>) -> S
 /// its sequence header before its first packet (and again when the parameters change), then
 /// the packets, timestamps in ms from the first packet. The first video stream (H.264) and the
 /// first AAC or MP3 stream are played.
-fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
+fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
     let streams = r.streams();
     let video = streams
         .iter()
@@ -578,13 +578,15 @@ fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
     {
         return;
     }
-    let mut sent_gen = vec![0u32; streams.len()];
+    let mut r = Follower::new(r);
+    // Whether the sequence header of each stream went out: nothing decodes before it.
+    let mut sent = vec![false; streams.len()];
     let mut base: Option<i64> = None;
     let mut buf = Vec::new();
     loop {
-        let info = match r.next_vec(&mut buf, Duration::from_millis(500)) {
-            Ok(i) => i,
-            Err(Error::Timeout) | Err(Error::PacketOverrun) => {
+        let f = match r.next(&mut buf, Duration::from_millis(500)) {
+            Ok(f) => f,
+            Err(Error::Timeout) => {
                 if tx.is_closed() {
                     return;
                 }
@@ -595,6 +597,7 @@ fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
                 return;
             }
         };
+        let info = f.info;
         let si = info.stream as usize;
         if Some(info.stream) != video && Some(info.stream) != audio {
             continue;
@@ -615,20 +618,18 @@ fn play_thread(mut r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
         let data = &buf[..info.size as usize];
         let is_video = Some(info.stream) == video;
         let mut msgs = Vec::with_capacity(2);
-        if s.codec != FC_CODEC_MP3 && info.params_gen != 0 && info.params_gen != sent_gen[si] {
-            if let Ok((g, p)) = r.codec_params(info.stream, info.params_gen) {
-                let seq = if is_video {
-                    flv::avc_sequence_header(&p)
-                } else {
-                    Some(flv::aac_sequence_header(&p))
-                };
-                if let Some(seq) = seq {
-                    msgs.push((Bytes::from(seq), ts));
-                    sent_gen[si] = g;
-                }
+        if let (true, Some(p)) = (s.codec != FC_CODEC_MP3, &f.params) {
+            let seq = if is_video {
+                flv::avc_sequence_header(p)
+            } else {
+                Some(flv::aac_sequence_header(p))
+            };
+            if let Some(seq) = seq {
+                msgs.push((Bytes::from(seq), ts));
+                sent[si] = true;
             }
         }
-        if s.codec != FC_CODEC_MP3 && sent_gen[si] == 0 {
+        if s.codec != FC_CODEC_MP3 && !sent[si] {
             continue; // nothing decodable without the sequence header
         }
         let body = if is_video {

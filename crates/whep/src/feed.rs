@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::audio::{opus_available, AacToOpus};
 use framecache_shm::packet::{
-    rescale, PacketReader, PacketReaderConfig, PacketStart, StreamInfo, FC_CODEC_AAC,
+    rescale, Follower, PacketReader, PacketReaderConfig, PacketStart, StreamInfo, FC_CODEC_AAC,
     FC_CODEC_H264, FC_CODEC_OPUS, FC_MEDIA_AUDIO, FC_MEDIA_VIDEO, FC_PACKET_DISCONTINUITY,
     FC_PACKET_KEYFRAME,
 };
@@ -237,7 +237,7 @@ impl Feed {
     }
 
     /// The reading loop; returns why it ended.
-    fn run(&self, mut reader: PacketReader, streams: &[StreamInfo]) -> String {
+    fn run(&self, reader: PacketReader, streams: &[StreamInfo]) -> String {
         let info = self.info.clone();
         let vs = &streams[info.video_stream as usize];
         let mut payloader = H264Payloader::default();
@@ -257,31 +257,28 @@ impl Feed {
             }
             _ => None,
         };
-        let mut params_gen = 0u32;
+        let mut follower = Follower::new(reader);
         let mut sps_pps: Vec<u8> = Vec::new();
+        let mut buf = Vec::new();
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return "feed stopped".into();
             }
-            let view = match reader.next(Duration::from_millis(200)) {
-                Ok(v) => v,
+            let f = match follower.next(&mut buf, Duration::from_millis(200)) {
+                Ok(f) => f,
                 Err(Error::Timeout) => continue,
                 Err(Error::WriterGone) => return "the source stopped".into(),
-                Err(Error::PacketOverrun) => continue,
                 Err(e) => return format!("slot read failed: {e}"),
             };
-            let pi = view.info;
+            let pi = f.info;
             if pi.skipped > 0 {
                 self.counters
                     .ring_skipped
                     .fetch_add(pi.skipped, Ordering::Relaxed);
             }
-            let data = Bytes::copy_from_slice(view.data());
-            if !view.is_intact() {
-                let info = view.info;
-                reader.overrun(&info);
-                continue;
-            }
+            // The buffer becomes the unit's bytes; the next read gets a fresh one.
+            buf.truncate(pi.size as usize);
+            let data = Bytes::from(std::mem::take(&mut buf));
             self.counters.units.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .bytes
@@ -295,11 +292,8 @@ impl Feed {
                         self.id
                     );
                 }
-                if pi.params_gen != params_gen && pi.params_gen != 0 {
-                    if let Ok((g, p)) = reader.codec_params(pi.stream, pi.params_gen) {
-                        params_gen = g;
-                        sps_pps = p;
-                    }
+                if let Some(p) = f.params {
+                    sps_pps = p;
                 }
                 // A keyframe must carry its parameter sets: a joining decoder starts there.
                 let au = if key && !has_sps(&data) && !sps_pps.is_empty() {

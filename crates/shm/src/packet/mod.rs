@@ -9,6 +9,7 @@
 //!
 //! The byte layout is in [`layout`] and `docs/PROTOCOL.md` ("Packet ring").
 
+mod follow;
 pub mod layout;
 mod reader;
 mod writer;
@@ -16,6 +17,7 @@ mod writer;
 use std::mem::offset_of;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+pub use follow::{Followed, Follower};
 pub use layout::*;
 pub use reader::{
     PacketInfo, PacketReader, PacketReaderConfig, PacketReaderStats, PacketStart, PacketView,

@@ -1,13 +1,20 @@
 //! The CLI's logger: the library's `log` messages on stderr, one line each, as
-//! `framecache: LEVEL: message`. `-v` adds detail, `-q` keeps only errors.
+//! `framecache: LEVEL: message`. `-v` adds detail, `-q` keeps only errors. Messages of the
+//! libraries underneath (webrtc-rs's ICE agent, rustls, …) are shown only when they are errors,
+//! or with `-vv`.
 
 use std::io::Write;
 
-struct Stderr;
+struct Stderr {
+    /// Show other crates' messages at the same level as framecache's.
+    everything: bool,
+}
 
 impl log::Log for Stderr {
     fn enabled(&self, m: &log::Metadata) -> bool {
+        let ours = m.target().starts_with("framecache");
         m.level() <= log::max_level()
+            && (ours || self.everything || m.level() <= log::Level::Error)
     }
 
     fn log(&self, r: &log::Record) {
@@ -30,7 +37,7 @@ impl log::Log for Stderr {
 }
 
 /// Installs the logger: info and above by default (what the library printed before it
-/// logged), each `-v` one level more, `-q` errors only.
+/// logged), each `-v` one level more (`-vv` also the libraries underneath), `-q` errors only.
 pub fn init(verbose: u8, quiet: bool) {
     let level = if quiet {
         log::LevelFilter::Error
@@ -41,7 +48,10 @@ pub fn init(verbose: u8, quiet: bool) {
             _ => log::LevelFilter::Trace,
         }
     };
-    if log::set_logger(&Stderr).is_ok() {
+    let logger: &'static Stderr = Box::leak(Box::new(Stderr {
+        everything: verbose >= 2,
+    }));
+    if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }
 }

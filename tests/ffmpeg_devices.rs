@@ -428,7 +428,9 @@ fn a_writer_that_restarts_is_followed_and_one_that_stalls_ends_the_read() {
         let args = ["--size", "320x240", "--fps", "50", "--frames", "75"];
         let mut first = testsrc(&root, "cam", &args);
         wait_for_slot(&root, "cam");
+        // -loglevel verbose: framecache's own info messages reach ffmpeg's log too.
         let reader = ffmpeg(&bin, &root)
+            .args(["-loglevel", "verbose"])
             .args([
                 "-f",
                 "framecache",
@@ -455,6 +457,11 @@ fn a_writer_that_restarts_is_followed_and_one_that_stalls_ends_the_read() {
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("went back (a new writer?)"), "{label}: {err}");
+        // The library's log, routed through av_log by the device.
+        assert!(
+            err.contains("framecache: framecache_shm::lifecycle: slot cam: a new writer re-created it"),
+            "{label}: {err}"
+        );
         let frames = framemd5(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(frames.len(), 100, "{label}");
         // Timestamps keep increasing across the restart, and every frame is a whole pattern

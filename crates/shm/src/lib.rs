@@ -5,7 +5,7 @@
 //! read-only readers each with its own cursor), the packet ring ([`packet`]: encoded access
 //! units with codec parameters, keyframe join), pixel formats and codec ids ([`format`],
 //! [`packet`]), the error type and its C codes ([`error`]), cross-process wake-ups ([`futex`])
-//! and the clocks the wire format stamps; one slot lifecycle ([`lifecycle`]: create, close on drop,
+//! and the clocks the wire format stamps ([`clock`]); one slot lifecycle ([`lifecycle`]: create, close on drop,
 //! attach, writer liveness, re-attach, wait) shared by every ring kind.
 //!
 //! **May import**: only `libc`, `thiserror`, `log` (and `serde`, behind the off-by-default
@@ -33,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::print_stderr, clippy::print_stdout))]
 #![allow(clippy::needless_range_loop)] // plane loops index several parallel arrays
 
+pub mod clock;
 pub mod error;
 pub mod format;
 #[doc(hidden)]

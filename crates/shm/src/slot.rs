@@ -10,7 +10,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -75,42 +74,8 @@ pub fn slot_path(root: &Path, id: &str, kind: SlotKind) -> Result<PathBuf> {
     Ok(root.join(format!("{id}{}", kind.suffix())))
 }
 
-/// 64 random bits from the kernel, for values that must not be guessed or repeat across
-/// starts (WHEP resource ids and ETags, cuframes epochs).
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom into a local buffer of the given length.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    if n != 8 {
-        // Fall back to time and address entropy; ids stay unique through the counter.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ (&b as *const _ as u64).rotate_left(32);
-    }
-    u64::from_ne_bytes(b)
-}
-
-/// Wall-clock time in ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// `CLOCK_MONOTONIC` in ns: the same clock in every process of the host, so publish→read
-/// latency can be measured across processes.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+// The clocks the headers stamp and the random ids, kept here under their old paths.
+pub use crate::clock::{monotonic_ns, random_u64, realtime_ns};
 
 /// A shared memory mapping of a whole slot file, unmapped on drop.
 #[derive(Debug)]
@@ -302,6 +267,11 @@ pub fn create(
                 pid: owner_pid(&existing),
             });
         }
+        log::info!(
+            "{}: replacing a stale slot (its writer, pid {}, is gone)",
+            path.display(),
+            owner_pid(&existing)
+        );
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("slot");
     let tmp = root.join(format!(".{name}.tmp.{}", std::process::id()));

@@ -24,7 +24,7 @@ const SOURCES: &[&str] = &[
     "src/cuframes.rs",
     "src/log.rs",
     "src/whep.rs",
-    "../crates/cuda/src/lib.rs",
+    "../crates/cuda/src/layout.rs",
     "../crates/shm/src/error.rs",
     "../crates/shm/src/format.rs",
     "../crates/ingest/src/srt.rs",

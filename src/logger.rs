@@ -13,8 +13,7 @@ struct Stderr {
 impl log::Log for Stderr {
     fn enabled(&self, m: &log::Metadata) -> bool {
         let ours = m.target().starts_with("framecache");
-        m.level() <= log::max_level()
-            && (ours || self.everything || m.level() <= log::Level::Error)
+        m.level() <= log::max_level() && (ours || self.everything || m.level() <= log::Level::Error)
     }
 
     fn log(&self, r: &log::Record) {

@@ -459,7 +459,9 @@ fn a_writer_that_restarts_is_followed_and_one_that_stalls_ends_the_read() {
         assert!(err.contains("went back (a new writer?)"), "{label}: {err}");
         // The library's log, routed through av_log by the device.
         assert!(
-            err.contains("framecache: framecache_shm::lifecycle: slot cam: a new writer re-created it"),
+            err.contains(
+                "framecache: framecache_shm::lifecycle: slot cam: a new writer re-created it"
+            ),
             "{label}: {err}"
         );
         let frames = framemd5(&String::from_utf8_lossy(&out.stdout));

@@ -240,7 +240,10 @@ impl<R: RingKind> Attached<R> {
                 self.ring = ring;
                 self.file = file;
                 self.identity = identity;
-                log::info!("slot {}: a new writer re-created it; reading it from its start", self.id);
+                log::info!(
+                    "slot {}: a new writer re-created it; reading it from its start",
+                    self.id
+                );
                 true
             }
             Err(_) => false,

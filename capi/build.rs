@@ -48,7 +48,17 @@ fn main() {
     println!("cargo:rerun-if-env-changed=FC_UPDATE_HEADER");
     // A soname lets installed programs survive compatible library upgrades (ABI major 0).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libframecache.so.0");
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    // The version a program was compiled against, beside fc_version() (the library it runs on).
+    let v = |k: &str| std::env::var(k).unwrap();
+    let after = config.after_includes.take().unwrap_or_default();
+    config.after_includes = Some(format!(
+        "{after}\n\n/* The version of this header (fc_version() gives the library's). */\n\
+         #define FC_VERSION_MAJOR {}\n#define FC_VERSION_MINOR {}\n#define FC_VERSION_PATCH {}",
+        v("CARGO_PKG_VERSION_MAJOR"),
+        v("CARGO_PKG_VERSION_MINOR"),
+        v("CARGO_PKG_VERSION_PATCH")
+    ));
     let mut b = cbindgen::Builder::new().with_config(config);
     for s in SOURCES {
         b = b.with_src(dir.join(s));

@@ -6,6 +6,14 @@
  * caller from create/open until the matching close. Structs passed in or out start with
  * struct_size, which the caller sets to sizeof(the struct). Layout of the shared memory:
  * docs/PROTOCOL.md.
+ *
+ * struct_size keeps programs built against older and newer headers working, by one rule for
+ * every struct: an input struct (config, request) may be smaller than this header's when it
+ * covers the struct's required fields (documented per struct); the fields it lacks take their
+ * defaults. It may be larger when the bytes this library does not know are zero; otherwise
+ * the call fails with FC_ERR_INVALID_ARG naming the struct. An output struct (frame, stats,
+ * status) is written only up to the caller's struct_size, never past it, and must be at least
+ * the size the struct had when it was first released. Arrays of structs step by struct_size.
  */
 
 #ifndef FRAMECACHE_H
@@ -17,6 +25,11 @@
 #include <stddef.h>
 /* pts/dts value meaning "no timestamp". */
 #define FC_NOPTS INT64_MIN
+
+/* The version of this header (fc_version() gives the library's). */
+#define FC_VERSION_MAJOR 0
+#define FC_VERSION_MINOR 1
+#define FC_VERSION_PATCH 0
 
 // `fc_consumer_config.mode`: every frame in order (skipping, and counting, when a ring behind).
 #define FC_MODE_SEQUENTIAL 0
@@ -395,6 +408,7 @@ typedef struct fc_whep fc_whep;
 
 // How to create a frame slot. Set `struct_size = sizeof(fc_slot_config)`; zeroed fields take
 // their defaults.
+// Required fields (what the least `struct_size` must cover): `fourcc`, `width`, `height`.
 typedef struct fc_slot_config {
   // `sizeof(fc_slot_config)`.
   uint32_t struct_size;
@@ -424,6 +438,7 @@ typedef struct fc_slot_config {
 
 // Reader options. Set `struct_size = sizeof(fc_consumer_config)`, or pass NULL for defaults
 // (sequential, starting at the newest frame).
+// Required fields (what the least `struct_size` must cover): none (`struct_size` alone is a valid config).
 typedef struct fc_consumer_config {
   // `sizeof(fc_consumer_config)`.
   uint32_t struct_size;
@@ -539,6 +554,7 @@ typedef struct fc_slot_status {
 
 // One elementary stream of a packet slot (input to `fc_packet_writer_create`, output of
 // `fc_packet_get_stream`). Set `struct_size = sizeof(fc_stream_info)`.
+// Required fields (what the least `struct_size` must cover): as an input (`fc_packet_slot_config.streams`), `codec`.
 typedef struct fc_stream_info {
   // `sizeof(fc_stream_info)`.
   uint32_t struct_size;
@@ -569,6 +585,7 @@ typedef struct fc_stream_info {
 } fc_stream_info;
 
 // How to create a packet slot. Set `struct_size`; zeroed sizes take their defaults.
+// Required fields (what the least `struct_size` must cover): `stream_count`, `streams`.
 typedef struct fc_packet_slot_config {
   // `sizeof(fc_packet_slot_config)`.
   uint32_t struct_size;
@@ -623,6 +640,7 @@ typedef struct fc_packet {
 } fc_packet;
 
 // Packet reader options (NULL = start at the most recent keyframe).
+// Required fields (what the least `struct_size` must cover): none.
 typedef struct fc_packet_reader_config {
   // `sizeof(fc_packet_reader_config)`.
   uint32_t struct_size;
@@ -706,6 +724,7 @@ typedef struct fc_ingest_stats {
 } fc_ingest_stats;
 
 // Settings of `fc_cuframes_publisher_create`. Zero fields take the default named.
+// Required fields (what the least `struct_size` must cover): `format`, `width`, `height`.
 typedef struct fc_cuframes_publisher_config {
   // Set by the caller to `sizeof(fc_cuframes_publisher_config)`.
   uint32_t struct_size;
@@ -780,6 +799,7 @@ typedef struct fc_cuframes_publisher_stats {
 } fc_cuframes_publisher_stats;
 
 // Settings of `fc_cuframes_subscriber_open`. NULL config = CUDA device 0, default root.
+// Required fields (what the least `struct_size` must cover): none.
 typedef struct fc_cuframes_subscriber_config {
   // Set by the caller to `sizeof(fc_cuframes_subscriber_config)`.
   uint32_t struct_size;
@@ -893,6 +913,7 @@ typedef struct fc_cuframes_subscriber_stats {
 typedef void (*fc_log_fn)(void *user_data, int level, const char *target, const char *message);
 
 // Settings of `fc_whep_create`. Zero/NULL fields take the default named.
+// Required fields (what the least `struct_size` must cover): none.
 typedef struct fc_whep_config {
   // Set by the caller to `sizeof(fc_whep_config)`.
   uint32_t struct_size;
@@ -925,6 +946,7 @@ typedef struct fc_whep_config {
 
 // One HTTP request the host received, for `fc_whep_handle`. Strings are NUL-terminated; the
 // optional headers are NULL when absent.
+// Required fields (what the least `struct_size` must cover): `method`, `path`.
 typedef struct fc_whep_request {
   // Set by the caller to `sizeof(fc_whep_request)`.
   uint32_t struct_size;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::c::{compile, ensure_libraries, lib_dir, manifest, ASAN, STRICT};
+use common::c::{compile, compile_against, ensure_libraries, lib_dir, manifest, ASAN, STRICT};
 use common::{target_dir, verify_json, TempRoot};
 use framecache::ring::layout::{DESC_FIELDS, HEADER_FIELDS};
 
@@ -446,4 +446,72 @@ fn c_ingest_engine_takes_an_ffmpeg_push_and_refuses_wrong_use() {
             assert_eq!(stderr, "", "the library printed without a log callback");
         }
     }
+}
+
+/// Programs built against the 0.1 header (kept as capi/abi/framecache-0.1.h) work with this
+/// library: every C test program compiles against it, the struct_size rule holds for structs
+/// of other sizes than this header's (an older fc_slot_config without `flags`, a newer one with
+/// a zero or non-zero tail, outputs never written past the caller's size, arrays stepping by
+/// the caller's size), under ASan; and every 0.1 function is still exported.
+#[test]
+fn programs_built_against_the_0_1_header_work_with_this_library() {
+    let old = manifest().join("capi/abi/framecache-0.1.h");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("abi-0.1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&old, dir.join("framecache.h")).unwrap();
+    for name in [
+        "writer",
+        "reader",
+        "packet_reader",
+        "ingest",
+        "whep",
+        "cuframes",
+    ] {
+        compile_against(name, &[], &dir, "-0.1");
+    }
+    let root = TempRoot::new("c-abi-0.1");
+    let exe = compile_against("abi", ASAN, &dir, "-0.1");
+    let out = run_c(&root, &exe, &[]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "abi ok\n");
+
+    // The exported symbols: a superset of the 0.1 functions.
+    let header = std::fs::read_to_string(&old).unwrap();
+    // Function declarations: `fc_name(` outside comments.
+    let wanted: std::collections::BTreeSet<String> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*'))
+        .flat_map(|l| l.match_indices("fc_").map(move |(i, _)| &l[i..]))
+        .filter_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest[name.len()..].starts_with('(').then_some(name)
+        })
+        .collect();
+    assert_eq!(wanted.len(), 61, "the 0.1 header declares 61 functions");
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(target_dir().join("libframecache.so"))
+        .output()
+        .expect("nm (binutils) runs");
+    assert!(nm.status.success());
+    let exported: std::collections::BTreeSet<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 3 && w[1] == "T").then(|| w[2].to_string())
+        })
+        .collect();
+    let missing: Vec<_> = wanted.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "0.1 functions no longer exported: {missing:?}"
+    );
 }

@@ -11,7 +11,36 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::{arg, arg_mut, boundary, c_str, free_handle, guard, lock, put, sized};
+use crate::abi::{abi_structs, blank, out_size, read_in, write_out};
+use crate::{arg, arg_mut, boundary, c_str, free_handle, guard, lock, put};
+
+abi_structs! {
+    fc_cuframes_publisher_config => (
+        std::mem::offset_of!(fc_cuframes_publisher_config, buffers),
+        std::mem::size_of::<fc_cuframes_publisher_config>()
+    ),
+    fc_cuframes_subscriber_config => (4, std::mem::size_of::<fc_cuframes_subscriber_config>()),
+    fc_cuframes_buffer => (
+        std::mem::size_of::<fc_cuframes_buffer>(),
+        std::mem::size_of::<fc_cuframes_buffer>()
+    ),
+    fc_cuframes_publisher_stats => (
+        std::mem::size_of::<fc_cuframes_publisher_stats>(),
+        std::mem::size_of::<fc_cuframes_publisher_stats>()
+    ),
+    fc_cuframes_frame => (
+        std::mem::size_of::<fc_cuframes_frame>(),
+        std::mem::size_of::<fc_cuframes_frame>()
+    ),
+    fc_cuframes_info => (
+        std::mem::size_of::<fc_cuframes_info>(),
+        std::mem::size_of::<fc_cuframes_info>()
+    ),
+    fc_cuframes_subscriber_stats => (
+        std::mem::size_of::<fc_cuframes_subscriber_stats>(),
+        std::mem::size_of::<fc_cuframes_subscriber_stats>()
+    ),
+}
 use framecache_cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
 use framecache_cuda::layout::{FC_CUFRAMES_POLICY_REVOKE, FC_CUFRAMES_POLICY_SKIP};
 use framecache_cuda::{
@@ -35,6 +64,7 @@ pub struct fc_cuframes_subscriber {
 }
 
 /// Settings of `fc_cuframes_publisher_create`. Zero fields take the default named.
+/// Required fields (what the least `struct_size` must cover): `format`, `width`, `height`.
 #[repr(C)]
 pub struct fc_cuframes_publisher_config {
     /// Set by the caller to `sizeof(fc_cuframes_publisher_config)`.
@@ -72,6 +102,7 @@ pub struct fc_cuframes_publisher_config {
 }
 
 /// Settings of `fc_cuframes_subscriber_open`. NULL config = CUDA device 0, default root.
+/// Required fields (what the least `struct_size` must cover): none.
 #[repr(C)]
 pub struct fc_cuframes_subscriber_config {
     /// Set by the caller to `sizeof(fc_cuframes_subscriber_config)`.
@@ -267,8 +298,7 @@ pub unsafe extern "C" fn fc_cuframes_publisher_create(
         let out = arg_mut(out, "out")?;
         *out = std::ptr::null_mut();
         let key = c_str(key, "key")?;
-        let c = arg(config, "config")?;
-        sized::<fc_cuframes_publisher_config>(c.struct_size, "config")?;
+        let c = read_in(config, "config")?;
         let format = PixelFormat::from_fourcc(c.format)?;
         let mut cfg = PublisherConfig::new(format, c.width, c.height);
         if c.buffers != 0 {
@@ -311,13 +341,12 @@ pub unsafe extern "C" fn fc_cuframes_publisher_acquire(
 ) -> c_int {
     boundary(|| {
         let p = arg(publisher, "publisher")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_cuframes_buffer>(o.struct_size, "out")?;
+        out_size(out, "out")?;
         let mut p = lock(&p.inner);
         let b = p.acquire(stream as u64)?;
         let g = p.geometry();
-        *o = fc_cuframes_buffer {
-            struct_size: o.struct_size,
+        let o = fc_cuframes_buffer {
+            struct_size: 0,
             index: b.index,
             plane_count: b.plane_count,
             width: g.width,
@@ -328,7 +357,7 @@ pub unsafe extern "C" fn fc_cuframes_publisher_acquire(
             base: b.base,
             size: b.size,
         };
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 
@@ -366,14 +395,14 @@ pub unsafe extern "C" fn fc_cuframes_publisher_get_stats(
 ) -> c_int {
     boundary(|| {
         let p = arg(publisher, "publisher")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_cuframes_publisher_stats>(o.struct_size, "out")?;
+        out_size(out, "out")?;
         let s = lock(&p.inner).stats();
+        let mut o: fc_cuframes_publisher_stats = blank();
         o.subscribers = s.subscribers;
         o.published = s.published;
         o.skipped = s.skipped;
         o.revoked = s.revoked;
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 
@@ -406,8 +435,8 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_open(
         let key = c_str(key, "key")?;
         let mut cfg = SubscriberConfig::default();
         // SAFETY: NULL or valid per the contract.
-        if let Some(c) = unsafe { config.as_ref() } {
-            sized::<fc_cuframes_subscriber_config>(c.struct_size, "config")?;
+        if !config.is_null() {
+            let c = read_in(config, "config")?;
             // SAFETY: cuda_context per the field's contract.
             cfg.backend = unsafe { backend(c.backend, c.device, c.cuda_context)? };
             cfg.root = root(c.root)?;
@@ -439,13 +468,12 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_acquire(
 ) -> c_int {
     boundary(|| {
         let s = arg(subscriber, "subscriber")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_cuframes_frame>(o.struct_size, "out")?;
+        out_size(out, "out")?;
         let h = lock(&s.inner).acquire(stream as u64, super::timeout(timeout_ms))?;
         let token = s.next_token.fetch_add(1, Ordering::Relaxed);
         lock(&s.holds).push((token, h));
-        *o = fc_cuframes_frame {
-            struct_size: o.struct_size,
+        let o = fc_cuframes_frame {
+            struct_size: 0,
             plane_count: h.plane_count,
             token,
             seq: h.meta.seq,
@@ -462,7 +490,7 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_acquire(
             planes: h.planes,
             ready_event: h.ready_event as *mut c_void,
         };
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 
@@ -511,11 +539,10 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_info(
 ) -> c_int {
     boundary(|| {
         let s = arg(subscriber, "subscriber")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_cuframes_info>(o.struct_size, "out")?;
+        out_size(out, "out")?;
         let h = lock(&s.inner).info(super::timeout(timeout_ms))?;
-        *o = fc_cuframes_info {
-            struct_size: o.struct_size,
+        let o = fc_cuframes_info {
+            struct_size: 0,
             format: h.format,
             width: h.width,
             height: h.height,
@@ -531,7 +558,7 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_info(
             publisher_pid: h.publisher_pid,
             epoch: h.epoch,
         };
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 
@@ -546,16 +573,16 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_stats(
 ) -> c_int {
     boundary(|| {
         let s = arg(subscriber, "subscriber")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_cuframes_subscriber_stats>(o.struct_size, "out")?;
+        out_size(out, "out")?;
         let st = lock(&s.inner).stats();
+        let mut o: fc_cuframes_subscriber_stats = blank();
         o.attached = st.attached as u32;
         o.frames = st.frames;
         o.missed = st.missed;
         o.revoked = st.revoked;
         o.torn = st.torn;
         o.attaches = st.attaches;
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 

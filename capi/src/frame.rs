@@ -9,7 +9,15 @@ use framecache_shm::ring::{
     Consumer, ConsumerConfig, FrameInfo, FrameMeta, Producer, ReadMode, SlotConfig, StartAt,
 };
 
+use crate::abi::{abi_structs, blank, out_size, read_in, write_out};
 use crate::*;
+
+abi_structs! {
+    fc_slot_config => (std::mem::offset_of!(fc_slot_config, fps_num), std::mem::size_of::<fc_slot_config>()),
+    fc_consumer_config => (4, std::mem::size_of::<fc_consumer_config>()),
+    fc_frame => (std::mem::size_of::<fc_frame>(), std::mem::size_of::<fc_frame>()),
+    fc_consumer_counters => (std::mem::size_of::<fc_consumer_counters>(), std::mem::size_of::<fc_consumer_counters>()),
+}
 
 /// `fc_consumer_config.mode`: every frame in order (skipping, and counting, when a ring behind).
 pub const FC_MODE_SEQUENTIAL: u32 = 0;
@@ -35,6 +43,7 @@ pub struct fc_consumer {
 
 /// How to create a frame slot. Set `struct_size = sizeof(fc_slot_config)`; zeroed fields take
 /// their defaults.
+/// Required fields (what the least `struct_size` must cover): `fourcc`, `width`, `height`.
 #[repr(C)]
 pub struct fc_slot_config {
     /// `sizeof(fc_slot_config)`.
@@ -65,6 +74,7 @@ pub struct fc_slot_config {
 
 /// Reader options. Set `struct_size = sizeof(fc_consumer_config)`, or pass NULL for defaults
 /// (sequential, starting at the newest frame).
+/// Required fields (what the least `struct_size` must cover): none (`struct_size` alone is a valid config).
 #[repr(C)]
 pub struct fc_consumer_config {
     /// `sizeof(fc_consumer_config)`.
@@ -156,8 +166,7 @@ pub unsafe extern "C" fn fc_producer_create(
         let out = arg_mut(out, "out")?;
         *out = std::ptr::null_mut();
         let id = c_str(slot, "slot")?;
-        let c = arg(config, "config")?;
-        sized::<fc_slot_config>(c.struct_size, "config")?;
+        let c = read_in(config, "config")?;
         let mut cfg = SlotConfig::new(PixelFormat::from_fourcc(c.fourcc)?, c.width, c.height);
         if c.fps_num != 0 || c.fps_den != 0 {
             cfg.fps_num = c.fps_num;
@@ -300,8 +309,8 @@ pub unsafe extern "C" fn fc_consumer_open(
         let id = c_str(slot, "slot")?;
         let mut cfg = ConsumerConfig::default();
         // SAFETY: NULL or valid per the contract.
-        if let Some(c) = unsafe { config.as_ref() } {
-            sized::<fc_consumer_config>(c.struct_size, "config")?;
+        if !config.is_null() {
+            let c = read_in(config, "config")?;
             cfg.mode = match c.mode {
                 FC_MODE_SEQUENTIAL => ReadMode::Sequential,
                 FC_MODE_LATEST => ReadMode::Latest,
@@ -356,15 +365,15 @@ pub unsafe extern "C" fn fc_consumer_read(
 ) -> c_int {
     boundary(|| {
         let c = arg(consumer, "consumer")?;
-        let f = arg_mut(frame, "frame")?;
-        sized::<fc_frame>(f.struct_size, "frame")?;
+        out_size(frame, "frame")?;
         let mut g = lock(&c.inner);
         let (info, data) = {
             let v = g.read(timeout(timeout_ms))?;
             (v.info, v.data().as_ptr())
         };
-        fill_frame(f, &g, &info, data);
-        Ok(())
+        let mut f = blank();
+        fill_frame(&mut f, &g, &info, data);
+        write_out(frame, &f, "frame")
     })
 }
 
@@ -380,8 +389,7 @@ pub unsafe extern "C" fn fc_consumer_check(
 ) -> c_int {
     boundary(|| {
         let c = arg(consumer, "consumer")?;
-        let f = arg(frame, "frame")?;
-        sized::<fc_frame>(f.struct_size, "frame")?;
+        let f: fc_frame = read_in(frame, "frame")?;
         if lock(&c.inner).check_view(f.seq) {
             Ok(())
         } else {
@@ -408,8 +416,7 @@ pub unsafe extern "C" fn fc_consumer_read_copy(
 ) -> c_int {
     boundary(|| {
         let c = arg(consumer, "consumer")?;
-        let f = arg_mut(frame, "frame")?;
-        sized::<fc_frame>(f.struct_size, "frame")?;
+        out_size(frame, "frame")?;
         if buf.is_null() {
             return Err(Error::InvalidArg("buf is NULL".into()));
         }
@@ -417,8 +424,9 @@ pub unsafe extern "C" fn fc_consumer_read_copy(
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
         let mut g = lock(&c.inner);
         let info = g.read_copy(out, timeout(timeout_ms))?;
-        fill_frame(f, &g, &info, buf);
-        Ok(())
+        let mut f = blank();
+        fill_frame(&mut f, &g, &info, buf);
+        write_out(frame, &f, "frame")
     })
 }
 
@@ -433,8 +441,8 @@ pub unsafe extern "C" fn fc_consumer_stats(
 ) -> c_int {
     boundary(|| {
         let c = arg(consumer, "consumer")?;
-        let s = arg_mut(stats, "stats")?;
-        sized::<fc_consumer_counters>(s.struct_size, "stats")?;
+        out_size(stats, "stats")?;
+        let mut s: fc_consumer_counters = blank();
         let st = lock(&c.inner).stats();
         s.writer_alive = st.writer_alive.into();
         s.frames_read = st.frames_read;
@@ -445,7 +453,7 @@ pub unsafe extern "C" fn fc_consumer_stats(
         s.latency_last_ns = st.latency_last_ns;
         s.latency_avg_ns = st.latency_avg_ns;
         s.latency_max_ns = st.latency_max_ns;
-        Ok(())
+        write_out(stats, &s, "stats")
     })
 }
 

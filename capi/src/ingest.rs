@@ -5,7 +5,12 @@ use std::sync::Mutex;
 
 use framecache_shm::error::{Error, Result};
 
+use crate::abi::{abi_structs, out_size, write_out};
 use crate::*;
+
+abi_structs! {
+    fc_ingest_stats => (std::mem::size_of::<fc_ingest_stats>(), std::mem::size_of::<fc_ingest_stats>()),
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ingest engine
@@ -387,12 +392,11 @@ pub unsafe extern "C" fn fc_ingest_get_stats(
     boundary(|| {
         let e = self::engine(engine)?;
         let name = c_str(name, "name")?;
-        let out = arg_mut(out, "out")?;
-        sized::<fc_ingest_stats>(out.struct_size, "out")?;
+        out_size(out, "out")?;
         let s = e
             .stats(framecache_ingest::registry::normalize_key(name))
             .ok_or_else(|| Error::NotFound(format!("no ingest named {name}")))?;
-        *out = fc_ingest_stats {
+        let o = fc_ingest_stats {
             struct_size: std::mem::size_of::<fc_ingest_stats>() as u32,
             connected: u32::from(s.connected),
             bytes: s.bytes,
@@ -404,6 +408,6 @@ pub unsafe extern "C" fn fc_ingest_get_stats(
             current_input: s.current_input as u32,
             reserved: 0,
         };
-        Ok(())
+        write_out(out, &o, "out")
     })
 }

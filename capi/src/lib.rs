@@ -9,8 +9,9 @@
 //! Conventions, for every function here:
 //! - Return value: `FC_OK` (0) or a negative `FC_ERR_*` code; `fc_strerror` names it and
 //!   `fc_last_error` gives the detail of the last failure on the calling thread.
-//! - NULL where a pointer is required, a config whose `struct_size` is too small, or an
-//!   impossible value gives `FC_ERR_INVALID_ARG`.
+//! - NULL where a pointer is required, a struct whose `struct_size` does not cover its required
+//!   fields, or an impossible value gives `FC_ERR_INVALID_ARG`. `struct_size` lets programs
+//!   built against older and newer headers work: see [`abi`] (one rule for every struct).
 //! - Handles are opaque; a `*_create`/`*_open` hands ownership to the caller, who releases it with
 //!   the matching `*_close` exactly once (NULL is accepted and ignored).
 //! - A handle may be used from any thread, one call at a time per handle is not required: calls
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use framecache_shm::error::{Error, Result};
 
+pub(crate) mod abi;
 // One file per object family; capi/build.rs lists them in the order of the header.
 pub mod cuframes;
 pub mod errors;
@@ -150,17 +152,6 @@ unsafe fn free_handle<T>(p: *mut T) {
     }
 }
 
-/// Checks the `struct_size` a caller declared for a struct it passes.
-fn sized<T>(declared: u32, what: &str) -> Result<()> {
-    if (declared as usize) < std::mem::size_of::<T>() {
-        return Err(Error::InvalidArg(format!(
-            "{what}.struct_size is {declared}, expected at least {}",
-            std::mem::size_of::<T>()
-        )));
-    }
-    Ok(())
-}
-
 fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
     if p.is_null() {
         return Err(Error::InvalidArg(format!("{what} is NULL")));
@@ -276,7 +267,7 @@ mod tests {
     fn small_struct_size_is_rejected() {
         let mut out: *mut fc_consumer = std::ptr::null_mut();
         let cfg = fc_consumer_config {
-            struct_size: 4,
+            struct_size: 2, // not even the struct_size field itself
             mode: 0,
             start: 0,
         };

@@ -9,7 +9,16 @@ use framecache_shm::packet::{
     PacketWriter, StreamConfig, MAX_STREAMS,
 };
 
+use crate::abi::{abi_structs, blank, element, out_size, read_in, write_out};
 use crate::*;
+
+abi_structs! {
+    fc_stream_info => (std::mem::offset_of!(fc_stream_info, media), std::mem::size_of::<fc_stream_info>()),
+    fc_packet_slot_config => (std::mem::offset_of!(fc_packet_slot_config, payload_size), std::mem::size_of::<fc_packet_slot_config>()),
+    fc_packet => (std::mem::size_of::<fc_packet>(), std::mem::size_of::<fc_packet>()),
+    fc_packet_reader_config => (4, std::mem::size_of::<fc_packet_reader_config>()),
+    fc_packet_reader_counters => (std::mem::size_of::<fc_packet_reader_counters>(), std::mem::size_of::<fc_packet_reader_counters>()),
+}
 
 /// An open packet-slot writer. Opaque.
 pub struct fc_packet_writer {
@@ -23,6 +32,7 @@ pub struct fc_packet_reader {
 
 /// One elementary stream of a packet slot (input to `fc_packet_writer_create`, output of
 /// `fc_packet_get_stream`). Set `struct_size = sizeof(fc_stream_info)`.
+/// Required fields (what the least `struct_size` must cover): as an input (`fc_packet_slot_config.streams`), `codec`.
 #[repr(C)]
 pub struct fc_stream_info {
     /// `sizeof(fc_stream_info)`.
@@ -54,6 +64,7 @@ pub struct fc_stream_info {
 }
 
 /// How to create a packet slot. Set `struct_size`; zeroed sizes take their defaults.
+/// Required fields (what the least `struct_size` must cover): `stream_count`, `streams`.
 #[repr(C)]
 pub struct fc_packet_slot_config {
     /// `sizeof(fc_packet_slot_config)`.
@@ -110,6 +121,7 @@ pub struct fc_packet {
 }
 
 /// Packet reader options (NULL = start at the most recent keyframe).
+/// Required fields (what the least `struct_size` must cover): none.
 #[repr(C)]
 pub struct fc_packet_reader_config {
     /// `sizeof(fc_packet_reader_config)`.
@@ -153,7 +165,6 @@ pub struct fc_packet_reader_counters {
 }
 
 fn stream_config(s: &fc_stream_info, i: usize) -> Result<StreamConfig> {
-    sized::<fc_stream_info>(s.struct_size, &format!("streams[{i}]"))?;
     let mut c = StreamConfig::new(s.codec);
     if s.timebase_num != 0 || s.timebase_den != 0 {
         c.timebase = (s.timebase_num, s.timebase_den);
@@ -190,20 +201,20 @@ pub unsafe extern "C" fn fc_packet_writer_create(
         let out = arg_mut(out, "out")?;
         *out = std::ptr::null_mut();
         let id = c_str(slot, "slot")?;
-        let c = arg(config, "config")?;
-        sized::<fc_packet_slot_config>(c.struct_size, "config")?;
+        let c = read_in(config, "config")?;
         if c.stream_count == 0 || c.stream_count as usize > MAX_STREAMS || c.streams.is_null() {
             return Err(Error::InvalidArg(format!(
                 "{} streams (1..={MAX_STREAMS}, non-NULL)",
                 c.stream_count
             )));
         }
-        // SAFETY: caller guarantees `stream_count` readable entries.
-        let streams = unsafe { std::slice::from_raw_parts(c.streams, c.stream_count as usize) };
-        let streams = streams
-            .iter()
-            .enumerate()
-            .map(|(i, s)| stream_config(s, i))
+        // The entries are streams[0].struct_size bytes apart (the caller's sizeof).
+        let stride = read_in(c.streams, "streams[0]")?.struct_size as usize;
+        let streams = (0..c.stream_count as usize)
+            .map(|i| {
+                let what = format!("streams[{i}]");
+                stream_config(&read_in(element(c.streams, i, stride), &what)?, i)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut cfg = PacketSlotConfig::new(streams);
         if c.payload_size != 0 {
@@ -271,8 +282,7 @@ pub unsafe extern "C" fn fc_packet_publish(
 ) -> c_int {
     boundary(|| {
         let w = arg(writer, "writer")?;
-        let p = arg(packet, "packet")?;
-        sized::<fc_packet>(p.struct_size, "packet")?;
+        let p: fc_packet = read_in(packet, "packet")?;
         if p.data.is_null() {
             return Err(Error::InvalidArg("packet->data is NULL".into()));
         }
@@ -319,8 +329,8 @@ pub unsafe extern "C" fn fc_packet_reader_open(
         let id = c_str(slot, "slot")?;
         let mut cfg = PacketReaderConfig::default();
         // SAFETY: NULL or valid per the contract.
-        if let Some(c) = unsafe { config.as_ref() } {
-            sized::<fc_packet_reader_config>(c.struct_size, "config")?;
+        if !config.is_null() {
+            let c = read_in(config, "config")?;
             cfg.start = match c.start {
                 FC_PACKET_START_KEYFRAME => PacketStart::Keyframe,
                 FC_PACKET_START_OLDEST_KEYFRAME => PacketStart::OldestKeyframe,
@@ -364,8 +374,8 @@ pub unsafe extern "C" fn fc_packet_get_stream(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        let o = arg_mut(out, "out")?;
-        sized::<fc_stream_info>(o.struct_size, "out")?;
+        out_size(out, "out")?;
+        let mut o: fc_stream_info = blank();
         let streams = lock(&r.inner).streams();
         let s = streams
             .get(index as usize)
@@ -380,7 +390,7 @@ pub unsafe extern "C" fn fc_packet_get_stream(
         o.channels = s.channels;
         o.params_gen = s.params_gen;
         copy_c_str(&mut o.tag, &s.tag);
-        Ok(())
+        write_out(out, &o, "out")
     })
 }
 
@@ -412,12 +422,12 @@ pub unsafe extern "C" fn fc_packet_next(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        let p = arg_mut(packet, "packet")?;
-        sized::<fc_packet>(p.struct_size, "packet")?;
+        out_size(packet, "packet")?;
         let mut g = lock(&r.inner);
         let v = g.next(timeout(timeout_ms))?;
-        fill_packet(p, &v.info, v.data().as_ptr());
-        Ok(())
+        let mut p = blank();
+        fill_packet(&mut p, &v.info, v.data().as_ptr());
+        write_out(packet, &p, "packet")
     })
 }
 
@@ -434,8 +444,7 @@ pub unsafe extern "C" fn fc_packet_check(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        let p = arg(packet, "packet")?;
-        sized::<fc_packet>(p.struct_size, "packet")?;
+        let p: fc_packet = read_in(packet, "packet")?;
         let info = PacketInfo {
             seq: p.seq,
             pos: p.pos,
@@ -465,16 +474,16 @@ pub unsafe extern "C" fn fc_packet_next_copy(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        let p = arg_mut(packet, "packet")?;
-        sized::<fc_packet>(p.struct_size, "packet")?;
+        out_size(packet, "packet")?;
         if buf.is_null() {
             return Err(Error::InvalidArg("buf is NULL".into()));
         }
         // SAFETY: caller guarantees `cap` writable bytes.
         let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
         let info = lock(&r.inner).next_copy(out, timeout(timeout_ms))?;
-        fill_packet(p, &info, buf);
-        Ok(())
+        let mut p = blank();
+        fill_packet(&mut p, &info, buf);
+        write_out(packet, &p, "packet")
     })
 }
 
@@ -530,8 +539,8 @@ pub unsafe extern "C" fn fc_packet_reader_stats(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        let s = arg_mut(stats, "stats")?;
-        sized::<fc_packet_reader_counters>(s.struct_size, "stats")?;
+        out_size(stats, "stats")?;
+        let mut s: fc_packet_reader_counters = blank();
         let st = lock(&r.inner).stats();
         s.writer_alive = st.writer_alive.into();
         s.packets_read = st.packets_read;
@@ -542,7 +551,7 @@ pub unsafe extern "C" fn fc_packet_reader_stats(
         s.lag = st.lag;
         s.latency_last_ns = st.latency_last_ns;
         s.latency_max_ns = st.latency_max_ns;
-        Ok(())
+        write_out(stats, &s, "stats")
     })
 }
 

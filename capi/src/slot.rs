@@ -5,7 +5,12 @@ use std::ffi::{c_char, c_int};
 use framecache_shm::error::Error;
 use framecache_shm::{ring, slot};
 
+use crate::abi::{abi_structs, blank, element_mut, out_size, write_out};
 use crate::*;
+
+abi_structs! {
+    fc_slot_status => (std::mem::size_of::<fc_slot_status>(), std::mem::offset_of!(fc_slot_status, stream_count)),
+}
 
 /// `fc_slot_status.kind`: a frame ring.
 pub const FC_KIND_FRAMES: u32 = 1;
@@ -52,13 +57,6 @@ pub struct fc_slot_status {
     pub codecs: [u32; 8],
     /// Packet slots: payload bytes published.
     pub bytes_published: u64,
-}
-
-fn blank_status(size: u32) -> fc_slot_status {
-    // SAFETY: plain old data; all-zero is a valid value.
-    let mut s: fc_slot_status = unsafe { std::mem::zeroed() };
-    s.struct_size = size;
-    s
 }
 
 fn fill_status(out: &mut fc_slot_status, i: &ring::SlotInfo) {
@@ -108,20 +106,20 @@ fn fill_packet_status(out: &mut fc_slot_status, i: &framecache_shm::packet::Pack
 pub unsafe extern "C" fn fc_slot_info(slot: *const c_char, out: *mut fc_slot_status) -> c_int {
     boundary(|| {
         let id = c_str(slot, "slot")?;
-        let out = arg_mut(out, "out")?;
-        sized::<fc_slot_status>(out.struct_size, "out")?;
+        out_size(out, "out")?;
         // A frame slot if the id has one, else its packet slot.
         let root = slot::root_dir();
+        let mut s = blank();
         match ring::slot_info(&root, id) {
-            Ok(info) => fill_status(out, &info),
+            Ok(info) => fill_status(&mut s, &info),
             Err(Error::NotFound(_)) => match framecache_shm::packet::slot_info(&root, id) {
-                Ok(info) => fill_packet_status(out, &info),
+                Ok(info) => fill_packet_status(&mut s, &info),
                 Err(Error::NoPacketRing(_)) => return Err(Error::NotFound(id.to_string())),
                 Err(e) => return Err(e),
             },
             Err(e) => return Err(e),
         }
-        Ok(())
+        write_out(out, &s, "out")
     })
 }
 
@@ -153,19 +151,25 @@ pub unsafe extern "C" fn fc_slot_list(
                 .collect();
         let total = frames.len() + packets.len();
         if cap > 0 {
-            let first = arg_mut(out, "out")?;
-            sized::<fc_slot_status>(first.struct_size, "out[0]")?;
-            let size = first.struct_size;
-            // SAFETY: caller guarantees `cap` writable entries.
-            let all = unsafe { std::slice::from_raw_parts_mut(out, cap) };
-            let mut entries = all.iter_mut();
-            for (o, i) in entries.by_ref().zip(&frames) {
-                *o = blank_status(size);
-                fill_status(o, i);
-            }
-            for (o, i) in entries.zip(&packets) {
-                *o = blank_status(size);
-                fill_packet_status(o, i);
+            // The entries are out[0].struct_size bytes apart (the caller's sizeof).
+            let stride = out_size(out, "out[0]")?;
+            let statuses = frames
+                .iter()
+                .map(|i| {
+                    let mut s = blank();
+                    fill_status(&mut s, i);
+                    s
+                })
+                .chain(packets.iter().map(|i| {
+                    let mut s = blank();
+                    fill_packet_status(&mut s, i);
+                    s
+                }));
+            for (k, s) in statuses.take(cap).enumerate() {
+                let o = element_mut(out, k, stride);
+                // SAFETY: entry k of the caller's `cap` entries; its struct_size is set like out[0]'s.
+                unsafe { std::ptr::write_unaligned(o.cast::<u32>(), stride as u32) };
+                write_out(o, &s, "out[k]")?;
             }
         }
         *count = total;

@@ -13,9 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{
-    arg, arg_mut, boundary, c_str, fc_ingest, free_handle, guard, lock, put, put_c_str, sized,
-};
+use crate::abi::{abi_structs, out_size, read_in, write_out};
+use crate::{arg, arg_mut, boundary, c_str, fc_ingest, free_handle, guard, lock, put, put_c_str};
+
+abi_structs! {
+    fc_whep_config => (4, std::mem::size_of::<fc_whep_config>()),
+    fc_whep_request => (std::mem::offset_of!(fc_whep_request, content_type), std::mem::size_of::<fc_whep_request>()),
+    fc_whep_stats => (std::mem::size_of::<fc_whep_stats>(), std::mem::size_of::<fc_whep_stats>()),
+}
 use framecache_shm::error::{Error, Result};
 use framecache_whep::{http, WhepConfig, WhepEngine};
 
@@ -36,6 +41,7 @@ impl Drop for fc_whep {
 }
 
 /// Settings of `fc_whep_create`. Zero/NULL fields take the default named.
+/// Required fields (what the least `struct_size` must cover): none.
 #[repr(C)]
 pub struct fc_whep_config {
     /// Set by the caller to `sizeof(fc_whep_config)`.
@@ -69,6 +75,7 @@ pub struct fc_whep_config {
 
 /// One HTTP request the host received, for `fc_whep_handle`. Strings are NUL-terminated; the
 /// optional headers are NULL when absent.
+/// Required fields (what the least `struct_size` must cover): `method`, `path`.
 #[repr(C)]
 pub struct fc_whep_request {
     /// Set by the caller to `sizeof(fc_whep_request)`.
@@ -168,7 +175,6 @@ fn ms_or(ms: u32, default: Duration) -> Duration {
 }
 
 fn whep_config(c: &fc_whep_config) -> Result<WhepConfig> {
-    sized::<fc_whep_config>(c.struct_size, "config")?;
     let d = WhepConfig::default();
     let ice_ip = match opt(c.ice_ip, "config.ice_ip")? {
         Some(ip) => ip
@@ -240,9 +246,10 @@ pub unsafe extern "C" fn fc_whep_create(
         let out = arg_mut(out, "out")?;
         *out = std::ptr::null_mut();
         // SAFETY: NULL or valid per the contract.
-        let cfg = match unsafe { config.as_ref() } {
-            Some(c) => whep_config(c)?,
-            None => WhepConfig::default(),
+        let cfg = if config.is_null() {
+            WhepConfig::default()
+        } else {
+            whep_config(&read_in(config, "config")?)?
         };
         let engine = WhepEngine::new(cfg)?;
         *out = Box::into_raw(Box::new(fc_whep {
@@ -297,7 +304,6 @@ pub unsafe extern "C" fn fc_whep_listen(
 }
 
 fn build_request(r: &fc_whep_request) -> Result<http::HttpRequest> {
-    sized::<fc_whep_request>(r.struct_size, "request")?;
     let method = c_str(r.method, "request.method")?;
     let path = c_str(r.path, "request.path")?;
     if r.body.is_null() && r.body_len > 0 {
@@ -351,7 +357,7 @@ pub unsafe extern "C" fn fc_whep_handle(
         let out = arg_mut(out, "out")?;
         *out = std::ptr::null_mut();
         let w = arg(whep, "whep")?;
-        let req = build_request(arg(request, "request")?)?;
+        let req = build_request(&read_in(request, "request")?)?;
         not_on_runtime()?;
         let engine = w.engine.clone();
         let r = w
@@ -460,8 +466,7 @@ pub unsafe extern "C" fn fc_whep_get_stats(
 ) -> c_int {
     boundary(|| {
         let w = arg(whep, "whep")?;
-        let out = arg_mut(out, "out")?;
-        sized::<fc_whep_stats>(out.struct_size, "out")?;
+        out_size(out, "out")?;
         let stream = if stream.is_null() {
             None
         } else {
@@ -493,7 +498,6 @@ pub unsafe extern "C" fn fc_whep_get_stats(
             o.ring_skipped += st.ring_skipped;
             o.viewer_skipped += st.viewer_skipped;
         }
-        *out = o;
-        Ok(())
+        write_out(out, &o, "out")
     })
 }

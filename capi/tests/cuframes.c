@@ -179,7 +179,7 @@ static int subscriber(const char *key, int frames, int fps) {
   fc_cuframes_subscriber *s = NULL;
   EXPECT(fc_cuframes_subscriber_open("no-such-key", &c, &s), FC_ERR_NOT_FOUND);
   EXPECT(fc_cuframes_subscriber_open(key, &c, NULL), FC_ERR_INVALID_ARG);
-  c.struct_size = 4;
+  c.struct_size = 2; /* short of the struct_size field itself */
   EXPECT(fc_cuframes_subscriber_open(key, &c, &s), FC_ERR_INVALID_ARG);
   c.struct_size = sizeof c;
   /* The publisher may still be starting. */

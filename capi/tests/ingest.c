@@ -15,6 +15,7 @@
 
 static atomic_int connected, media, disconnected, width, logs, ended;
 
+#ifdef FC_LOG_INFO /* not in the 0.1 header, which the ABI test also compiles this against */
 static void on_log(void *user, int level, const char *target, const char *message) {
   (void)user;
   atomic_fetch_add(&logs, 1);
@@ -22,6 +23,7 @@ static void on_log(void *user, int level, const char *target, const char *messag
       strstr(message, "publish ended") != NULL)
     atomic_fetch_add(&ended, 1);
 }
+#endif
 
 static void on_event(void *user, const fc_ingest_event *ev) {
   (void)user;
@@ -44,12 +46,16 @@ int main(int argc, char **argv) {
   struct timespec pause = {0, 50 * 1000 * 1000};
   int i;
 
+#ifdef FC_LOG_INFO
   if (with_log) {
     EXPECT(fc_set_log_callback(FC_LOG_INFO, on_log, NULL), FC_OK);
   } else {
     /* NULL is silence (the state before any call): allowed any time. */
     EXPECT(fc_set_log_callback(FC_LOG_TRACE, NULL, NULL), FC_OK);
   }
+#else
+  CHECK(!with_log);
+#endif
   EXPECT(fc_ingest_create(NULL), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_listen(NULL, "rtmp://127.0.0.1:0", NULL, 0), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_create(&e), FC_OK);
@@ -97,8 +103,10 @@ int main(int argc, char **argv) {
          atomic_load(&logs), atomic_load(&ended));
   fc_ingest_destroy(e);
   fc_ingest_destroy(NULL);
+#ifdef FC_LOG_INFO
   /* Uninstalled before exit, so no engine thread can call it afterwards. */
   EXPECT(fc_set_log_callback(0, NULL, NULL), FC_OK);
+#endif
   return st.packets > 0 && atomic_load(&connected) == 1 && atomic_load(&media) == 1 &&
                  atomic_load(&disconnected) == 1 && (!with_log || atomic_load(&ended) >= 1)
              ? 0

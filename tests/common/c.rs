@@ -74,17 +74,28 @@ pub fn lib_dir() -> PathBuf {
 
 /// Compiles capi/tests/NAME.c with the strict flags (plus `extra`) into the test's temp dir.
 pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
+    compile_against(name, extra, &manifest().join("include"), "")
+}
+
+/// As [`compile`], against the `framecache.h` in `include` (an older header); `tag` tells the
+/// executables apart.
+pub fn compile_against(
+    name: &str,
+    extra: &[&str],
+    include: &std::path::Path,
+    tag: &str,
+) -> PathBuf {
     ensure_libraries();
     let so = target_dir().join("libframecache.so");
     assert!(so.exists(), "{} is missing after building it", so.display());
     let suffix = if extra.is_empty() { "" } else { "-asan" };
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{suffix}"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{tag}{suffix}"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args(STRICT)
         .args(extra)
         .arg("-I")
-        .arg(manifest().join("include"))
+        .arg(include)
         .arg(manifest().join(format!("capi/tests/{name}.c")))
         .arg("-o")
         .arg(&out)

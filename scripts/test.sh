@@ -77,6 +77,21 @@ cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+echo "test.sh: the Python binding (pytest, numpy) against the library just built"
+pyvenv="${FC_PY_VENV:-$HOME/.cache/framecache/py-venv}"
+if ! "$pyvenv/bin/python" -c 'import numpy, pytest' >/dev/null 2>&1; then
+  echo "test.sh: installing numpy and pytest into $pyvenv"
+  python3 -m venv "$pyvenv"
+  "$pyvenv/bin/pip" install -q 'numpy>=1.22' 'pytest>=7'
+fi
+"$pyvenv/bin/pip" install -q --force-reinstall --no-deps ./bindings/python
+set +e
+FRAMECACHE_LIB="$PWD/target/debug/libframecache.so" FRAMECACHE_CLI="$PWD/target/debug/framecache" \
+  "$pyvenv/bin/python" -m pytest -q -rs -p no:cacheprovider bindings/python/tests 2>&1 | tee "$PWD/target/pytest-output.txt"
+pystatus=${PIPESTATUS[0]}
+set -e
+[ "$status" -ne 0 ] || status=$pystatus
+
 echo "test.sh: the benchmarks still build"
 cargo bench --workspace --no-run --quiet
 
@@ -85,6 +100,17 @@ read -r passed failed < <(awk '/^test result:/ {
     for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
   } END { print p + 0, f + 0 }' "$log")
 skipped=$(grep -c . "$FC_SKIP_LOG" || true)
+# pytest's own closing line: "N passed, N failed, N skipped in S".
+pyline=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$PWD/target/pytest-output.txt" | tail -n 1)
+for kind in passed failed skipped; do
+  n=$(echo "$pyline" | grep -oE "[0-9]+ $kind" | grep -oE '^[0-9]+' || true)
+  case $kind in
+    passed) passed=$((passed + ${n:-0})) ;;
+    failed) failed=$((failed + ${n:-0})) ;;
+    skipped) skipped=$((skipped + ${n:-0})) ;;
+  esac
+done
+grep -E '^SKIPPED ' "$PWD/target/pytest-output.txt" | sed 's/^SKIPPED [^ ]* /pytest: /' >> "$FC_SKIP_LOG" || true
 if [ "$skipped" -gt 0 ]; then
   echo "skipped tests (they passed without doing their work here):"
   sort "$FC_SKIP_LOG" | sed 's/^/  /'

@@ -92,6 +92,19 @@ pystatus=${PIPESTATUS[0]}
 set -e
 [ "$status" -ne 0 ] || status=$pystatus
 
+echo "test.sh: the Node binding (node --test, koffi from npm) against the library just built"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "test.sh: installing nodejs and npm"
+  as_root apt-get install -y -q --no-install-recommends nodejs npm
+fi
+(cd bindings/node && npm ci --no-audit --no-fund --loglevel=error)
+set +e
+FRAMECACHE_LIB="$PWD/target/debug/libframecache.so" FRAMECACHE_CLI="$PWD/target/debug/framecache" \
+  node --test bindings/node/test/ 2>&1 | tee "$PWD/target/node-output.txt"
+nodestatus=${PIPESTATUS[0]}
+set -e
+[ "$status" -ne 0 ] || status=$nodestatus
+
 echo "test.sh: the benchmarks still build"
 cargo bench --workspace --no-run --quiet
 
@@ -111,6 +124,15 @@ for kind in passed failed skipped; do
   esac
 done
 grep -E '^SKIPPED ' "$PWD/target/pytest-output.txt" | sed 's/^SKIPPED [^ ]* /pytest: /' >> "$FC_SKIP_LOG" || true
+# node --test's own summary: "# pass N", "# fail N", "# skipped N".
+for kind in pass fail skipped; do
+  n=$(grep -E "^# $kind [0-9]+" "$PWD/target/node-output.txt" | tail -n 1 | grep -oE '[0-9]+' || true)
+  case $kind in
+    pass) passed=$((passed + ${n:-0})) ;;
+    fail) failed=$((failed + ${n:-0})) ;;
+    skipped) skipped=$((skipped + ${n:-0})) ;;
+  esac
+done
 if [ "$skipped" -gt 0 ]; then
   echo "skipped tests (they passed without doing their work here):"
   sort "$FC_SKIP_LOG" | sed 's/^/  /'

@@ -1,0 +1,107 @@
+// Types of the framecache Node binding (bindings/node/index.js).
+
+export declare class FramecacheError extends Error {
+  /** The FC_ERR_* name, e.g. "FC_ERR_TIMEOUT". */
+  code: string;
+  /** The FC_ERR_* value (negative). */
+  errno: number;
+}
+
+export interface ReadOptions {
+  /** Milliseconds to wait (default 1000; negative = forever). */
+  timeoutMs?: number;
+}
+
+export declare class Frame {
+  seq: number;
+  pts: number;
+  skipped: number;
+  flags: number;
+  width: number;
+  height: number;
+  fourcc: number;
+  format: string;
+  strides: number[];
+  offsets: number[];
+  /** The frame's bytes: a zero-copy view for `read()`, owned for `readCopy()`. */
+  data: Uint8Array;
+  /** Whether the frame was not overwritten since it was read. */
+  intact(): boolean;
+}
+
+declare class Handle {
+  close(): void;
+  [Symbol.dispose](): void;
+}
+
+export declare class Consumer extends Handle {
+  constructor(slot: string, opts?: { mode?: 'sequential' | 'latest'; start?: 'newest' | 'oldest' | 'next' });
+  slot: string;
+  read(opts?: ReadOptions): Promise<Frame>;
+  readCopy(opts?: ReadOptions): Promise<Frame>;
+  stats(): Record<string, number | bigint>;
+  [Symbol.asyncIterator](): AsyncIterator<Frame>;
+}
+
+export declare class Producer extends Handle {
+  constructor(slot: string, opts: { format: string | number; width: number; height: number; fpsNum?: number; fpsDen?: number; depth?: number; keep?: boolean });
+  write(data: ArrayBufferView, pts?: number): number;
+}
+
+export interface Packet {
+  stream: number;
+  pts: number;
+  dts: number;
+  keyframe: boolean;
+  seq: number;
+  paramsGen: number;
+  /** Zero-copy view, valid until the next read. */
+  data: Uint8Array;
+  intact(): boolean;
+}
+
+export interface StreamInfo {
+  codec: number;
+  media: number;
+  timebase: [number, number];
+  width: number;
+  height: number;
+  sampleRate: number;
+  channels: number;
+  paramsGen: number;
+}
+
+export declare class PacketReader extends Handle {
+  constructor(slot: string, opts?: { start?: 'keyframe' | 'oldest_keyframe' | 'next' });
+  streams(): StreamInfo[];
+  read(opts?: ReadOptions): Promise<Packet>;
+  codecParams(stream: number, gen?: number): [number, Buffer];
+  [Symbol.asyncIterator](): AsyncIterator<Packet>;
+}
+
+export declare class PacketWriter extends Handle {
+  constructor(slot: string, streams: Array<{ codec: string | number; timebase?: [number, number]; width?: number; height?: number; sampleRate?: number; channels?: number }>, opts?: { payloadSize?: number; keep?: boolean });
+  setCodecParams(stream: number, data: ArrayBufferView): number;
+  publish(stream: number, data: ArrayBufferView, opts: { pts: number; dts?: number; keyframe?: boolean }): number;
+}
+
+export interface SlotInfo {
+  id: string;
+  kind: 'frames' | 'packets';
+  format?: string;
+  width: number;
+  height: number;
+  fps: [number, number];
+  depth: number;
+  writerPid: number;
+  writerAlive: boolean;
+  frameSize: number;
+  framesWritten: number;
+  codecs: number[];
+}
+
+export declare function info(slot: string): SlotInfo;
+export declare function version(): string;
+export declare const libraryPath: string;
+export declare const FOURCC: Record<string, number>;
+export declare const CODEC: Record<string, number>;

@@ -105,3 +105,35 @@ export declare function version(): string;
 export declare const libraryPath: string;
 export declare const FOURCC: Record<string, number>;
 export declare const CODEC: Record<string, number>;
+
+export interface IngestEvent {
+  kind: 'connected' | 'disconnected' | 'mediaInfo';
+  input: string | null;
+  reason: string | null;
+  codecs: number[];
+  width: number;
+  height: number;
+  sampleRate: number;
+  channels: number;
+}
+
+export declare class Ingest extends Handle {
+  constructor();
+  onEvent(fn: (event: IngestEvent) => void): void;
+  listen(url: string): string;
+  registerKey(key: string, slot: string, passphrase?: string | null): void;
+  unregisterKey(key: string): void;
+  add(slot: string, urls: string[]): void;
+  remove(slot: string): void;
+  stats(name: string): { connected: boolean; bytes: number; packets: number; dropped: number; bitrate: number; reconnects: number; currentInput: number };
+}
+
+export declare class Whep extends Handle {
+  constructor(opts?: { ingest?: Ingest | null; token?: string | null; allowedOrigins?: string | null; maxViewersPerStream?: number; maxViewersTotal?: number });
+  listen(addr: string): string;
+  closeStream(stream: string): number;
+  stats(stream?: string | null): Record<string, number>;
+}
+
+/** Routes the library's log to `fn` (levels 1 error … 5 trace); null silences it. */
+export declare function setLogger(fn: ((level: number, target: string, message: string) => void) | null, minLevel?: number): void;

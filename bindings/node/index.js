@@ -80,6 +80,31 @@ const fc_packet = koffi.struct('fc_packet', {
   publish_ns: 'uint64_t', skipped: 'uint64_t', pos: 'uint64_t',
 });
 const fc_packet_reader_config = koffi.struct('fc_packet_reader_config', { struct_size: 'uint32_t', start: 'uint32_t' });
+const fc_ingest_event = koffi.struct('fc_ingest_event', {
+  struct_size: 'uint32_t', kind: 'uint32_t', input: 'const char *', reason: 'const char *',
+  stream_count: 'uint32_t', codecs: koffi.array('uint32_t', 8), width: 'uint32_t',
+  height: 'uint32_t', sample_rate: 'uint32_t', channels: 'uint32_t',
+});
+const fc_ingest_stats = koffi.struct('fc_ingest_stats', {
+  struct_size: 'uint32_t', connected: 'uint32_t', bytes: 'uint64_t', packets: 'uint64_t',
+  dropped: 'uint64_t', bitrate: 'uint64_t', last_packet_ns: 'uint64_t', reconnects: 'uint64_t',
+  current_input: 'uint32_t', reserved: 'uint32_t',
+});
+const fc_whep_config = koffi.struct('fc_whep_config', {
+  struct_size: 'uint32_t', max_viewers_per_stream: 'uint32_t', max_viewers_total: 'uint32_t',
+  retry_after_s: 'uint32_t', ice_gather_timeout_ms: 'uint32_t', connect_timeout_ms: 'uint32_t',
+  disconnect_timeout_ms: 'uint32_t', reserved: 'uint32_t', root: 'const char *',
+  token: 'const char *', allowed_origins: 'const char *', ice_ip: 'const char *', ingest: 'void *',
+});
+const fc_whep_stats = koffi.struct('fc_whep_stats', {
+  struct_size: 'uint32_t', reserved: 'uint32_t', viewers: 'uint64_t', peer_connections: 'uint64_t',
+  feeds: 'uint64_t', offers: 'uint64_t', units: 'uint64_t', bytes: 'uint64_t',
+  ring_skipped: 'uint64_t', viewer_skipped: 'uint64_t',
+});
+const IngestEventFn = koffi.proto('void fc_ingest_event_fn(void *user, const fc_ingest_event *event)');
+const LogFn = koffi.proto('void fc_log_fn(void *user, int level, const char *target, const char *message)');
+koffi.opaque('fc_ingest');
+koffi.opaque('fc_whep');
 koffi.opaque('fc_producer');
 koffi.opaque('fc_consumer');
 koffi.opaque('fc_packet_writer');
@@ -110,6 +135,21 @@ const C = {
   packetCheck: lib.func('int fc_packet_check(fc_packet_reader *r, const fc_packet *packet)'),
   packetGetCodecParams: lib.func('int fc_packet_get_codec_params(fc_packet_reader *r, uint32_t stream, uint32_t gen, _Out_ uint8_t *buf, size_t cap, _Out_ size_t *size, _Out_ uint32_t *gen_out)'),
   packetReaderClose: lib.func('void fc_packet_reader_close(fc_packet_reader *r)'),
+  ingestCreate: lib.func('int fc_ingest_create(_Out_ fc_ingest **out)'),
+  ingestDestroy: lib.func('void fc_ingest_destroy(fc_ingest *e)'),
+  ingestSetCallback: lib.func('int fc_ingest_set_callback(fc_ingest *e, fc_ingest_event_fn *cb, void *user)'),
+  ingestListen: lib.func('int fc_ingest_listen(fc_ingest *e, const char *url, _Out_ uint8_t *bound, size_t bound_len)'),
+  ingestRegisterKey: lib.func('int fc_ingest_register_key(fc_ingest *e, const char *key, const char *slot, const char *passphrase)'),
+  ingestUnregisterKey: lib.func('int fc_ingest_unregister_key(fc_ingest *e, const char *key)'),
+  ingestAdd: lib.func('int fc_ingest_add(fc_ingest *e, const char *slot, const char **urls, size_t count)'),
+  ingestRemove: lib.func('int fc_ingest_remove(fc_ingest *e, const char *slot)'),
+  ingestGetStats: lib.func('int fc_ingest_get_stats(fc_ingest *e, const char *name, _Inout_ fc_ingest_stats *out)'),
+  whepCreate: lib.func('int fc_whep_create(const fc_whep_config *config, _Out_ fc_whep **out)'),
+  whepDestroy: lib.func('void fc_whep_destroy(fc_whep *w)'),
+  whepListen: lib.func('int fc_whep_listen(fc_whep *w, const char *addr, _Out_ uint8_t *bound, size_t bound_len)'),
+  whepCloseStream: lib.func('int fc_whep_close_stream(fc_whep *w, const char *stream, _Out_ size_t *removed)'),
+  whepGetStats: lib.func('int fc_whep_get_stats(fc_whep *w, const char *stream, _Inout_ fc_whep_stats *out)'),
+  setLogCallback: lib.func('int fc_set_log_callback(int min_level, fc_log_fn *cb, void *user)'),
 };
 
 const ERRORS = {
@@ -393,7 +433,103 @@ class PacketWriter extends Handle {
   }
 }
 
+const INGEST_EVENTS = { 1: 'connected', 2: 'disconnected', 3: 'mediaInfo' };
+
+function bound(buf) {
+  const n = buf.indexOf(0);
+  return buf.subarray(0, n < 0 ? buf.length : n).toString();
+}
+
+/**
+ * The ingest engine: push listeners (`rtmp://ADDR:PORT`, `rtmps://`, `srt://`), stream keys and
+ * pull inputs into packet slots. Events arrive on the event loop through `onEvent` (the engine
+ * calls from its own threads; koffi queues the calls to the JS thread).
+ */
+class Ingest extends Handle {
+  constructor() {
+    const out = [null];
+    check(C.ingestCreate(out));
+    super(out[0], C.ingestDestroy);
+    this._cb = null;
+  }
+  /** Calls `fn(event)` for each event: {kind, input, reason, streams}. */
+  onEvent(fn) {
+    const cb = koffi.register((user, ev) => {
+      const e = koffi.decode(ev, fc_ingest_event);
+      fn({
+        kind: INGEST_EVENTS[e.kind] || e.kind, input: e.input, reason: e.reason,
+        codecs: Array.from(e.codecs).slice(0, e.stream_count), width: e.width, height: e.height,
+        sampleRate: e.sample_rate, channels: e.channels,
+      });
+    }, koffi.pointer(IngestEventFn));
+    check(C.ingestSetCallback(this._handle(), cb, null));
+    if (this._cb) koffi.unregister(this._cb);
+    this._cb = cb;
+  }
+  /** Starts a listener; returns the bound address (port 0 picks one). */
+  listen(url) {
+    const buf = Buffer.alloc(128);
+    check(C.ingestListen(this._handle(), url, buf, buf.length));
+    return bound(buf);
+  }
+  registerKey(key, slot, passphrase = null) { check(C.ingestRegisterKey(this._handle(), key, slot, passphrase)); }
+  unregisterKey(key) { check(C.ingestUnregisterKey(this._handle(), key)); }
+  /** Pulls `urls` (failover order) into `slot`. */
+  add(slot, urls) { check(C.ingestAdd(this._handle(), slot, urls, urls.length)); }
+  remove(slot) { check(C.ingestRemove(this._handle(), slot)); }
+  /** Counters of a stream key or pull slot. */
+  stats(name) {
+    const s = { struct_size: koffi.sizeof(fc_ingest_stats) };
+    check(C.ingestGetStats(this._handle(), name, s));
+    return {
+      connected: s.connected === 1, bytes: Number(s.bytes), packets: Number(s.packets),
+      dropped: Number(s.dropped), bitrate: Number(s.bitrate), reconnects: Number(s.reconnects),
+      currentInput: s.current_input,
+    };
+  }
+  close() {
+    super.close(); // stops the engine's threads first: no event can come after this
+    if (this._cb) { koffi.unregister(this._cb); this._cb = null; }
+  }
+}
+
+/** The WHEP engine: browsers watch packet slots (`POST /whep/SLOT`). */
+class Whep extends Handle {
+  constructor({ ingest = null, token = null, allowedOrigins = null, maxViewersPerStream = 0, maxViewersTotal = 0 } = {}) {
+    const out = [null];
+    check(C.whepCreate({
+      struct_size: koffi.sizeof(fc_whep_config), max_viewers_per_stream: maxViewersPerStream,
+      max_viewers_total: maxViewersTotal, token, allowed_origins: allowedOrigins,
+      ingest: ingest ? ingest._handle() : null,
+    }, out));
+    super(out[0], C.whepDestroy);
+  }
+  /** Serves WHEP over HTTP on `addr` ("127.0.0.1:0" picks a port); returns the bound address. */
+  listen(addr) {
+    const buf = Buffer.alloc(128);
+    check(C.whepListen(this._handle(), addr, buf, buf.length));
+    return bound(buf);
+  }
+  closeStream(stream) { const n = [0]; check(C.whepCloseStream(this._handle(), stream, n)); return Number(n[0]); }
+  stats(stream = null) {
+    const s = { struct_size: koffi.sizeof(fc_whep_stats) };
+    check(C.whepGetStats(this._handle(), stream, s));
+    delete s.struct_size; delete s.reserved;
+    return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Number(v)]));
+  }
+}
+
+let logCb = null;
+/** Routes the library's log to `fn(level, target, message)` (1 error … 5 trace; null = silent). */
+function setLogger(fn, minLevel = 3) {
+  const old = logCb;
+  logCb = fn ? koffi.register((user, level, target, message) => fn(level, target, message), koffi.pointer(LogFn)) : null;
+  check(C.setLogCallback(fn ? minLevel : 0, logCb, null));
+  if (old) koffi.unregister(old);
+}
+
 module.exports = {
+  Ingest, Whep, setLogger,
   Consumer, Producer, Frame, PacketReader, PacketWriter, FramecacheError, FOURCC, CODEC, info,
   version: () => C.version(), libraryPath,
 };

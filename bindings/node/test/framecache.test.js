@@ -123,3 +123,41 @@ test('packets with codec parameters', async () => {
   r.close();
   w.close();
 });
+
+test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets and gets the log', async (t) => {
+  const { execFileSync } = require('node:child_process');
+  try { execFileSync('ffmpeg', ['-version'], { stdio: 'ignore' }); } catch (_) { t.skip('no ffmpeg (apt install ffmpeg)'); return; }
+  const src = path.join(root, 'push.flv');
+  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=size=320x240:rate=25', '-f', 'lavfi', '-i', 'sine', '-t', '2', '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '25', '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-y', src]);
+  const logs = [];
+  fc.setLogger((level, target, message) => logs.push({ level, target, message }));
+  const ing = new fc.Ingest();
+  const events = [];
+  ing.onEvent((e) => events.push(e));
+  ing.registerKey('agentcam', 'agentcam');
+  const addr = ing.listen('rtmp://127.0.0.1:0');
+  const whep = new fc.Whep({ ingest: ing });
+  assert.match(whep.listen('127.0.0.1:0'), /^127\.0\.0\.1:\d+$/);
+  const push = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', src, '-c', 'copy', '-f', 'flv', `rtmp://${addr}/live/agentcam`], { stdio: 'ignore' });
+  const pushed = new Promise((r) => push.on('exit', r));
+  const until = async (what, f) => {
+    for (let i = 0; i < 1500 && !f(); i++) await sleep(10);
+    assert.ok(f(), `no ${what}: ${JSON.stringify(events)}`);
+  };
+  await until('media info', () => events.some((e) => e.kind === 'mediaInfo'));
+  assert.strictEqual(events[0].kind, 'connected');
+  const info = events.find((e) => e.kind === 'mediaInfo');
+  assert.deepStrictEqual([info.width, info.height, info.codecs], [320, 240, [fc.CODEC.h264, fc.CODEC.aac]]);
+  const r = new fc.PacketReader('agentcam', { start: 'oldest_keyframe' });
+  const first = await r.read({ timeoutMs: 2000 });
+  assert.ok(first.keyframe && first.stream === 0);
+  assert.ok(r.codecParams(0, first.paramsGen)[1].length > 0, 'SPS/PPS of the push');
+  assert.strictEqual(await pushed, 0);
+  await until('disconnect', () => events.some((e) => e.kind === 'disconnected'));
+  assert.ok(ing.stats('agentcam').packets > 50);
+  assert.ok(logs.some((l) => l.level === 3 && /publish ended/.test(l.message)), JSON.stringify(logs));
+  r.close();
+  whep.close();
+  ing.close();
+  fc.setLogger(null);
+});

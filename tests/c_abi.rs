@@ -481,8 +481,18 @@ fn programs_built_against_the_0_1_header_work_with_this_library() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "abi ok\n");
 
     // The exported symbols: a superset of the 0.1 functions.
-    let header = std::fs::read_to_string(&old).unwrap();
-    // Function declarations: `fc_name(` outside comments.
+    let wanted = functions_of_0_1();
+    let exported: std::collections::BTreeSet<String> = exported_functions().into_keys().collect();
+    let missing: Vec<_> = wanted.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "0.1 functions no longer exported: {missing:?}"
+    );
+}
+
+/// The functions the 0.1 header declares: `fc_name(` outside comments.
+fn functions_of_0_1() -> std::collections::BTreeSet<String> {
+    let header = std::fs::read_to_string(manifest().join("capi/abi/framecache-0.1.h")).unwrap();
     let wanted: std::collections::BTreeSet<String> = header
         .lines()
         .filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*'))
@@ -496,22 +506,143 @@ fn programs_built_against_the_0_1_header_work_with_this_library() {
         })
         .collect();
     assert_eq!(wanted.len(), 61, "the 0.1 header declares 61 functions");
+    wanted
+}
+
+/// The functions libframecache.so exports, with their symbol version ("" when unversioned).
+fn exported_functions() -> BTreeMap<String, String> {
+    ensure_libraries();
     let nm = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(target_dir().join("libframecache.so"))
         .output()
         .expect("nm (binutils) runs");
     assert!(nm.status.success());
-    let exported: std::collections::BTreeSet<String> = String::from_utf8_lossy(&nm.stdout)
+    String::from_utf8_lossy(&nm.stdout)
         .lines()
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             (w.len() == 3 && w[1] == "T").then(|| w[2].to_string())
         })
+        .filter(|s| s.starts_with("fc_"))
+        .map(|s| match s.split_once("@@") {
+            Some((name, v)) => (name.to_string(), v.to_string()),
+            None => (s, String::new()),
+        })
+        .collect()
+}
+
+/// Symbol versions (docs/ABI.md): every function is versioned, the 0.1 ones as FRAMECACHE_0.1
+/// and later ones by a later node; a program linked against an unversioned libframecache.so.0
+/// (as 0.1 shipped) still binds to this one; and the static library links without the
+/// versions getting in the way.
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+fn functions_carry_symbol_versions_and_unversioned_programs_still_bind() {
+    let exported = exported_functions();
+    let old = functions_of_0_1();
+    for (f, v) in &exported {
+        if old.contains(f) {
+            assert_eq!(v, "FRAMECACHE_0.1", "{f}");
+        } else {
+            assert!(
+                v.starts_with("FRAMECACHE_") && v.as_str() > "FRAMECACHE_0.1",
+                "{f} has version {v:?}"
+            );
+        }
+    }
+    // The version definitions are in the library (lld records no parent links; the dynamic
+    // loader does not use them).
+    let vd = Command::new("readelf")
+        .args(["-V", "-W"])
+        .arg(target_dir().join("libframecache.so"))
+        .output()
+        .unwrap();
+    let vd = String::from_utf8_lossy(&vd.stdout);
+    assert!(vd.contains("Name: FRAMECACHE_0.1"), "{vd}");
+
+    // A program linked against an unversioned library with the same soname: a stand-in built
+    // from the 0.1 header's names, as the 0.1 library had them (no versions).
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unversioned-0.1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        manifest().join("capi/abi/framecache-0.1.h"),
+        dir.join("framecache.h"),
+    )
+    .unwrap();
+    let stub: String = old
+        .iter()
+        .map(|f| format!("void {f}(void) {{}}\n"))
         .collect();
-    let missing: Vec<_> = wanted.difference(&exported).collect();
+    std::fs::write(dir.join("stub.c"), stub).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-Wl,-soname,libframecache.so.0", "-o"])
+        .arg(dir.join("libframecache.so"))
+        .arg(dir.join("stub.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exe = dir.join("writer");
+    let st = Command::new(&cc)
+        .args(STRICT)
+        .arg("-I")
+        .arg(&dir)
+        .arg(manifest().join("capi/tests/writer.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&dir)
+        .arg("-lframecache")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let refs = Command::new("objdump")
+        .arg("-T")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let refs = String::from_utf8_lossy(&refs.stdout);
+    let producer = refs
+        .lines()
+        .find(|l| l.ends_with(" fc_producer_create"))
+        .unwrap_or_else(|| panic!("{refs}"));
+    assert!(!producer.contains("FRAMECACHE"), "{producer}");
+    let root = TempRoot::new("unversioned");
+    let out = Command::new(&exe)
+        .args(["old", "3"])
+        .env("FC_SHM_DIR", root.path())
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .output()
+        .unwrap();
     assert!(
-        missing.is_empty(),
-        "0.1 functions no longer exported: {missing:?}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The same program linked statically: `.symver ..., remove` leaves one definition each.
+    let exe = dir.join("writer-static");
+    let st = Command::new(&cc)
+        .args(STRICT)
+        .arg("-I")
+        .arg(manifest().join("include"))
+        .arg(manifest().join("capi/tests/writer.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(target_dir().join("libframecache.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "linking libframecache.a failed");
+    let out = Command::new(&exe)
+        .args(["static", "3"])
+        .env("FC_SHM_DIR", root.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

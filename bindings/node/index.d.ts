@@ -103,6 +103,9 @@ export interface SlotInfo {
 export declare function info(slot: string): SlotInfo;
 export declare function version(): string;
 export declare const libraryPath: string;
+/** `true` once a read gave a zero-copy view; `false` where external buffers are forbidden
+ * (Electron's memory cage) or `FRAMECACHE_NODE_COPY=1`: reads then copy; `null` before the first read. */
+export declare const zeroCopy: boolean | null;
 export declare const FOURCC: Record<string, number>;
 export declare const CODEC: Record<string, number>;
 

@@ -36,6 +36,28 @@ function loadLibrary() {
 
 const { lib, path: libraryPath } = loadLibrary();
 
+// Zero-copy views need external ArrayBuffers, which Electron forbids (its V8 memory cage):
+// koffi.view throws there. Then every read copies the bytes into a buffer of its own with
+// memcpy (about 0.1 ms per 1080p frame, against ~2 ms for koffi.decode), and `zeroCopy` says so.
+// FRAMECACHE_NODE_COPY=1 forces the copies.
+const memcpy = koffi.load('libc.so.6').func('void *memcpy(void *dst, const void *src, size_t n)');
+let zeroCopy = process.env.FRAMECACHE_NODE_COPY === '1' ? false : null;
+function bytesAt(ptr, size) {
+  if (zeroCopy !== false) {
+    try {
+      const v = new Uint8Array(koffi.view(ptr, size));
+      zeroCopy = true;
+      return v;
+    } catch (e) {
+      if (zeroCopy === true) throw e; // views worked before: a real error
+      zeroCopy = false;
+    }
+  }
+  const copy = Buffer.allocUnsafe(size);
+  if (size > 0) memcpy(copy, ptr, size);
+  return new Uint8Array(copy.buffer, copy.byteOffset, size);
+}
+
 const u32x4 = koffi.array('uint32_t', 4);
 const fc_slot_config = koffi.struct('fc_slot_config', {
   struct_size: 'uint32_t', fourcc: 'uint32_t', width: 'uint32_t', height: 'uint32_t',
@@ -291,7 +313,7 @@ class Consumer extends Handle {
   async read(opts) {
     const f = { struct_size: koffi.sizeof(fc_frame) };
     checkAsync(await callAsync(C.consumerRead, this._handle(), f, timeoutMs(opts)));
-    const data = new Uint8Array(koffi.view(f.data, Number(f.size)));
+    const data = bytesAt(f.data, Number(f.size));
     return new Frame(f, data, this);
   }
   /** The next frame copied into a buffer of its own (never a frame overwritten during the copy). */
@@ -370,7 +392,7 @@ class PacketReader extends Handle {
   async read(opts) {
     const p = { struct_size: koffi.sizeof(fc_packet) };
     checkAsync(await callAsync(C.packetNext, this._handle(), p, timeoutMs(opts)));
-    const data = new Uint8Array(koffi.view(p.data, Number(p.size)));
+    const data = bytesAt(p.data, Number(p.size));
     const r = this;
     return {
       stream: p.stream, pts: Number(p.pts), dts: Number(p.dts), keyframe: (p.flags & 1) !== 0,
@@ -532,4 +554,6 @@ module.exports = {
   Ingest, Whep, setLogger,
   Consumer, Producer, Frame, PacketReader, PacketWriter, FramecacheError, FOURCC, CODEC, info,
   version: () => C.version(), libraryPath,
+  /** true once a read gave a zero-copy view, false where views are forbidden (Electron) and reads copy. */
+  get zeroCopy() { return zeroCopy; },
 };

@@ -70,6 +70,21 @@ test('a Node reader verifies every byte of testsrc frames', async () => {
   assert.strictEqual(seen + Number(st.frames_skipped) + Number(st.overwritten), 60, JSON.stringify(st));
 });
 
+test('where external buffers are forbidden (Electron), reads copy and stay right', async () => {
+  const src = spawn(cli(), ['testsrc', 'camcopy', '--size', '320x240', '--fps', '100', '--frames', '40', '--wait-ms', '2000'], { stdio: 'ignore' });
+  const exited = new Promise((r) => src.on('exit', r));
+  await waitForSlot('camcopy');
+  const child = spawn(process.execPath, [path.join(__dirname, '..', 'test-support', 'copy_reader.js'), 'camcopy'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  assert.strictEqual(await new Promise((r) => child.on('exit', r)), 0);
+  assert.strictEqual(await exited, 0);
+  const r = JSON.parse(out);
+  assert.strictEqual(r.zeroCopy, false);
+  assert.ok(r.verified > 0, out);
+  assert.strictEqual(r.bad, 0, out);
+});
+
 test('wrong use throws errors with their FC_ERR code', async () => {
   assert.throws(() => new fc.Consumer('../etc/passwd'), (e) => e instanceof fc.FramecacheError && e.code === 'FC_ERR_BAD_SLOT_ID');
   assert.throws(() => new fc.Consumer('nothing-here'), { code: 'FC_ERR_NOT_FOUND' });

@@ -176,3 +176,28 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   ing.close();
   fc.setLogger(null);
 });
+
+test('an installed library is found through pkg-config; a missing one is a clear error', (t) => {
+  const { spawnSync } = require('node:child_process');
+  if (spawnSync('pkg-config', ['--version']).status !== 0) { t.skip('pkg-config is not installed'); return; }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fc-node-prefix-'));
+  try {
+    const prefix = path.join(tmp, 'prefix');
+    const profile = path.basename(path.dirname(fs.realpathSync(fc.libraryPath)));
+    const inst = spawnSync('bash', [path.join(TOP, 'capi', 'install.sh'), '--no-build', '--profile', profile, '--prefix', prefix], { cwd: TOP, encoding: 'utf8' });
+    assert.strictEqual(inst.status, 0, inst.stderr);
+    const env = { ...process.env, PKG_CONFIG_PATH: path.join(prefix, 'lib', 'pkgconfig') };
+    delete env.FRAMECACHE_LIB;
+    const pkg = path.resolve(__dirname, '..');
+    const r = spawnSync(process.execPath, ['-e', `const fc = require(${JSON.stringify(pkg)}); console.log(fc.libraryPath, fc.version())`], { env, cwd: tmp, encoding: 'utf8' });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.deepStrictEqual(r.stdout.trim().split(' '), [path.join(prefix, 'lib', 'libframecache.so'), fc.version()]);
+    const bad = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(pkg)})`], { env: { ...env, FRAMECACHE_LIB: path.join(tmp, 'nowhere', 'libframecache.so') }, cwd: tmp, encoding: 'utf8' });
+    assert.notStrictEqual(bad.status, 0);
+    assert.match(bad.stderr, /FC_NO_LIBRARY|libframecache.so not found/);
+    assert.match(bad.stderr, /nowhere\/libframecache.so/);
+    assert.match(bad.stderr, /FRAMECACHE_LIB/);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});

@@ -176,31 +176,33 @@ def list_slots():
 
 # ------------------------------------------------------------------------------------ frames
 
-def _planes(fourcc, width, height, strides, offsets, buf):
-    """Per-plane numpy views of a frame laid out as described, over the uint8 buffer `buf`."""
+def _plane_layouts(fourcc, width, height):
+    """Per plane of a format: (shape, bytes per element, strides in bytes after the row
+    pitch); None for formats without a per-pixel layout here (v210, ...)."""
     name = _FORMAT_NAMES.get(fourcc)
     cw, ch = (width + 1) // 2, (height + 1) // 2
+    return {
+        "uyvy422": [((height, width, 2), 1, (2, 1))],
+        "yuyv422": [((height, width, 2), 1, (2, 1))],
+        "bgra": [((height, width, 4), 1, (4, 1))],
+        "rgb24": [((height, width, 3), 1, (3, 1))],
+        "nv12": [((height, width), 1, (1,)), ((ch, cw, 2), 1, (2, 1))],
+        "yuv420p": [((height, width), 1, (1,)), ((ch, cw), 1, (1,)), ((ch, cw), 1, (1,))],
+        "p010le": [((height, width), 2, (2,)), ((ch, cw, 2), 2, (4, 2))],
+    }.get(name)
 
-    def view(p, shape, itemsize, elem_strides):
-        # A view over the frame's bytes; read-only when `buf` is.
-        dtype = np.uint8 if itemsize == 1 else np.dtype("<u2")
-        return np.ndarray(shape, dtype=dtype, buffer=buf, offset=offsets[p],
-                          strides=(strides[p],) + elem_strides)
 
-    if name in ("uyvy422", "yuyv422"):
-        return [view(0, (height, width, 2), 1, (2, 1))]
-    if name == "bgra":
-        return [view(0, (height, width, 4), 1, (4, 1))]
-    if name == "rgb24":
-        return [view(0, (height, width, 3), 1, (3, 1))]
-    if name == "nv12":
-        return [view(0, (height, width), 1, (1,)), view(1, (ch, cw, 2), 1, (2, 1))]
-    if name == "yuv420p":
-        return [view(0, (height, width), 1, (1,)), view(1, (ch, cw), 1, (1,)),
-                view(2, (ch, cw), 1, (1,))]
-    if name == "p010le":
-        return [view(0, (height, width), 2, (2,)), view(1, (ch, cw, 2), 2, (4, 2))]
-    return [buf]  # v210 and others: the bytes as they are
+def _planes(fourcc, width, height, strides, offsets, buf):
+    """Per-plane numpy views of a frame laid out as described, over the uint8 buffer `buf`
+    (read-only when `buf` is); the bytes as they are for formats without a layout."""
+    layouts = _plane_layouts(fourcc, width, height)
+    if layouts is None:
+        return [buf]
+    return [
+        np.ndarray(shape, dtype=np.uint8 if itemsize == 1 else np.dtype("<u2"), buffer=buf,
+                   offset=offsets[p], strides=(strides[p],) + elem)
+        for p, (shape, itemsize, elem) in enumerate(layouts)
+    ]
 
 
 class Frame:

@@ -151,6 +151,69 @@ class PacketReaderConfig(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("start", ctypes.c_uint32)]
 
 
+class CuframesSubscriberConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("backend", ctypes.c_uint32),
+        ("device", ctypes.c_int32),
+        ("root", ctypes.c_char_p),
+        ("cuda_context", ctypes.c_void_p),
+    ]
+
+
+class CuframesFrame(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("plane_count", ctypes.c_uint32),
+        ("token", ctypes.c_uint64),
+        ("seq", ctypes.c_uint64),
+        ("pts", ctypes.c_int64),
+        ("duration", ctypes.c_int64),
+        ("publish_ns", ctypes.c_uint64),
+        ("missed", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("buffer", ctypes.c_uint32),
+        ("width", ctypes.c_uint32),
+        ("height", ctypes.c_uint32),
+        ("format", ctypes.c_uint32),
+        ("pitches", ctypes.c_uint32 * 4),
+        ("planes", ctypes.c_uint64 * 4),
+        ("ready_event", ctypes.c_void_p),
+    ]
+
+
+class CuframesInfo(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("format", ctypes.c_uint32),
+        ("width", ctypes.c_uint32),
+        ("height", ctypes.c_uint32),
+        ("plane_count", ctypes.c_uint32),
+        ("pitches", ctypes.c_uint32 * 4),
+        ("buffers", ctypes.c_uint32),
+        ("backend", ctypes.c_uint32),
+        ("policy", ctypes.c_uint32),
+        ("time_base_num", ctypes.c_uint32),
+        ("time_base_den", ctypes.c_uint32),
+        ("rate_num", ctypes.c_uint32),
+        ("rate_den", ctypes.c_uint32),
+        ("publisher_pid", ctypes.c_uint32),
+        ("epoch", ctypes.c_uint64),
+    ]
+
+
+class CuframesSubscriberStats(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("attached", ctypes.c_uint32),
+        ("frames", ctypes.c_uint64),
+        ("missed", ctypes.c_uint64),
+        ("revoked", ctypes.c_uint64),
+        ("torn", ctypes.c_uint64),
+        ("attaches", ctypes.c_uint64),
+    ]
+
+
 def sized(struct_type, **fields):
     """A struct of the C ABI with `struct_size` set (the library reads the rest as defaults)."""
     return struct_type(struct_size=ctypes.sizeof(struct_type), **fields)
@@ -267,3 +330,15 @@ packet_get_codec_params = _fn("fc_packet_get_codec_params", cint, vp, ctypes.c_u
                               ctypes.c_uint32, vp, ctypes.c_size_t,
                               ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_uint32))
 packet_reader_close = _fn("fc_packet_reader_close", None, vp)
+cuframes_cuda_available = _fn("fc_cuframes_cuda_available", cint)
+cuframes_subscriber_open = _fn("fc_cuframes_subscriber_open", cint, ctypes.c_char_p,
+                               ctypes.POINTER(CuframesSubscriberConfig), ctypes.POINTER(vp))
+cuframes_subscriber_acquire = _fn("fc_cuframes_subscriber_acquire", cint, vp, vp, cint,
+                                  ctypes.POINTER(CuframesFrame))
+cuframes_subscriber_release = _fn("fc_cuframes_subscriber_release", cint, vp,
+                                  ctypes.POINTER(CuframesFrame), vp)
+cuframes_subscriber_get_info = _fn("fc_cuframes_subscriber_get_info", cint, vp, cint,
+                                   ctypes.POINTER(CuframesInfo))
+cuframes_subscriber_get_stats = _fn("fc_cuframes_subscriber_get_stats", cint, vp,
+                                    ctypes.POINTER(CuframesSubscriberStats))
+cuframes_subscriber_close = _fn("fc_cuframes_subscriber_close", None, vp)

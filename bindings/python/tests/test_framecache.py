@@ -250,3 +250,134 @@ def test_the_sidecar_example_reads_1080p_frames(root):
     assert lines and all(l["slot"] == "side" for l in lines), out.stdout
     # The pattern's mean byte is 127.5 over a whole period: the luma mean stays near it.
     assert all(100 < l["mean_luma"] < 155 for l in lines), out.stdout
+
+
+def _install_prefix(tmp_path):
+    """capi/install.sh of the library under test into a fresh prefix; its pkg-config dir."""
+    if subprocess.run(["pkg-config", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("pkg-config is not installed")
+    profile = Path(framecache._lib.path).resolve().parent.name  # target/<profile>/
+    prefix = tmp_path / "prefix"
+    subprocess.run(
+        ["bash", str(TOP / "capi" / "install.sh"), "--no-build", "--profile", profile,
+         "--prefix", str(prefix)],
+        check=True, capture_output=True, cwd=TOP,
+    )
+    return prefix
+
+
+def test_an_installed_library_is_found_through_pkg_config(tmp_path):
+    prefix = _install_prefix(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FRAMECACHE_LIB"}
+    env["PKG_CONFIG_PATH"] = str(prefix / "lib" / "pkgconfig")
+    out = subprocess.run(
+        [sys.executable, "-c", "import framecache, framecache._lib as l; "
+         "print(l.path); print(framecache.version())"],
+        env=env, capture_output=True, text=True, cwd=tmp_path, check=True,
+    ).stdout.split()
+    assert out[0] == str(prefix / "lib" / "libframecache.so")
+    assert out[1] == framecache.version()
+
+
+def test_a_missing_library_is_a_clear_error(tmp_path):
+    env = dict(os.environ, FRAMECACHE_LIB=str(tmp_path / "nowhere" / "libframecache.so"))
+    r = subprocess.run([sys.executable, "-c", "import framecache"], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "LibraryNotFound" in r.stderr and "nowhere/libframecache.so" in r.stderr
+    assert "FRAMECACHE_LIB" in r.stderr and "install.sh" in r.stderr
+
+
+def test_cuframes_planes_go_through_dlpack_without_a_copy(root):
+    """A cuframes subscriber (host backend: the same protocol without a GPU) hands its planes
+    to numpy through DLPack; every byte is the CLI publisher's pattern, the arrays alias the
+    frame's buffer, and what a tensor keeps alive is freed with it."""
+    from framecache import cuframes
+
+    pub = subprocess.Popen([cli(), "cuframes", "publish", "pycam", "--backend", "host",
+                            "--size", "320x240", "--fps", "50", "--frames", "40",
+                            "--linger-ms", "2000"])
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                sub = cuframes.Subscriber("pycam", backend="host")
+                break
+            except framecache.NotFound:
+                assert time.time() < deadline, "the publisher never appeared"
+                time.sleep(0.05)
+        with sub:
+            assert sub.info()["backend"] == "host"
+            checked = 0
+            for _ in range(10):
+                with sub.acquire(timeout=5) as f:
+                    assert f.format == "nv12" and (f.width, f.height) == (320, 240)
+                    assert f.planes[0].__dlpack_device__() == (1, 0)
+                    y = np.from_dlpack(f.planes[0])
+                    uv = np.from_dlpack(f.planes[1])
+                    assert y.shape == (240, 320) and uv.shape == (120, 160, 2)
+                    assert y.strides == (f.pitches[0], 1) and uv.strides == (f.pitches[1], 2, 1)
+                    # No copy: the array starts at the plane's address in the mapping.
+                    assert y.__array_interface__["data"][0] == f.planes[0].ptr
+                    assert not y.flags.writeable
+                    assert (y == (7 * f.seq) % 251).all()
+                    assert (uv == (7 * f.seq + 61) % 251).all()
+                    del y, uv
+                checked += 1
+            assert checked == 10
+            assert not cuframes._alive, "a consumed tensor's keep-alive was not freed"
+            # A released frame is not exported any more.
+            with pytest.raises(framecache.Overwritten):
+                f.planes[0].__dlpack__()
+            # A capsule nobody consumed frees what it holds too.
+            with sub.acquire(timeout=5) as f:
+                cap = f.planes[1].__dlpack__()
+                assert cuframes._alive
+                del cap
+                assert not cuframes._alive
+    finally:
+        pub.kill()
+        pub.wait()
+
+
+def test_cuframes_gpu_planes_are_cuda_dlpack_tensors(root):
+    """On a GPU: the CUDA backend's planes are exported as kDLCUDA tensors of the device, and
+    their bytes (read back with cuMemcpyDtoH) are the publisher's pattern."""
+    import ctypes
+    from framecache import cuframes
+
+    if not cuframes.cuda_available():
+        pytest.skip("no CUDA device (the cuframes GPU path needs an NVIDIA GPU and driver)")
+    pub = subprocess.Popen([cli(), "cuframes", "publish", "gpucam", "--backend", "cuda",
+                            "--size", "320x240", "--fps", "50", "--frames", "40",
+                            "--linger-ms", "2000"])
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                sub = cuframes.Subscriber("gpucam", backend="cuda", device=0)
+                break
+            except framecache.NotFound:
+                assert time.time() < deadline, "the publisher never appeared"
+                time.sleep(0.05)
+        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda.cuMemcpyDtoH_v2.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t]
+        cuda.cuCtxSynchronize.argtypes = []
+        # The subscriber maps its buffers in the device's primary context: make it current here.
+        ctx = ctypes.c_void_p()
+        assert cuda.cuInit(0) == 0
+        assert cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
+        assert cuda.cuCtxSetCurrent(ctx) == 0
+        with sub:
+            with sub.acquire(timeout=5) as f:
+                assert f.planes[0].__dlpack_device__() == (2, 0)
+                cap = f.planes[0].__dlpack__(stream=None)
+                assert cuframes._alive
+                del cap
+                assert cuda.cuCtxSynchronize() == 0
+                y = np.empty((240, f.pitches[0]), dtype=np.uint8)
+                assert cuda.cuMemcpyDtoH_v2(y.ctypes.data, f.planes[0].ptr, y.size) == 0
+                assert (y[:, :320] == (7 * f.seq) % 251).all()
+    finally:
+        pub.kill()
+        pub.wait()

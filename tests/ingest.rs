@@ -304,6 +304,107 @@ fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() 
     assert_success(&again);
 }
 
+/// RTMP play shows exactly the slot's streams (no script data turned into subtitle or data
+/// streams) with timestamps that rise from the start: ffprobe lists video and audio only, a
+/// `-c copy` recording to MP4 raises no warning, and ffmpeg reads the MP4 back without one.
+/// The source is what x264's defaults send (High profile, B-frames) with AAC.
+#[test]
+fn rtmp_play_shows_exactly_the_slot_streams_with_rising_timestamps() {
+    let root = TempRoot::new("ing-play");
+    let src = encode(
+        root.path(),
+        "bframes.flv",
+        8,
+        &["-profile:v", "high", "-bf", "3"],
+    );
+    let mut e = engine(&root);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("bslot", &["publish://bkey"]).unwrap();
+    let url = format!("rtmp://{addr}/live/bkey");
+    let mut pusher = push_rtmp(&src, &url);
+    wait_for("the publisher", Duration::from_secs(10), || {
+        e.registry().holder("bkey").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // a keyframe in the slot
+
+    let probe_out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,profile",
+        ])
+        .args(["-of", "json", &url])
+        .output()
+        .expect("ffprobe runs");
+    let j: serde_json::Value = serde_json::from_slice(&probe_out.stdout).expect("ffprobe JSON");
+    let streams: Vec<(String, String)> = j["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_string(),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        vec![
+            ("video".to_string(), "h264".to_string()),
+            ("audio".to_string(), "aac".to_string())
+        ],
+        "{}",
+        String::from_utf8_lossy(&probe_out.stderr)
+    );
+
+    let mp4 = root.path().join("bplay.mp4");
+    let rec = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-i",
+            &url,
+        ])
+        .args(["-t", "3", "-c", "copy", "-y"])
+        .arg(&mp4)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let warnings = String::from_utf8_lossy(&rec.stderr);
+    assert!(warnings.trim().is_empty(), "recording warned: {warnings}");
+    // Read back: every packet demuxed and every frame decoded without a warning. (Audio that
+    // started before the video would shift the video off ffmpeg's 1/30 grid, and its rounding of
+    // millisecond timestamps would put two frames on one DTS: play starts audio with the video.)
+    for (what, args) in [
+        ("demuxing", &["-c", "copy", "-f", "null", "-"][..]),
+        ("decoding", &["-f", "null", "-"][..]),
+    ] {
+        let back = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-i"])
+            .arg(&mp4)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(back.status.success());
+        let said = String::from_utf8_lossy(&back.stderr);
+        assert!(said.trim().is_empty(), "{what} the MP4 said: {said}");
+    }
+    let (v, a, w, h) = probe(&mp4);
+    assert_eq!((w, h), (640, 360));
+    assert!(v >= 60 && a > 0, "{v} video, {a} audio packets");
+    let _ = pusher.kill();
+    let _ = pusher.wait();
+}
+
 /// The same publish with each publisher read as its data arrives (read interval zero, no
 /// pump thread): every packet reaches the slot, keyframes carry their parameter sets.
 #[test]

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::MessagePayload;
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -155,7 +157,8 @@ pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Stream
 }
 
 enum PlayMsg {
-    Meta(StreamMetadata),
+    /// An `onMetaData` body (AMF0).
+    Meta(Vec<u8>),
     Video(Bytes, u32),
     Audio(Bytes, u32),
     End(String),
@@ -213,7 +216,17 @@ async fn connection<S: RtmpConn>(sock: S, peer: SocketAddr, ctx: &Ctx) -> Result
     .await
     .map_err(|_| Error::Protocol("handshake timed out".into()))??;
 
-    let (mut session, init) = ServerSession::new(ServerSessionConfig::new())
+    let config = ServerSessionConfig::new();
+    let chunk_size = config.chunk_size;
+    let (mut session, init) =
+        ServerSession::new(config).map_err(|e| Error::Protocol(format!("{e:?}")))?;
+    // Play's script data (onMetaData) goes out through a serializer of our own, stamped 0:
+    // rml_rtmp stamps data messages with its session clock, and ffmpeg's FLV demuxer turns
+    // script data with a non-zero timestamp into a subtitle stream. rml_rtmp sends data messages
+    // (and only those) on chunk stream 3, so this serializer owns that chunk stream.
+    let mut data_ser = ChunkSerializer::new();
+    data_ser
+        .set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
         .map_err(|e| Error::Protocol(format!("{e:?}")))?;
     let mut publish: Option<Publish> = None;
     let (play_tx, mut play_rx) = mpsc::channel::<PlayMsg>(256);
@@ -308,7 +321,17 @@ async fn connection<S: RtmpConn>(sock: S, peer: SocketAddr, ctx: &Ctx) -> Result
             m = play_rx.recv(), if play_stream.is_some() => {
                 let sid = play_stream.expect("guarded");
                 let packet = match m {
-                    Some(PlayMsg::Meta(md)) => session.send_metadata(sid, &md),
+                    Some(PlayMsg::Meta(body)) => {
+                        let m = MessagePayload {
+                            timestamp: RtmpTimestamp::new(0),
+                            type_id: 18,
+                            message_stream_id: sid,
+                            data: Bytes::from(body),
+                        };
+                        data_ser.serialize(&m, true, false).map_err(|e| {
+                            rml_rtmp::sessions::ServerSessionError::from(e)
+                        })
+                    }
                     Some(PlayMsg::Video(b, ts)) => session.send_video_data(sid, b, RtmpTimestamp::new(ts), false),
                     Some(PlayMsg::Audio(b, ts)) => session.send_audio_data(sid, b, RtmpTimestamp::new(ts), false),
                     Some(PlayMsg::End(why)) => {
@@ -494,7 +517,16 @@ fn on_event(
                         .map_err(Error::Io)?;
                     *play_stream = Some(stream_id);
                     log::info!("rtmp: {peer} plays slot {slot}");
-                    Ok((session.accept_request(request_id).map_err(proto)?, None))
+                    let mut r = session.accept_request(request_id).map_err(proto)?;
+                    // Keep the status commands; drop rml_rtmp's two script data messages
+                    // (`|RtmpSampleAccess`, a Flash permission, and `onStatus` NetStream.Data.Start):
+                    // stamped with the session clock, ffmpeg shows them as a subtitle and a data
+                    // stream. They are the packets on chunk stream 3 (see the data serializer).
+                    r.retain(|x| {
+                        !matches!(x, ServerSessionResult::OutboundResponse(p)
+                            if p.bytes.first().is_some_and(|b| b & 0x3f == 3))
+                    });
+                    Ok((r, None))
                 }
                 Err(e) => {
                     let r = session
@@ -525,31 +557,38 @@ fn open_play(slot: &str, root: Option<&std::path::Path>) -> Result<PacketReader>
     }
 }
 
-/// Stream properties → `onMetaData`.
-fn metadata(streams: &[StreamInfo], video: Option<u32>, audio: Option<u32>) -> StreamMetadata {
-    let mut md = StreamMetadata::new();
+/// Stream properties → the body of `onMetaData`.
+fn metadata(streams: &[StreamInfo], video: Option<u32>, audio: Option<u32>) -> Vec<u8> {
+    use flv::MetaValue::{Bool, Number, Str};
+    let mut p: Vec<(&str, flv::MetaValue)> = Vec::new();
     if let Some(v) = video.map(|i| &streams[i as usize]) {
-        md.video_codec_id = Some(7);
+        p.push(("videocodecid", Number(7.0)));
         if v.width > 0 {
-            md.video_width = Some(v.width);
-            md.video_height = Some(v.height);
+            p.push(("width", Number(v.width as f64)));
+            p.push(("height", Number(v.height as f64)));
         }
         if v.fps.0 > 0 && v.fps.1 > 0 {
-            md.video_frame_rate = Some(v.fps.0 as f32 / v.fps.1 as f32);
+            p.push(("framerate", Number(v.fps.0 as f64 / v.fps.1 as f64)));
         }
     }
     if let Some(a) = audio.map(|i| &streams[i as usize]) {
-        md.audio_codec_id = Some(if a.codec == FC_CODEC_AAC { 10 } else { 2 });
+        p.push((
+            "audiocodecid",
+            Number(if a.codec == FC_CODEC_AAC { 10.0 } else { 2.0 }),
+        ));
         if a.sample_rate > 0 {
-            md.audio_sample_rate = Some(a.sample_rate);
+            p.push(("audiosamplerate", Number(a.sample_rate as f64)));
         }
         if a.channels > 0 {
-            md.audio_channels = Some(a.channels);
-            md.audio_is_stereo = Some(a.channels > 1);
+            p.push(("audiochannels", Number(a.channels as f64)));
+            p.push(("stereo", Bool(a.channels > 1)));
         }
     }
-    md.encoder = Some(format!("framecache {}", env!("CARGO_PKG_VERSION")));
-    md
+    p.push((
+        "encoder",
+        Str(format!("framecache {}", env!("CARGO_PKG_VERSION"))),
+    ));
+    flv::on_metadata(&p)
 }
 
 /// Reads a packet slot and hands FLV tag bodies to the connection: metadata, then per stream
@@ -581,7 +620,10 @@ fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
     let mut r = Follower::new(r);
     // Whether the sequence header of each stream went out: nothing decodes before it.
     let mut sent = vec![false; streams.len()];
+    let mut pending: Vec<Option<Vec<u8>>> = vec![None; streams.len()];
+    let mut last_ts = vec![0u32; streams.len()];
     let mut base: Option<i64> = None;
+    let mut video_start: Option<i64> = None;
     let mut buf = Vec::new();
     loop {
         let f = match r.next(&mut buf, Duration::from_millis(500)) {
@@ -614,11 +656,25 @@ fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
         }
         let dts_ms = ms(t);
         let b = *base.get_or_insert(dts_ms);
-        let ts = (dts_ms - b).max(0) as u32;
-        let data = &buf[..info.size as usize];
+        // Timestamps rise from 0 in each stream: a packet from before the start (audio older
+        // than the keyframe play began at) is left out, its parameters kept for the next one.
+        let params = f.params.or_else(|| pending[si].take());
         let is_video = Some(info.stream) == video;
+        // Audio starts with the first video frame's presentation time: players take the
+        // earliest timestamp as the start, and video that starts on it keeps its frame grid
+        // (with audio ahead, ffmpeg rounds some millisecond timestamps onto the same frame).
+        let before_video = !is_video
+            && video.is_some()
+            && video_start.is_none_or(|v| info.pts == FC_NOPTS || ms(info.pts) < v);
+        if dts_ms < b || ((dts_ms - b) as u32) < last_ts[si] || before_video {
+            pending[si] = params;
+            continue;
+        }
+        let ts = (dts_ms - b) as u32;
+        last_ts[si] = ts;
+        let data = &buf[..info.size as usize];
         let mut msgs = Vec::with_capacity(2);
-        if let (true, Some(p)) = (s.codec != FC_CODEC_MP3, &f.params) {
+        if let (true, Some(p)) = (s.codec != FC_CODEC_MP3, &params) {
             let seq = if is_video {
                 flv::avc_sequence_header(p)
             } else {
@@ -644,6 +700,13 @@ fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
         } else {
             flv::mp3_frame(data)
         };
+        if is_video && video_start.is_none() {
+            video_start = Some(if info.pts != FC_NOPTS {
+                ms(info.pts)
+            } else {
+                dts_ms
+            });
+        }
         msgs.push((Bytes::from(body), ts));
         for (b, ts) in msgs {
             let m = if is_video {

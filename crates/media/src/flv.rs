@@ -667,6 +667,47 @@ pub fn mp3_frame(frame: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A value of an `onMetaData` property.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    /// AMF0 number.
+    Number(f64),
+    /// AMF0 boolean.
+    Bool(bool),
+    /// AMF0 string (shorter than 64 KiB).
+    Str(String),
+}
+
+/// The body of an `onMetaData` script data message (AMF0: the name, then an ECMA array of the
+/// properties), as FLV files and RTMP play carry it.
+pub fn on_metadata(props: &[(&str, MetaValue)]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+    let mut out = vec![0x02];
+    string(&mut out, "onMetaData");
+    out.push(0x08);
+    out.extend_from_slice(&(props.len() as u32).to_be_bytes());
+    for (k, v) in props {
+        string(&mut out, k);
+        match v {
+            MetaValue::Number(n) => {
+                out.push(0x00);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            MetaValue::Bool(b) => out.extend_from_slice(&[0x01, *b as u8]),
+            MetaValue::Str(s) => {
+                out.push(0x02);
+                string(&mut out, s);
+            }
+        }
+    }
+    out.extend_from_slice(&[0, 0, 9]);
+    out
+}
+
 /// FLV tag bodies of one RTMP (or FLV file) source → [`Media`]: one video and one audio track,
 /// declared as they first appear, timestamps in ms unwrapped across the 32-bit wrap.
 #[derive(Debug)]
@@ -838,6 +879,27 @@ impl FlvToMedia {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn on_metadata_is_amf0_name_then_ecma_array() {
+        let b = super::on_metadata(&[
+            ("width", super::MetaValue::Number(640.0)),
+            ("stereo", super::MetaValue::Bool(false)),
+            ("encoder", super::MetaValue::Str("fc".into())),
+        ]);
+        let mut want = vec![0x02, 0, 10];
+        want.extend_from_slice(b"onMetaData");
+        want.extend_from_slice(&[0x08, 0, 0, 0, 3, 0, 5]);
+        want.extend_from_slice(b"width");
+        want.push(0);
+        want.extend_from_slice(&640f64.to_be_bytes());
+        want.extend_from_slice(&[0, 6]);
+        want.extend_from_slice(b"stereo");
+        want.extend_from_slice(&[1, 0, 0, 7]);
+        want.extend_from_slice(b"encoder");
+        want.extend_from_slice(&[2, 0, 2, b'f', b'c', 0, 0, 9]);
+        assert_eq!(b, want);
+    }
+
     use super::*;
 
     const SPS: &[u8] = &[0x67, 0x42, 0xC0, 0x1F, 0xDA, 0x01, 0x40, 0x16, 0xE8];

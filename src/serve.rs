@@ -53,9 +53,27 @@ pub struct ServeConfig {
     /// Stream keys.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
-    /// WHEP settings.
+    /// WHEP settings (its `token` is the viewer token of WHEP and RTMP play).
     #[serde(default)]
     pub whep: WhepSection,
+    /// RTMP play settings.
+    #[serde(default)]
+    pub play: PlaySection,
+    /// With stream keys configured, let anyone watch without the viewer token. Default false:
+    /// when ingest needs keys, watching needs the token.
+    pub public_view: Option<bool>,
+}
+
+/// `[play]`: RTMP play of the slots.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaySection {
+    /// Serve RTMP play. Default true.
+    pub enabled: Option<bool>,
+    /// Plays of one stream at once. Default 16.
+    pub max_per_stream: Option<usize>,
+    /// Plays at once in total. Default 256.
+    pub max_total: Option<usize>,
 }
 
 /// One `[[keys]]` entry.
@@ -184,6 +202,24 @@ pub fn run(o: ServeOpts) -> CliResult {
         kc.passphrase = k.passphrase.clone();
         ingest.registry().register(&k.key, kc)?;
     }
+    // When ingest needs keys, watching (WHEP and RTMP play) needs the viewer token too.
+    let viewer_token = cfg.whep.token.clone();
+    if !cfg.keys.is_empty() && viewer_token.is_none() && !cfg.public_view.unwrap_or(false) {
+        return Err(
+            "stream keys are configured but no viewer token: anyone could watch the \
+                    streams. Set [whep] token (it guards WHEP and RTMP play), or \
+                    public_view = true to let anyone watch"
+                .into(),
+        );
+    }
+    ingest.set_play_access(
+        cfg.play.enabled.unwrap_or(true),
+        framecache::ingest::rtmp::PlayAccess {
+            token: viewer_token,
+            max_per_stream: cfg.play.max_per_stream.unwrap_or(16),
+            max_total: cfg.play.max_total.unwrap_or(256),
+        },
+    );
     let mut listeners = Vec::new();
     if let Some(a) = rtmp {
         let b = ingest.listen_rtmp(a)?;

@@ -405,6 +405,67 @@ fn rtmp_play_shows_exactly_the_slot_streams_with_rising_timestamps() {
     let _ = pusher.wait();
 }
 
+/// RTMP play with a viewer token and caps: no token and a wrong token are refused with
+/// `NetStream.Play.Failed` (ffprobe fails), the right one plays; a second play of a stream capped
+/// at one is refused while the first runs, and allowed once it left.
+#[test]
+fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
+    let root = TempRoot::new("ing-playauth");
+    let src = source(root.path(), "src.flv", 10);
+    let mut e = engine(&root);
+    e.set_play_access(
+        true,
+        framecache::ingest::rtmp::PlayAccess {
+            token: Some("v1ewer".into()),
+            max_per_stream: 1,
+            max_total: 0,
+        },
+    );
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("aslot", &["publish://akey"]).unwrap();
+    let mut pusher = push_rtmp(&src, &format!("rtmp://{addr}/live/akey"));
+    wait_for("the publisher", Duration::from_secs(10), || {
+        e.registry().holder("akey").is_some()
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let probe_streams = |url: &str| {
+        let o = Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000", "-show_entries"])
+            .args(["stream=codec_type", "-of", "csv=p=0", url])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    for bad in ["", "?token=nope", "?tok=v1ewer"] {
+        let (ok, out) = probe_streams(&format!("rtmp://{addr}/live/akey{bad}"));
+        assert!(!ok, "play {bad:?} was allowed: {out}");
+    }
+    let good = format!("rtmp://{addr}/live/akey?token=v1ewer");
+    let (ok, out) = probe_streams(&good);
+    assert!(
+        ok && out.contains("video") && out.contains("audio"),
+        "{out}"
+    );
+
+    // One play at a time on this stream: a second one waits its turn.
+    let mut first = ffmpeg()
+        .args(["-i", &good, "-t", "4", "-c", "copy", "-f", "null", "-"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, _) = probe_streams(&good);
+    assert!(!ok, "a second play beyond the cap was allowed");
+    assert!(first.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(700)); // the seat is freed within 0.5 s
+    let (ok, _) = probe_streams(&good);
+    assert!(ok, "the freed place was not given again");
+    let _ = pusher.kill();
+    let _ = pusher.wait();
+}
+
 /// The same publish with each publisher read as its data arrives (read interval zero, no
 /// pump thread): every packet reaches the slot, keyframes carry their parameter sets.
 #[test]

@@ -291,6 +291,23 @@ max_viewers_total = 4
     let auth = [("Authorization", "Bearer s3cret")];
     // The demo stream feeds slot `demo`; wait until it is live.
     wait_live(&s, "demo");
+    // The viewer token guards RTMP play as well: ffprobe without it is refused.
+    let rtmp_play = |q: &str| {
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000", "-show_entries"])
+            .args(["stream=codec_type", "-of", "csv=p=0"])
+            .arg(format!("rtmp://{}/live/demo{q}", s.rtmp))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!rtmp_play(""), "RTMP play without the viewer token");
+    assert!(!rtmp_play("?token=nope"), "RTMP play with a wrong token");
+    assert!(
+        rtmp_play("?token=s3cret"),
+        "RTMP play with the viewer token"
+    );
     let good = offer(true, true);
 
     // 401: missing and wrong token.
@@ -806,4 +823,35 @@ fn a_c_host_serves_whep_through_the_c_api_and_aiortc_watches() {
         let st = child.0.wait().unwrap();
         assert!(st.success(), "asan={asan}: C host exited with {st}");
     }
+}
+
+/// When ingest needs keys, watching needs credentials: `serve` with keys and no viewer token
+/// refuses to start and says what to set.
+#[test]
+fn serve_with_keys_but_no_viewer_token_refuses_to_start() {
+    let root = TempRoot::new("whep-notoken");
+    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-notoken.toml", std::process::id()));
+    std::fs::write(&cfg, "[[keys]]\nkey = \"cam1\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_framecache"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "127.0.0.1:0",
+            "--srt",
+            "off",
+        ])
+        .args(["--no-demo", "--seconds", "5", "--config"])
+        .arg(&cfg)
+        .env("FC_SHM_DIR", root.path())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("viewer token") && err.contains("[whep] token"),
+        "{err}"
+    );
 }

@@ -353,6 +353,8 @@ pub struct Engine {
     pulls: HashMap<String, PullIngest>,
     sink: SinkOptions,
     rtmp_read_interval: Duration,
+    rtmp_play: bool,
+    rtmp_play_access: rtmp::PlayAccess,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -390,6 +392,8 @@ impl Engine {
             pulls: HashMap::new(),
             sink: SinkOptions::default(),
             rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
+            rtmp_play: true,
+            rtmp_play_access: rtmp::PlayAccess::default(),
             tls: None,
         })
     }
@@ -408,6 +412,13 @@ impl Engine {
     /// [`RtmpServerConfig::read_interval`]; zero = as data arrives).
     pub fn set_rtmp_read_interval(&mut self, d: Duration) {
         self.rtmp_read_interval = d;
+    }
+
+    /// Who may play over RTMP servers started afterwards (viewer token, caps), and whether
+    /// they serve play at all.
+    pub fn set_play_access(&mut self, play: bool, access: rtmp::PlayAccess) {
+        self.rtmp_play = play;
+        self.rtmp_play_access = access;
     }
 
     /// The certificate chain and private key (PEM files) RTMPS listeners started afterwards
@@ -500,7 +511,8 @@ impl Engine {
         let bound = listener.local_addr()?;
         let cfg = RtmpServerConfig {
             push: self.push_config("rtmp"),
-            play: true,
+            play: self.rtmp_play,
+            access: self.rtmp_play_access.clone(),
             read_interval: self.rtmp_read_interval,
             tls,
         };

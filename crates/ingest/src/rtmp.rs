@@ -40,6 +40,8 @@ pub struct RtmpServerConfig {
     pub push: PushConfig,
     /// Serve `play` requests from packet slots.
     pub play: bool,
+    /// Who may play, and how many at once.
+    pub access: PlayAccess,
     /// Publishers' sockets are read by one thread every this often, all in one wake-up,
     /// instead of on every arriving message: less CPU per stream (the wake-ups are what costs), at
     /// most this much added latency. Zero reads each publisher as its data arrives.
@@ -91,10 +93,98 @@ impl RtmpServerConfig {
         RtmpServerConfig {
             push: PushConfig::new(registry, "rtmp"),
             play: true,
+            access: PlayAccess::default(),
             read_interval: DEFAULT_READ_INTERVAL,
             tls: None,
         }
     }
+}
+
+/// Who may play a slot over RTMP, and how many plays run at once.
+#[derive(Clone, Default)]
+pub struct PlayAccess {
+    /// A viewer token every play must carry as `rtmp://HOST/APP/SLOT?token=TOKEN` (refused
+    /// with `NetStream.Play.Failed` otherwise). None = play is open.
+    pub token: Option<String>,
+    /// Plays of one slot at once (0 = no cap); more are refused with `NetStream.Play.Failed`.
+    pub max_per_stream: usize,
+    /// Plays at once in total (0 = no cap).
+    pub max_total: usize,
+}
+
+impl std::fmt::Debug for PlayAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayAccess")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("max_per_stream", &self.max_per_stream)
+            .field("max_total", &self.max_total)
+            .finish()
+    }
+}
+
+/// Whether the play name `SLOT?token=…&…` carries `token` (constant-time compare: a secret).
+fn token_ok(play_name: &str, token: &str) -> bool {
+    let Some((_, query)) = play_name.split_once('?') else {
+        return false;
+    };
+    query.split('&').any(|kv| {
+        kv.strip_prefix("token=").is_some_and(|given| {
+            given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    })
+}
+
+/// The plays running now, by slot.
+#[derive(Default)]
+struct Plays {
+    by_slot: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One running play; frees its place when dropped.
+struct PlaySeat {
+    ctx: Arc<Ctx>,
+    slot: String,
+}
+
+impl Drop for PlaySeat {
+    fn drop(&mut self) {
+        let mut m = self
+            .ctx
+            .plays
+            .by_slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.slot) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.slot);
+            }
+        }
+    }
+}
+
+/// Takes a place for a play of `slot`, or says which cap is reached.
+fn take_seat(ctx: &Arc<Ctx>, slot: &str) -> std::result::Result<PlaySeat, &'static str> {
+    let a = &ctx.cfg.access;
+    let mut m = ctx.plays.by_slot.lock().unwrap_or_else(|e| e.into_inner());
+    let total: usize = m.values().sum();
+    if a.max_total != 0 && total >= a.max_total {
+        return Err("the server's play limit is reached");
+    }
+    let n = m.entry(slot.to_string()).or_insert(0);
+    if a.max_per_stream != 0 && *n >= a.max_per_stream {
+        return Err("the stream's play limit is reached");
+    }
+    *n += 1;
+    Ok(PlaySeat {
+        ctx: ctx.clone(),
+        slot: slot.to_string(),
+    })
 }
 
 struct Ctx {
@@ -103,6 +193,7 @@ struct Ctx {
     conn_ids: AtomicU64,
     /// Reads the publishers (None with a zero read interval).
     pump: Option<Pump>,
+    plays: Plays,
 }
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
@@ -123,6 +214,7 @@ pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Stream
         streams,
         conn_ids: AtomicU64::new(0),
         pump,
+        plays: Plays::default(),
     });
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -187,7 +279,7 @@ impl RtmpConn for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-async fn connection<S: RtmpConn>(sock: S, peer: SocketAddr, ctx: &Ctx) -> Result<()> {
+async fn connection<S: RtmpConn>(sock: S, peer: SocketAddr, ctx: &Arc<Ctx>) -> Result<()> {
     let (mut rd, mut wr) = tokio::io::split(sock);
     let mut buf = vec![0u8; 64 * 1024];
     let mut hs = Handshake::new(PeerType::Server);
@@ -432,7 +524,7 @@ type Outcome = (Vec<ServerSessionResult>, Option<Error>);
 fn on_event(
     ev: ServerSessionEvent,
     session: &mut ServerSession,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     peer: SocketAddr,
     publish: &mut Option<Publish>,
     play_tx: &mpsc::Sender<PlayMsg>,
@@ -503,17 +595,41 @@ fn on_event(
                 .registry
                 .lookup(&key)
                 .map_or(key.clone(), |c| c.slot);
-            let opened = if ctx.cfg.play {
-                open_play(&slot, ctx.cfg.push.root.as_deref())
-            } else {
-                Err(Error::Rejected("play is disabled".into()))
+            // Refusals in RTMP's own words; the play name is not logged (it holds the token).
+            let refuse = |session: &mut ServerSession, code: &str, why: String| {
+                log::info!("rtmp: {peer}: play of {slot} refused: {why}");
+                let r = session
+                    .reject_request(request_id, code, &why)
+                    .map_err(proto)?;
+                Ok((r, Some(Error::Rejected(format!("play {slot}: {why}")))))
             };
+            if !ctx.cfg.play {
+                return refuse(session, "NetStream.Play.Failed", "play is disabled".into());
+            }
+            if let Some(t) = &ctx.cfg.access.token {
+                if !token_ok(&stream_key, t) {
+                    return refuse(
+                        session,
+                        "NetStream.Play.Failed",
+                        "a valid viewer token is required (rtmp://HOST/APP/STREAM?token=TOKEN)"
+                            .into(),
+                    );
+                }
+            }
+            let seat = match take_seat(ctx, &slot) {
+                Ok(s) => s,
+                Err(why) => return refuse(session, "NetStream.Play.Failed", why.into()),
+            };
+            let opened = open_play(&slot, ctx.cfg.push.root.as_deref());
             match opened {
                 Ok(reader) => {
                     let tx = play_tx.clone();
                     std::thread::Builder::new()
                         .name("rtmp-play".into())
-                        .spawn(move || play_thread(reader, tx))
+                        .spawn(move || {
+                            let _seat = seat; // the place is taken while the play runs
+                            play_thread(reader, tx)
+                        })
                         .map_err(Error::Io)?;
                     *play_stream = Some(stream_id);
                     log::info!("rtmp: {peer} plays slot {slot}");
@@ -528,12 +644,7 @@ fn on_event(
                     });
                     Ok((r, None))
                 }
-                Err(e) => {
-                    let r = session
-                        .reject_request(request_id, "NetStream.Play.StreamNotFound", &e.to_string())
-                        .map_err(proto)?;
-                    Ok((r, Some(Error::Rejected(format!("play {slot}: {e}")))))
-                }
+                Err(e) => refuse(session, "NetStream.Play.StreamNotFound", e.to_string()),
             }
         }
         _ => Ok((Vec::new(), None)),
@@ -718,5 +829,20 @@ fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_viewer_token_is_read_from_the_play_name() {
+        use super::token_ok;
+        assert!(token_ok("cam1?token=s3cret", "s3cret"));
+        assert!(token_ok("cam1?x=1&token=s3cret", "s3cret"));
+        assert!(!token_ok("cam1", "s3cret"));
+        assert!(!token_ok("cam1?token=", "s3cret"));
+        assert!(!token_ok("cam1?token=s3cre", "s3cret"));
+        assert!(!token_ok("cam1?token=s3cretX", "s3cret"));
+        assert!(!token_ok("cam1?mytoken=s3cret", "s3cret"));
     }
 }

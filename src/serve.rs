@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use framecache::ingest::{Engine, IngestEvent, KeyConfig, Streams};
-use framecache::whep::http::{Page, Routes};
+use framecache::whep::http::{HttpRequest, Page, Routes};
 use framecache::whep::{WhepConfig, WhepEngine};
 use serde::Deserialize;
 
@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// RTMP play settings.
     #[serde(default)]
     pub play: PlaySection,
+    /// A bearer token `/metrics` requires (for the scraper). Default none: open.
+    pub metrics_token: Option<String>,
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
     /// when ingest needs keys, watching needs the token.
     pub public_view: Option<bool>,
@@ -284,7 +286,12 @@ pub fn run(o: ServeOpts) -> CliResult {
         ..WhepConfig::default()
     };
     let whep = WhepEngine::new(wcfg)?;
-    let routes = routes(root.clone(), whep.clone(), ingest.streams().clone());
+    let routes = routes(
+        root.clone(),
+        whep.clone(),
+        ingest.streams().clone(),
+        cfg.metrics_token.clone(),
+    );
     let listener = whep
         .handle()
         .block_on(tokio::net::TcpListener::bind(http))
@@ -346,9 +353,42 @@ fn esc(s: &str) -> String {
         .replace('\n', " ")
 }
 
-fn routes(root: PathBuf, whep: WhepEngine, streams: Streams) -> Routes {
-    Arc::new(move |pq: &str| {
+/// Whether `authorization` is `Bearer TOKEN` (constant-time compare).
+fn bearer_ok(authorization: Option<&str>, token: &str) -> bool {
+    let given = authorization
+        .and_then(|a| {
+            let (scheme, v) = a.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(v.trim())
+        })
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn unauthorized(what: &str) -> Option<Page> {
+    Some(Page {
+        status: 401,
+        content_type: "application/json",
+        body: serde_json::json!({"error": format!("{what}: Authorization: Bearer TOKEN required")})
+            .to_string()
+            .into_bytes(),
+    })
+}
+
+fn routes(
+    root: PathBuf,
+    whep: WhepEngine,
+    streams: Streams,
+    metrics_token: Option<String>,
+) -> Routes {
+    Arc::new(move |req: &HttpRequest| {
+        let pq = req.path.as_str();
         let path = pq.split('?').next().unwrap_or(pq);
+        let auth = req.authorization.as_deref();
         match path {
             "/" | "/index.html" => Some(Page {
                 status: 200,
@@ -367,6 +407,15 @@ fn routes(root: PathBuf, whep: WhepEngine, streams: Streams) -> Routes {
                     .to_string()
                     .into_bytes(),
             }),
+            // The stream list is for viewers: the viewer token guards it like WHEP.
+            "/api/streams" if whep.authorize(auth).is_err() => unauthorized("the stream list"),
+            "/metrics"
+                if metrics_token
+                    .as_deref()
+                    .is_some_and(|t| !bearer_ok(auth, t)) =>
+            {
+                unauthorized("metrics")
+            }
             "/api/streams" => Some(Page {
                 status: 200,
                 content_type: "application/json",

@@ -18,6 +18,9 @@ struct Serve {
     http: String,
     rtmp: String,
     _config: PathBuf,
+    /// The viewer token and the metrics token of its config.
+    viewer: Option<String>,
+    metrics: Option<String>,
 }
 
 impl Serve {
@@ -62,11 +65,20 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
             rtmp = Some(r.split('/').next().unwrap().to_string());
         }
     }
+    // The tokens the config sets, for the helpers that read the API and the metrics.
+    let value = |key: &str| {
+        config.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
     Serve {
         child,
         http: http.unwrap(),
         rtmp: rtmp.unwrap(),
         _config: cfg,
+        viewer: value("token"),
+        metrics: value("metrics_token"),
     }
 }
 
@@ -170,8 +182,19 @@ fn post(s: &Serve, stream: &str, auth: &[(&str, &str)], body: &str) -> Resp {
     )
 }
 
+fn bearer(t: &Option<String>) -> Vec<(&'static str, String)> {
+    t.iter()
+        .map(|t| ("Authorization", format!("Bearer {t}")))
+        .collect()
+}
+
+fn with<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 fn metric(s: &Serve, name: &str) -> f64 {
-    let m = http(&s.http, "GET", "/metrics", &[], b"");
+    let h = bearer(&s.metrics);
+    let m = http(&s.http, "GET", "/metrics", &with(&h), b"");
     assert_eq!(m.status, 200);
     m.body
         .lines()
@@ -191,7 +214,8 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 fn wait_live(s: &Serve, stream: &str) {
     wait_for(&format!("{stream} live"), Duration::from_secs(20), || {
-        let r = http(&s.http, "GET", "/api/streams", &[], b"");
+        let h = bearer(&s.viewer);
+        let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
         r.body.contains(&format!("\"id\":\"{stream}\"")) && r.body.contains("\"live\":true")
     });
 }
@@ -276,6 +300,7 @@ fn error_matrix_cors_and_trickle_over_http() {
         &root,
         "errors",
         r#"
+metrics_token = "m3trics"
 [[keys]]
 key = "later"
 [[keys]]
@@ -302,6 +327,21 @@ max_viewers_total = 4
             .status
             .success()
     };
+    // The stream list is for viewers; /metrics has its own token.
+    assert_eq!(http(&s.http, "GET", "/api/streams", &[], b"").status, 401);
+    let r = http(&s.http, "GET", "/api/streams", &auth, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"demo\""), "{}", r.body);
+    assert_eq!(http(&s.http, "GET", "/metrics", &auth, b"").status, 401);
+    let m = http(
+        &s.http,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer m3trics")],
+        b"",
+    );
+    assert_eq!(m.status, 200);
+    assert_eq!(http(&s.http, "GET", "/health", &[], b"").status, 200);
     assert!(!rtmp_play(""), "RTMP play without the viewer token");
     assert!(!rtmp_play("?token=nope"), "RTMP play with a wrong token");
     assert!(
@@ -468,7 +508,14 @@ max_viewers_total = 4
     assert_eq!(h.status, 200);
     assert!(h.body.contains("\"ok\""));
     let demo_bits = || {
-        let m = http(&s.http, "GET", "/metrics", &[], b"").body;
+        let m = http(
+            &s.http,
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer m3trics")],
+            b"",
+        )
+        .body;
         m.lines()
             .find_map(|l| l.strip_prefix("framecache_stream_bitrate_bits{stream=\"demo\"} "))
             .and_then(|v| v.parse::<f64>().ok())
@@ -477,7 +524,14 @@ max_viewers_total = 4
     wait_for("demo bitrate", Duration::from_secs(10), || {
         demo_bits() > 100_000.0
     });
-    let m = http(&s.http, "GET", "/metrics", &[], b"").body;
+    let m = http(
+        &s.http,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer m3trics")],
+        b"",
+    )
+    .body;
     assert!(
         m.contains("framecache_stream_viewers{stream=\"demo\"}"),
         "{m}"
@@ -504,7 +558,8 @@ fn chromium_plays_an_rtmp_push_through_whep() {
         return;
     }
     let root = TempRoot::new("whep-chromium");
-    let s = serve(&root, "chromium", "", false);
+    // With a viewer token: the browser sends it (a CORS preflight for Authorization first).
+    let s = serve(&root, "chromium", "[whep]\ntoken = \"v13wer\"\n", false);
     let _p = push(&s.rtmp, "cam1", 60);
     wait_live(&s, "cam1");
 
@@ -520,7 +575,10 @@ fn chromium_plays_an_rtmp_push_through_whep() {
   const rep = (o) => fetch('/report?' + new URLSearchParams(o));
   try {{
     const v = document.getElementById('v');
-    const s = await FcWhep.play('http://{h}/whep/cam1', v);
+    const list = await fetch('http://{h}/api/streams', {{ headers: {{ Authorization: 'Bearer v13wer' }} }});
+    const ids = (await list.json()).map((x) => x.id).join(',');
+    if (!ids.includes('cam1')) throw new Error('stream list without cam1: ' + ids);
+    const s = await FcWhep.play('http://{h}/whep/cam1', v, {{ token: 'v13wer' }});
     let first = null;
     const t = performance.now();
     while (performance.now() - t < 20000) {{

@@ -29,8 +29,9 @@ pub struct Page {
     pub body: Vec<u8>,
 }
 
-/// Extra GET routes: given the path (with query), a page or `None` for 404.
-pub type Routes = Arc<dyn Fn(&str) -> Option<Page> + Send + Sync>;
+/// Extra GET routes: given the request (path with query, `Authorization`, ...), a page or
+/// `None` for 404.
+pub type Routes = Arc<dyn Fn(&HttpRequest) -> Option<Page> + Send + Sync>;
 
 /// One HTTP request as the WHEP core reads it: no HTTP library's types, so a host's own
 /// server (or the C ABI's `fc_whep_handle`) hands it over as plain fields.
@@ -301,7 +302,7 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
     }
     if !whep {
         if method == "GET" || method == "HEAD" {
-            if let Some(p) = routes.and_then(|r| r(&req.path)) {
+            if let Some(p) = routes.and_then(|r| r(&req)) {
                 return resp(p.status, Some(p.content_type), p.body);
             }
         }
@@ -399,8 +400,8 @@ mod tests {
     }
 
     fn run(e: &WhepEngine, r: HttpRequest) -> HttpResponse {
-        let routes: Routes = Arc::new(|p: &str| {
-            (p == "/health?x=1").then(|| Page {
+        let routes: Routes = Arc::new(|r: &HttpRequest| {
+            (r.path == "/health?x=1").then(|| Page {
                 status: 200,
                 content_type: "text/plain",
                 body: b"ok".to_vec(),

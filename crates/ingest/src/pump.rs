@@ -180,8 +180,11 @@ impl ChunkInput {
     /// Undoes [`ChunkInput::lend`]: the tail goes back to this input's own buffer, which
     /// from then on is only big enough for a tail (the setup phase's buffer is not needed).
     pub fn restore(&mut self, shared: &mut Vec<u8>) {
-        if shared.len() > TAIL_BUF {
-            *shared = vec![0u8; TAIL_BUF];
+        // The tail is normally part of a chunk header, but a reader that stopped early (the
+        // publish ended mid-read) leaves whatever followed: the buffer holds it all.
+        let need = self.filled.max(TAIL_BUF);
+        if shared.len() > need || shared.len() < self.filled {
+            *shared = vec![0u8; need];
         }
         self.swap_buffer(shared);
     }
@@ -538,6 +541,26 @@ mod tests {
         }
         assert_eq!(got[0], want_a);
         assert_eq!(got[1], want_b);
+    }
+
+    /// A reader that stopped early (the publish ended mid-read) may leave a tail far larger
+    /// than a chunk header; giving the shared buffer back keeps it whole instead of panicking
+    /// (it did: the pump thread, and every publisher it read, died).
+    #[test]
+    fn a_large_unparsed_tail_survives_giving_the_buffer_back() {
+        let mut shared = vec![0u8; PUMP_BUF];
+        let mut input = ChunkInput::default();
+        input.lend(&mut shared);
+        let tail: Vec<u8> = (0..32311u32).map(|i| i as u8).collect();
+        input.space()[..tail.len()].copy_from_slice(&tail);
+        input.filled = tail.len();
+        input.restore(&mut shared);
+        assert_eq!(shared.len(), PUMP_BUF);
+        assert_eq!(&input.buf[..input.filled], &tail[..]);
+        input.lend(&mut shared);
+        assert_eq!(&input.buf[..input.filled], &tail[..]);
+        input.restore(&mut shared);
+        assert_eq!(&input.buf[..input.filled], &tail[..]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct ServeConfig {
     pub srt: Option<String>,
     /// RTMPS listener (needs `tls_cert` and `tls_key`). Default off.
     pub rtmps: Option<String>,
-    /// Certificate chain (PEM) of the RTMPS listener.
+    /// Certificate chain (PEM) of the RTMPS listener (and of HTTPS with `https = true`).
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM).
     pub tls_key: Option<PathBuf>,
@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// RTMP play settings.
     #[serde(default)]
     pub play: PlaySection,
+    /// Serve the HTTP listener (page, WHEP, API) over HTTPS with `tls_cert`/`tls_key`.
+    pub https: Option<bool>,
     /// A bearer token `/metrics` requires (for the scraper). Default none: open.
     pub metrics_token: Option<String>,
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
@@ -127,6 +129,9 @@ pub struct ServeOpts {
     /// Private key (PEM) of --tls-cert.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// Serve the HTTP listener over HTTPS (with --tls-cert and --tls-key).
+    #[arg(long)]
+    pub https: bool,
     /// TOML configuration (keys, passphrases, caps, token, addresses); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -297,12 +302,27 @@ pub fn run(o: ServeOpts) -> CliResult {
         .block_on(tokio::net::TcpListener::bind(http))
         .map_err(|e| format!("cannot listen on {http}: {e}"))?;
     let bound = listener.local_addr()?;
-    let server = whep.handle().spawn(framecache::whep::http::serve(
-        listener,
-        whep.clone(),
-        Some(routes),
-    ));
-    println!("listening http http://{bound}/ (page, WHEP at /whep/STREAM, /metrics, /health)");
+    let https = o.https || cfg.https.unwrap_or(false);
+    let server = if https {
+        let (Some(cert), Some(key)) = (&tls_cert, &tls_key) else {
+            return Err("HTTPS needs tls_cert and tls_key".into());
+        };
+        let tls = framecache::ingest::rtmp::tls_identity(cert, key)?;
+        whep.handle().spawn(framecache::whep::http::serve_tls(
+            listener,
+            whep.clone(),
+            Some(routes),
+            tls,
+        ))
+    } else {
+        whep.handle().spawn(framecache::whep::http::serve(
+            listener,
+            whep.clone(),
+            Some(routes),
+        ))
+    };
+    let scheme = if https { "https" } else { "http" };
+    println!("listening http {scheme}://{bound}/ (page, WHEP at /whep/STREAM, /metrics, /health)");
     use std::io::Write;
     let _ = std::io::stdout().flush();
 

@@ -58,7 +58,10 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         let l = rx
             .recv_timeout(Duration::from_secs(20).saturating_sub(t.elapsed()))
             .expect("serve printed its addresses");
-        if let Some(r) = l.strip_prefix("listening http http://") {
+        if let Some(r) = l
+            .strip_prefix("listening http http://")
+            .or_else(|| l.strip_prefix("listening http https://"))
+        {
             http = Some(r.split('/').next().unwrap().to_string());
         }
         if let Some(r) = l.strip_prefix("listening rtmp rtmp://") {
@@ -546,6 +549,39 @@ max_viewers_total = 4
 
 #[test]
 fn chromium_plays_an_rtmp_push_through_whep() {
+    chromium_case(false);
+}
+
+/// The same over HTTPS: serve's HTTP listener with a certificate of a test CA, and the page on
+/// another HTTPS origin (no mixed content); Chromium trusts the test key (SPKI pin).
+#[test]
+fn chromium_plays_over_https_from_an_https_page() {
+    chromium_case(true);
+}
+
+/// SHA-256 of the certificate's public key (SubjectPublicKeyInfo), base64: what
+/// `--ignore-certificate-errors-spki-list` takes.
+fn spki_pin(key: &rcgen::KeyPair) -> String {
+    use rcgen::PublicKeyData;
+    let d = ring::digest::digest(&ring::digest::SHA256, &key.subject_public_key_info());
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in d.as_ref().chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn chromium_case(https: bool) {
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|c| have(c));
@@ -557,11 +593,77 @@ fn chromium_plays_an_rtmp_push_through_whep() {
         skip("no ffmpeg (apt install ffmpeg)");
         return;
     }
-    let root = TempRoot::new("whep-chromium");
+    let root = TempRoot::new(if https {
+        "whep-chromium-tls"
+    } else {
+        "whep-chromium"
+    });
+    // A test CA and a certificate for 127.0.0.1, for serve and for the test site.
+    let (cert_pem, key_pem, pin) = {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "framecache test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(root.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let c = root.path().join("cert.pem");
+        let k = root.path().join("key.pem");
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k, spki_pin(&key))
+    };
     // With a viewer token: the browser sends it (a CORS preflight for Authorization first).
-    let s = serve(&root, "chromium", "[whep]\ntoken = \"v13wer\"\n", false);
+    let mut config = "[whep]\ntoken = \"v13wer\"\n".to_string();
+    if https {
+        config = format!(
+            "https = true\ntls_cert = {:?}\ntls_key = {:?}\n{config}",
+            cert_pem.display().to_string(),
+            key_pem.display().to_string()
+        );
+    }
+    let s = serve(
+        &root,
+        if https { "chromium-tls" } else { "chromium" },
+        &config,
+        false,
+    );
     let _p = push(&s.rtmp, "cam1", 60);
-    wait_live(&s, "cam1");
+    if !https {
+        wait_live(&s, "cam1");
+    }
+    let scheme = if https { "https" } else { "http" };
+    if https && have("curl") {
+        // curl trusting the test CA: the API answers over HTTPS; plain HTTP on the port is
+        // refused without harm.
+        let curl = |url: String| {
+            let o = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "5",
+                ])
+                .arg("--cacert")
+                .arg(root.path().join("ca.pem"))
+                .args(["-H", "Authorization: Bearer v13wer", &url])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        assert_eq!(curl(format!("https://{}/api/streams", s.http)), "200");
+        assert_ne!(curl(format!("http://{}/health", s.http)), "200");
+        assert_eq!(curl(format!("https://{}/health", s.http)), "200");
+    }
 
     // The test page comes from another origin, so CORS is exercised; it uses serve's own
     // player script and reports to this test's server.
@@ -569,16 +671,20 @@ fn chromium_plays_an_rtmp_push_through_whep() {
     let site_addr = site.local_addr().unwrap().to_string();
     let page = format!(
         r#"<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
-<script src="http://{h}/whep.js"></script>
+<script src="{scheme}://{h}/whep.js"></script>
 <script>
 (async () => {{
   const rep = (o) => fetch('/report?' + new URLSearchParams(o));
   try {{
     const v = document.getElementById('v');
-    const list = await fetch('http://{h}/api/streams', {{ headers: {{ Authorization: 'Bearer v13wer' }} }});
-    const ids = (await list.json()).map((x) => x.id).join(',');
+    let ids = '';
+    for (let i = 0; i < 100 && !ids.includes('cam1'); i++) {{
+      const list = await fetch('{scheme}://{h}/api/streams', {{ headers: {{ Authorization: 'Bearer v13wer' }} }});
+      ids = (await list.json()).filter((x) => x.live).map((x) => x.id).join(',');
+      if (!ids.includes('cam1')) await new Promise(r => setTimeout(r, 200));
+    }}
     if (!ids.includes('cam1')) throw new Error('stream list without cam1: ' + ids);
-    const s = await FcWhep.play('http://{h}/whep/cam1', v, {{ token: 'v13wer' }});
+    const s = await FcWhep.play('{scheme}://{h}/whep/cam1', v, {{ token: 'v13wer' }});
     let first = null;
     const t = performance.now();
     while (performance.now() - t < 20000) {{
@@ -598,12 +704,22 @@ fn chromium_plays_an_rtmp_push_through_whep() {
   }} catch (e) {{ await rep({{error: String(e.message || e)}}); }}
 }})();
 </script></body></html>"#,
-        h = s.http
+        h = s.http,
+        scheme = scheme
     );
     let (tx, rx) = mpsc::channel::<String>();
+    let site_tls =
+        https.then(|| framecache::ingest::rtmp::tls_identity(&cert_pem, &key_pem).unwrap());
     std::thread::spawn(move || {
         for c in site.incoming() {
-            let Ok(mut c) = c else { continue };
+            let Ok(tcp) = c else { continue };
+            let mut c: Box<dyn ReadWrite> = match &site_tls {
+                None => Box::new(tcp),
+                Some(cfg) => {
+                    let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                    Box::new(rustls::StreamOwned::new(conn, tcp))
+                }
+            };
             let mut buf = [0u8; 8192];
             let n = c.read(&mut buf).unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -634,7 +750,8 @@ fn chromium_plays_an_rtmp_push_through_whep() {
             .args(["--disable-component-update", "--disable-sync"])
             .args(["--autoplay-policy=no-user-gesture-required"])
             .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("http://{site_addr}/"))
+            .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
+            .arg(format!("{scheme}://{site_addr}/"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -663,6 +780,10 @@ fn chromium_plays_an_rtmp_push_through_whep() {
         kv["ttff_ms"]
     );
 }
+
+/// A plain or TLS connection of the test site.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
 
 #[test]
 fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {

@@ -40,7 +40,8 @@
       throw err;
     }
     var loc = r.headers.get('Location');
-    var resource = loc ? new URL(loc, endpoint).href : null;
+    // endpoint may be relative (the page's own /whep/...): resolve it against the page first.
+    var resource = loc ? new URL(loc, new URL(endpoint, location.href)).href : null;
     await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
     async function stats() {
       var out = { framesDecoded: 0, width: 0, height: 0, audioPackets: 0, state: pc.connectionState };

@@ -154,6 +154,35 @@ fn to_hyper(r: HttpResponse) -> Resp {
 
 /// Serves `engine` (and `routes`) on `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, engine: WhepEngine, routes: Option<Routes>) {
+    serve_with(listener, engine, routes, None).await
+}
+
+/// As [`serve`], over HTTPS with the rustls server configuration `tls` (HTTP/1.1; a browser
+/// page on an HTTPS origin can then call WHEP without mixed-content errors).
+pub async fn serve_tls(
+    listener: TcpListener,
+    engine: WhepEngine,
+    routes: Option<Routes>,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    // Offer HTTP/1.1 by ALPN: what this server speaks.
+    let mut cfg = (*tls).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    serve_with(
+        listener,
+        engine,
+        routes,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
+    )
+    .await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    engine: WhepEngine,
+    routes: Option<Routes>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(x) => x,
@@ -166,17 +195,37 @@ pub async fn serve(listener: TcpListener, engine: WhepEngine, routes: Option<Rou
         let _ = sock.set_nodelay(true);
         let engine = engine.clone();
         let routes = routes.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let engine = engine.clone();
                 let routes = routes.clone();
                 async move { Ok::<_, Infallible>(handle(&engine, routes.as_ref(), req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(sock), svc);
-            let _ = conn.await;
+                .clone();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                }
+                Some(acceptor) => {
+                    // A client that never finishes the handshake is dropped.
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(sock),
+                    )
+                    .await;
+                    match hs {
+                        Ok(Ok(s)) => {
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Ok(Err(e)) => log::debug!("https: handshake failed: {e}"),
+                        Err(_) => log::debug!("https: handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }

@@ -1719,6 +1719,20 @@ int fc_ingest_remove(struct fc_ingest *engine, const char *slot);
 // `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
 int fc_ingest_get_stats(struct fc_ingest *engine, const char *name, struct fc_ingest_stats *out);
 
+// Who may play slots over RTMP listeners started afterwards. `enabled` 0 turns play off
+// (`NetStream.Play.Failed`). `token`, when not NULL, is the viewer token every play must carry
+// as `rtmp://HOST/APP/STREAM?token=TOKEN` (a non-empty string; copied; never logged).
+// `max_per_stream` and `max_total` cap the plays running at once (0 = no cap). Default: play
+// on, no token, no caps.
+//
+// # Safety
+// `engine` valid; `token` NULL or NUL-terminated.
+int fc_ingest_set_play_access(struct fc_ingest *engine,
+                              int enabled,
+                              const char *token,
+                              uint32_t max_per_stream,
+                              uint32_t max_total);
+
 // 1 if CUDA is usable here (libcuda loads, `cuInit` succeeds, a device exists), else 0.
 // Never fails; loads libcuda at most once.
 int fc_cuframes_cuda_available(void);

@@ -124,6 +124,8 @@ export declare class Ingest extends Handle {
   constructor();
   onEvent(fn: (event: IngestEvent) => void): void;
   listen(url: string): string;
+  /** RTMP play of listeners started afterwards: on/off, the viewer token (`?token=`), caps (0 = none). */
+  setPlayAccess(opts?: { enabled?: boolean; token?: string | null; maxPerStream?: number; maxTotal?: number }): void;
   registerKey(key: string, slot: string, passphrase?: string | null): void;
   unregisterKey(key: string): void;
   add(slot: string, urls: string[]): void;

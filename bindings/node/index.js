@@ -165,6 +165,7 @@ const C = {
   ingestUnregisterKey: lib.func('int fc_ingest_unregister_key(fc_ingest *e, const char *key)'),
   ingestAdd: lib.func('int fc_ingest_add(fc_ingest *e, const char *slot, const char **urls, size_t count)'),
   ingestRemove: lib.func('int fc_ingest_remove(fc_ingest *e, const char *slot)'),
+  ingestSetPlayAccess: lib.func('int fc_ingest_set_play_access(fc_ingest *e, int enabled, const char *token, uint32_t max_per_stream, uint32_t max_total)'),
   ingestGetStats: lib.func('int fc_ingest_get_stats(fc_ingest *e, const char *name, _Inout_ fc_ingest_stats *out)'),
   whepCreate: lib.func('int fc_whep_create(const fc_whep_config *config, _Out_ fc_whep **out)'),
   whepDestroy: lib.func('void fc_whep_destroy(fc_whep *w)'),
@@ -502,6 +503,10 @@ class Ingest extends Handle {
     const buf = Buffer.alloc(128);
     check(C.ingestListen(this._handle(), url, buf, buf.length));
     return bound(buf);
+  }
+  /** RTMP play of listeners started afterwards: on/off, the viewer token (`?token=`), caps (0 = none). */
+  setPlayAccess({ enabled = true, token = null, maxPerStream = 0, maxTotal = 0 } = {}) {
+    check(C.ingestSetPlayAccess(this._handle(), enabled ? 1 : 0, token, maxPerStream, maxTotal));
   }
   registerKey(key, slot, passphrase = null) { check(C.ingestRegisterKey(this._handle(), key, slot, passphrase)); }
   unregisterKey(key) { check(C.ingestUnregisterKey(this._handle(), key)); }

@@ -67,6 +67,11 @@ int main(int argc, char **argv) {
   EXPECT(fc_ingest_set_tls(e, NULL, "/nonexistent/key.pem"), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_set_tls(NULL, "/a", "/b"), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_set_rtmp_read_interval(NULL, 20), FC_ERR_INVALID_ARG);
+#ifdef FC_LOG_INFO /* after 0.1 */
+  EXPECT(fc_ingest_set_play_access(NULL, 1, "tok", 0, 0), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_play_access(e, 1, "", 0, 0), FC_ERR_INVALID_ARG); /* NULL = no token */
+  EXPECT(fc_ingest_set_play_access(e, 1, NULL, 4, 16), FC_OK);
+#endif
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", NULL, 1), FC_ERR_INVALID_ARG);

@@ -150,6 +150,8 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   const events = [];
   ing.onEvent((e) => events.push(e));
   ing.registerKey('agentcam', 'agentcam');
+  assert.throws(() => ing.setPlayAccess({ token: '' }), { code: 'FC_ERR_INVALID_ARG' });
+  ing.setPlayAccess({ token: 'agent-viewer', maxPerStream: 4 }); // play needs ?token=agent-viewer
   const addr = ing.listen('rtmp://127.0.0.1:0');
   const whep = new fc.Whep({ ingest: ing });
   assert.match(whep.listen('127.0.0.1:0'), /^127\.0\.0\.1:\d+$/);

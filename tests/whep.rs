@@ -233,6 +233,16 @@ fn have(cmd: &str) -> bool {
 
 /// ffmpeg pushing a live 640x360 H.264 (baseline, no B-frames) + AAC test pattern over RTMP.
 fn push(rtmp: &str, key: &str, secs: u32) -> Reaper {
+    push_with(
+        rtmp,
+        key,
+        secs,
+        &["-tune", "zerolatency", "-profile:v", "baseline", "-bf", "0"],
+    )
+}
+
+/// As [`push`], with these video encoder options.
+fn push_with(rtmp: &str, key: &str, secs: u32, video: &[&str]) -> Reaper {
     Reaper(
         Command::new("ffmpeg")
             .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
@@ -246,7 +256,7 @@ fn push(rtmp: &str, key: &str, secs: u32) -> Reaper {
                 "-preset",
                 "ultrafast",
             ])
-            .args(["-tune", "zerolatency", "-profile:v", "baseline", "-bf", "0"])
+            .args(video)
             .args([
                 "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
             ])
@@ -385,6 +395,19 @@ max_viewers_total = 4
     let r = post(&s, "demo", &auth, &offer(true, false));
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(r.body.contains("Opus"));
+    // 422: H.264 with B-frames (x264's defaults) does not play in browsers; the body says why
+    // and what to change, instead of a 201 that freezes.
+    if have("ffmpeg") {
+        let _b = push_with(&s.rtmp, "cam2", 20, &["-profile:v", "high", "-bf", "3"]);
+        wait_live(&s, "cam2");
+        let r = post(&s, "cam2", &auth, &good);
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(
+            r.body.contains("B-frames") && r.body.contains("-bf 0"),
+            "{}",
+            r.body
+        );
+    }
 
     // 201 with Location, ETag, Accept-Patch and an answer.
     let r = post(&s, "demo", &auth, &good);

@@ -32,6 +32,22 @@ pub struct H264Info {
     pub timing: Option<(u32, u32)>,
     /// Frame rate from the VUI timing info: `time_scale / (2 * num_units_in_tick)`.
     pub fps: Option<f64>,
+    /// `max_num_reorder_frames` from the VUI bitstream restriction, if signalled: 0 = frames
+    /// are output in decoding order (no B-frames to reorder).
+    pub max_num_reorder_frames: Option<u32>,
+}
+
+impl H264Info {
+    /// Whether frames may come out in another order than they are decoded (B-frames):
+    /// `Some(false)` for Baseline (no B slices) or a VUI that says 0 reorder frames,
+    /// `Some(true)` when the VUI says more, `None` when the SPS does not say.
+    pub fn reorders(&self) -> Option<bool> {
+        match self.max_num_reorder_frames {
+            Some(n) => Some(n > 0),
+            None if self.profile_idc == 66 => Some(false),
+            None => None,
+        }
+    }
 }
 
 /// The NAL units of an Annex-B buffer, without start codes (trailing zero bytes, which belong
@@ -289,12 +305,16 @@ fn parse_sps(rb: &[u8]) -> Option<H264Info> {
         width -= cx;
         height -= cy;
     }
-    let mut sar = None;
-    let mut timing = None;
     // The VUI is optional detail: a truncated one still leaves a usable size.
+    let mut vui = Vui::default();
     if r.flag() == Some(true) {
-        (sar, timing) = parse_vui(&mut r).unwrap_or((None, None));
+        let _ = parse_vui(&mut r, &mut vui);
     }
+    let Vui {
+        sar,
+        timing,
+        reorder: max_num_reorder_frames,
+    } = vui;
     let fps = timing
         .filter(|&(units, scale)| units > 0 && scale > 0)
         .map(|(units, scale)| f64::from(scale) / (2.0 * f64::from(units)));
@@ -310,12 +330,35 @@ fn parse_sps(rb: &[u8]) -> Option<H264Info> {
         sar,
         timing,
         fps,
+        max_num_reorder_frames,
     })
 }
 
-type Vui = (Option<(u16, u16)>, Option<(u32, u32)>);
+/// What the VUI says, as far as it could be read.
+#[derive(Default)]
+struct Vui {
+    sar: Option<(u16, u16)>,
+    timing: Option<(u32, u32)>,
+    reorder: Option<u32>,
+}
 
-fn parse_vui(r: &mut Bits) -> Option<Vui> {
+/// Skips `hrd_parameters()` (H.264 E.1.2).
+fn skip_hrd(r: &mut Bits) -> Option<()> {
+    let cpb_cnt = r.ue()? + 1;
+    if cpb_cnt > 32 {
+        return None;
+    }
+    r.u(8)?; // bit_rate_scale, cpb_size_scale
+    for _ in 0..cpb_cnt {
+        r.ue()?;
+        r.ue()?;
+        r.flag()?;
+    }
+    r.u(20)?; // four delay/offset lengths of 5 bits
+    Some(())
+}
+
+fn parse_vui(r: &mut Bits, out: &mut Vui) -> Option<()> {
     const SAR: [(u16, u16); 17] = [
         (0, 0),
         (1, 1),
@@ -335,14 +378,13 @@ fn parse_vui(r: &mut Bits) -> Option<Vui> {
         (3, 2),
         (2, 1),
     ];
-    let mut sar = None;
     if r.flag()? {
         let idc = r.u(8)?;
-        if idc == 255 {
-            sar = Some((r.u(16)? as u16, r.u(16)? as u16));
+        out.sar = if idc == 255 {
+            Some((r.u(16)? as u16, r.u(16)? as u16))
         } else {
-            sar = SAR.get(idc as usize).copied().filter(|&(w, _)| w != 0);
-        }
+            SAR.get(idc as usize).copied().filter(|&(w, _)| w != 0)
+        };
     }
     if r.flag()? {
         r.flag()?; // overscan_appropriate_flag
@@ -357,11 +399,35 @@ fn parse_vui(r: &mut Bits) -> Option<Vui> {
         r.ue()?;
         r.ue()?; // chroma sample locations
     }
-    let mut timing = None;
     if r.flag()? {
-        timing = Some((r.u(32)?, r.u(32)?));
+        out.timing = Some((r.u(32)?, r.u(32)?));
+        r.flag()?; // fixed_frame_rate_flag
     }
-    Some((sar, timing))
+    let nal_hrd = r.flag()?;
+    if nal_hrd {
+        skip_hrd(r)?;
+    }
+    let vcl_hrd = r.flag()?;
+    if vcl_hrd {
+        skip_hrd(r)?;
+    }
+    if nal_hrd || vcl_hrd {
+        r.flag()?; // low_delay_hrd_flag
+    }
+    r.flag()?; // pic_struct_present_flag
+    if r.flag()? {
+        // bitstream_restriction
+        r.flag()?; // motion_vectors_over_pic_boundaries_flag
+        for _ in 0..4 {
+            r.ue()?; // max_bytes_per_pic_denom .. log2_max_mv_length_vertical
+        }
+        let reorder = r.ue()?;
+        if reorder > 16 {
+            return None;
+        }
+        out.reorder = Some(reorder);
+    }
+    Some(())
 }
 
 /// Sample rate and channel count of an AAC AudioSpecificConfig.
@@ -434,4 +500,30 @@ pub fn adts_header(asc: &[u8], frame_len: usize) -> Option<[u8; 7]> {
         (((total & 7) as u8) << 5) | 0x1F, // buffer fullness 0x7FF: variable rate
         0xFC,                              // ... and one raw data block
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// SPSs of x264 (High, 320x240) with 3 B-frames and with none: the VUI's bitstream
+    /// restriction says whether frames are reordered.
+    #[test]
+    fn the_sps_says_whether_frames_are_reordered() {
+        let b = super::h264_sps_info(&hex("6764000dacd94141fb0110000003001000000303c0f142996000"))
+            .unwrap();
+        assert_eq!((b.width, b.height, b.profile_idc), (320, 240, 100));
+        assert!(b.max_num_reorder_frames.unwrap() > 0);
+        assert_eq!(b.reorders(), Some(true));
+        let n =
+            super::h264_sps_info(&hex("6764000dacb20283f60220000003002000000781e2854900")).unwrap();
+        assert_eq!(n.max_num_reorder_frames, Some(0));
+        assert_eq!(n.reorders(), Some(false));
+        assert_eq!(n.fps, Some(30.0));
+    }
 }

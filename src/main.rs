@@ -12,6 +12,7 @@ mod ingest;
 mod logger;
 mod packets;
 mod serve;
+mod transcode;
 use framecache::format::{fourcc_str, ALL_FORMATS};
 use framecache::ring::{self, SlotInfo};
 use framecache::{

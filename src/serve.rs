@@ -13,6 +13,7 @@ use framecache::whep::http::{HttpRequest, Page, Routes};
 use framecache::whep::{WhepConfig, WhepEngine};
 use serde::Deserialize;
 
+use crate::transcode::Transcoder;
 use crate::CliResult;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -63,6 +64,9 @@ pub struct ServeConfig {
     pub https: Option<bool>,
     /// A bearer token `/metrics` requires (for the scraper). Default none: open.
     pub metrics_token: Option<String>,
+    /// Transcode streams browsers cannot play (B-frames, HEVC) for WebRTC viewers with the
+    /// system's ffmpeg. Default true.
+    pub transcode: Option<bool>,
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
     /// when ingest needs keys, watching needs the token.
     pub public_view: Option<bool>,
@@ -90,6 +94,8 @@ pub struct KeyEntry {
     pub slot: Option<String>,
     /// SRT passphrase.
     pub passphrase: Option<String>,
+    /// Allow transcoding this stream for WebRTC viewers. Default true.
+    pub transcode: Option<bool>,
 }
 
 /// `[whep]`.
@@ -278,6 +284,23 @@ pub fn run(o: ServeOpts) -> CliResult {
     let keys = ingest.registry().clone();
     let known: framecache::whep::KnownStreams =
         Arc::new(move |stream: &str| keys.feeds_slot(stream));
+    let streams = ingest.streams().clone();
+    let ingest = Arc::new(std::sync::Mutex::new(ingest));
+    let no_transcode: Vec<String> = cfg
+        .keys
+        .iter()
+        .filter(|k| k.transcode == Some(false))
+        .map(|k| k.slot.clone().unwrap_or_else(|| k.key.clone()))
+        .collect();
+    let transcoder = Transcoder::new(
+        ingest.clone(),
+        root.clone(),
+        cfg.transcode.unwrap_or(true),
+        Arc::new(move |s: &str| no_transcode.iter().any(|n| n == s)),
+    );
+    let t = transcoder.clone();
+    let renditions: framecache::whep::Renditions =
+        Arc::new(move |stream: &str, why: &str| t.rendition(stream, why));
     let w = &cfg.whep;
     let wcfg = WhepConfig {
         root: Some(root.clone()),
@@ -288,14 +311,16 @@ pub fn run(o: ServeOpts) -> CliResult {
         // Media sockets on the HTTP address (every interface when HTTP is on 0.0.0.0).
         ice_ip: w.ice_ip.unwrap_or(http.ip()),
         known_streams: Some(known),
+        renditions: Some(renditions),
         ..WhepConfig::default()
     };
     let whep = WhepEngine::new(wcfg)?;
     let routes = routes(
         root.clone(),
         whep.clone(),
-        ingest.streams().clone(),
+        streams,
         cfg.metrics_token.clone(),
+        transcoder.clone(),
     );
     let listener = whep
         .handle()
@@ -332,12 +357,21 @@ pub fn run(o: ServeOpts) -> CliResult {
             Some(s) => Duration::from_secs(s).saturating_sub(start.elapsed()),
             None => Duration::from_secs(3600),
         };
-        if wait.is_zero() || crate::wait_stop(wait) {
+        if wait.is_zero() || crate::wait_stop(wait.min(Duration::from_secs(1))) {
             break;
         }
+        // Renditions without viewers for a while stop.
+        let ws = whep.stats();
+        transcoder.tick(|s| {
+            ws.streams
+                .iter()
+                .find(|x| x.stream == s)
+                .map_or(0, |x| x.viewers)
+        });
     }
     server.abort();
     whep.shutdown();
+    transcoder.shutdown();
     drop(ingest);
     Ok(ExitCode::SUCCESS)
 }
@@ -404,6 +438,7 @@ fn routes(
     whep: WhepEngine,
     streams: Streams,
     metrics_token: Option<String>,
+    transcoder: Transcoder,
 ) -> Routes {
     Arc::new(move |req: &HttpRequest| {
         let pq = req.path.as_str();
@@ -439,19 +474,20 @@ fn routes(
             "/api/streams" => Some(Page {
                 status: 200,
                 content_type: "application/json",
-                body: api_streams(&root, &whep, &streams).into_bytes(),
+                body: api_streams(&root, &whep, &streams, &transcoder).into_bytes(),
             }),
             "/metrics" => Some(Page {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics(&root, &whep, &streams).into_bytes(),
+                body: metrics(&root, &whep, &streams, &transcoder).into_bytes(),
             }),
             _ => None,
         }
     })
 }
 
-fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams, tc: &Transcoder) -> String {
+    let transcoding = tc.status();
     let ws = whep.stats();
     let ingest = streams.snapshot();
     let mut out = Vec::new();
@@ -477,10 +513,18 @@ fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
             .iter()
             .find(|(n, _)| *n == id)
             .map_or(0, |(_, s)| s.bitrate / 1000);
-        out.push(serde_json::json!({
+        let mut e = serde_json::json!({
             "id": id, "live": i.writer_alive, "codecs": codecs.join(", "),
             "viewers": viewers, "kbps": kbps, "source": i.source_type,
-        }));
+        });
+        if let Some(t) = transcoding.get(&id) {
+            e["transcoding"] = serde_json::json!({
+                "rendition": t.rendition, "seconds": t.seconds,
+                "cpu_percent": (t.cpu_percent * 10.0).round() / 10.0,
+                "encoder": "libx264 ultrafast zerolatency, constrained baseline",
+            });
+        }
+        out.push(e);
     }
     serde_json::Value::Array(out).to_string()
 }
@@ -498,7 +542,7 @@ fn family(m: &mut String, name: &str, typ: &str, help: &str, rows: Vec<(String, 
     }
 }
 
-fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
+fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams, tc: &Transcoder) -> String {
     let ws = whep.stats();
     let ingest = streams.snapshot();
     let frames: Vec<_> = framecache::ring::list_slots(root)
@@ -662,6 +706,16 @@ fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams) -> String {
         "counter",
         "Packets or frames published per slot.",
         published,
+    );
+    family(
+        &mut m,
+        "framecache_stream_transcode_cpu_percent",
+        "gauge",
+        "CPU of the stream's WebRTC transcoder (ffmpeg), % of one core; absent when not transcoded.",
+        tc.status()
+            .iter()
+            .map(|(s, t)| (stream(s), format!("{:.1}", t.cpu_percent)))
+            .collect(),
     );
     m
 }

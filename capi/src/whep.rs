@@ -218,6 +218,8 @@ fn whep_config(c: &fc_whep_config) -> Result<WhepConfig> {
             n => n,
         },
         known_streams: known,
+        // C hosts get 422 with the fix for streams browsers cannot play (no transcoder here).
+        renditions: None,
     })
 }
 

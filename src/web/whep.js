@@ -44,10 +44,13 @@
     var resource = loc ? new URL(loc, new URL(endpoint, location.href)).href : null;
     await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
     async function stats() {
-      var out = { framesDecoded: 0, width: 0, height: 0, audioPackets: 0, state: pc.connectionState };
+      var out = { framesDecoded: 0, framesReceived: 0, freezeCount: 0, width: 0, height: 0,
+                  audioPackets: 0, state: pc.connectionState };
       (await pc.getStats()).forEach(function (s) {
         if (s.type === 'inbound-rtp' && s.kind === 'video') {
           out.framesDecoded = s.framesDecoded || 0;
+          out.framesReceived = s.framesReceived || 0;
+          out.freezeCount = s.freezeCount || 0;
           out.width = s.frameWidth || 0;
           out.height = s.frameHeight || 0;
         }

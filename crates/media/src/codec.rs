@@ -525,5 +525,11 @@ mod tests {
         assert_eq!(n.max_num_reorder_frames, Some(0));
         assert_eq!(n.reorders(), Some(false));
         assert_eq!(n.fps, Some(30.0));
+        // x264 ultrafast, Main, 3 B-frames, as an RTMP push stores it (Annex-B with the PPS).
+        let m = super::h264_sps_info(&hex(
+            "00000001674d401eeca05017fcb80880000003008000001e078b16cb0000000168ce0fc8",
+        ))
+        .unwrap();
+        assert_eq!(m.reorders(), Some(true), "{m:?}");
     }
 }

@@ -83,6 +83,9 @@ pub(crate) enum FeedError {
     NotLive(String),
     /// Live but without a video stream we can send (the reason).
     NoCodec(String),
+    /// Live, with video browsers cannot play as it is (B-frames, HEVC), which a transcoded
+    /// rendition could serve (the reason).
+    NeedsTranscode(String),
     /// Anything else.
     Other(String),
 }
@@ -357,6 +360,12 @@ fn plan(reader: &PacketReader, streams: &[StreamInfo]) -> Result<FeedInfo, FeedE
     let video = streams.iter().find(|s| s.media == FC_MEDIA_VIDEO);
     let v = match video {
         Some(v) if v.codec == FC_CODEC_H264 => v,
+        Some(v) if v.codec == framecache_shm::packet::FC_CODEC_HEVC => {
+            return Err(FeedError::NeedsTranscode(format!(
+                "the stream's video is {}; WebRTC egress sends H.264 only",
+                v.codec_name
+            )))
+        }
         Some(v) => {
             return Err(FeedError::NoCodec(format!(
                 "the stream's video is {}; WebRTC egress sends H.264 only",
@@ -367,18 +376,20 @@ fn plan(reader: &PacketReader, streams: &[StreamInfo]) -> Result<FeedInfo, FeedE
     };
     let params = reader.codec_params(v.index, 0).ok().map(|(_, p)| p);
     let profile_level_id = params.as_deref().and_then(profile_level_id);
-    // Browsers' WebRTC H.264 decoders play frames in decoding order: a source with B-frames
-    // freezes (measured in Chromium: 20 of 469 frames decoded). Refuse it with the reason and
-    // the fix rather than answer an offer that will not play. (No transcoder yet: issue 20.)
+    // Browsers' WebRTC H.264 decoders are not made for frames out of decoding order: a source
+    // with B-frames froze in Chromium (20 of 469 frames decoded). It needs a rendition (the
+    // host's transcoder), else a refusal that names the fix.
     let sps = params
         .as_deref()
         .and_then(framecache_media::codec::h264_sps_info);
+    log::debug!(
+        "whep: B-frames in the video: {:?}",
+        sps.as_ref().map(|i| i.reorders())
+    );
     if sps.as_ref().and_then(|i| i.reorders()) == Some(true) {
-        return Err(FeedError::NoCodec(
+        return Err(FeedError::NeedsTranscode(
             "the stream's H.264 has B-frames (frames out of decoding order), which browsers do \
-             not play over WebRTC, and framecache does not transcode yet; push it without \
-             B-frames (x264/ffmpeg: -bf 0 or -tune zerolatency; OBS: B-frames 0 or profile \
-             baseline)"
+             not play over WebRTC"
                 .into(),
         ));
     }

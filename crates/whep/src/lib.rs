@@ -63,6 +63,13 @@ use viewer::ViewerClock;
 /// key whose source has not connected yet): such streams get `409`, others `404`.
 pub type KnownStreams = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Serves streams browsers cannot play as they are (H.264 with B-frames, HEVC): given the
+/// stream and the reason, makes (or finds) a rendition they can play and returns its packet
+/// slot once it is live, or why it cannot. Called off the engine's threads; may block a few
+/// seconds while a transcoder starts. The host decides when a rendition stops (e.g. when
+/// [`WhepEngine::stats`] shows the stream without viewers for a while).
+pub type Renditions = Arc<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
+
 /// WHEP engine settings.
 #[derive(Clone)]
 pub struct WhepConfig {
@@ -88,6 +95,8 @@ pub struct WhepConfig {
     pub retry_after_s: u32,
     /// See [`KnownStreams`].
     pub known_streams: Option<KnownStreams>,
+    /// See [`Renditions`]. None: such streams are refused with `422` and the fix.
+    pub renditions: Option<Renditions>,
 }
 
 impl Default for WhepConfig {
@@ -104,6 +113,7 @@ impl Default for WhepConfig {
             disconnect_timeout: Duration::from_secs(8),
             retry_after_s: 2,
             known_streams: None,
+            renditions: None,
         }
     }
 }
@@ -636,71 +646,113 @@ async fn offer(
         return Err(WhepError::NotFound(format!("no stream {stream:?}")));
     }
 
-    // Reserve a place (the caps count offers in progress) and find or start the feed.
-    let feed = {
-        let mut st = lock(&inner.state);
-        if st.closed {
-            return Err(WhepError::Internal("the engine is shutting down".into()));
-        }
-        if st.total >= inner.cfg.max_viewers_total {
-            return Err(WhepError::ServerFull {
-                max: inner.cfg.max_viewers_total,
-            });
-        }
-        let reuse = st
-            .streams
-            .get(&stream)
-            .filter(|s| s.feed.ended().is_none())
-            .map(|s| s.feed.clone());
-        let feed = match reuse {
-            Some(f) => f,
-            None => {
-                let f = match Feed::start(&inner.root, &stream, inner.feed_threads.clone()) {
-                    Ok(f) => f,
-                    Err(FeedError::NotLive(why)) => {
-                        let known = framecache_shm::packet::slot_info(&inner.root, &stream).is_ok()
-                            || inner.cfg.known_streams.as_ref().is_some_and(|k| k(&stream));
-                        return Err(if known {
-                            WhepError::NotLive(format!("stream {stream} is not live yet"))
-                        } else {
-                            WhepError::NotFound(format!("no stream {stream:?} ({why})"))
-                        });
-                    }
-                    Err(FeedError::NoCodec(why)) => return Err(WhepError::Unprocessable(why)),
-                    Err(FeedError::Other(why)) => return Err(WhepError::Internal(why)),
-                };
-                // A feed of a previous source that ended: its viewers are being torn down.
-                if let Some(old) = st.streams.remove(&stream) {
-                    old.feed.stop();
-                    let n = old.viewers.len() + old.pending;
-                    st.total -= n;
-                    for v in old.viewers.into_values() {
-                        v.cancel.notify_one();
-                    }
-                }
-                st.streams.insert(
-                    stream.clone(),
-                    StreamState {
-                        feed: f.clone(),
-                        viewers: HashMap::new(),
-                        pending: 0,
-                    },
-                );
-                f
+    // A source that just connected may not have published its video parameters yet; what
+    // the feed decides (pass through, or a rendition) needs them, so wait a little for them.
+    let fresh = lock(&inner.state)
+        .streams
+        .get(&stream)
+        .is_none_or(|s| s.feed.ended().is_some());
+    if fresh {
+        wait_for_video_params(&inner.root, &stream, Duration::from_secs(3)).await;
+    }
+
+    // Reserve a place (the caps count offers in progress) and find or start the feed; a
+    // stream browsers cannot play as it is is fed from a rendition the host makes.
+    let mut source = stream.clone();
+    let feed = loop {
+        // Ok(feed), or Err(why) when a rendition is needed (made outside the lock).
+        let step: Result<Arc<Feed>, String> = 'step: {
+            let mut st = lock(&inner.state);
+            if st.closed {
+                return Err(WhepError::Internal("the engine is shutting down".into()));
             }
+            if st.total >= inner.cfg.max_viewers_total {
+                return Err(WhepError::ServerFull {
+                    max: inner.cfg.max_viewers_total,
+                });
+            }
+            let reuse = st
+                .streams
+                .get(&stream)
+                .filter(|s| s.feed.ended().is_none())
+                .map(|s| s.feed.clone());
+            let feed = match reuse {
+                Some(f) => f,
+                None => {
+                    let f = match Feed::start(&inner.root, &source, inner.feed_threads.clone()) {
+                        Ok(f) => f,
+                        Err(FeedError::NotLive(why)) => {
+                            let known = framecache_shm::packet::slot_info(&inner.root, &stream)
+                                .is_ok()
+                                || inner.cfg.known_streams.as_ref().is_some_and(|k| k(&stream));
+                            return Err(if known {
+                                WhepError::NotLive(format!("stream {stream} is not live yet"))
+                            } else {
+                                WhepError::NotFound(format!("no stream {stream:?} ({why})"))
+                            });
+                        }
+                        Err(FeedError::NoCodec(why)) => return Err(WhepError::Unprocessable(why)),
+                        Err(FeedError::NeedsTranscode(why)) if source == stream => {
+                            if inner.cfg.renditions.is_none() {
+                                return Err(WhepError::Unprocessable(format!(
+                                    "{why}, and this server does not transcode; push it without \
+                                 B-frames (x264/ffmpeg: -bf 0 or -tune zerolatency; OBS: \
+                                 B-frames 0 or profile baseline) and as H.264"
+                                )));
+                            }
+                            break 'step Err(why);
+                        }
+                        Err(FeedError::NeedsTranscode(why)) => {
+                            return Err(WhepError::Unprocessable(format!(
+                                "the rendition {source} cannot be played either: {why}"
+                            )))
+                        }
+                        Err(FeedError::Other(why)) => return Err(WhepError::Internal(why)),
+                    };
+                    // A feed of a previous source that ended: its viewers are being torn down.
+                    if let Some(old) = st.streams.remove(&stream) {
+                        old.feed.stop();
+                        let n = old.viewers.len() + old.pending;
+                        st.total -= n;
+                        for v in old.viewers.into_values() {
+                            v.cancel.notify_one();
+                        }
+                    }
+                    st.streams.insert(
+                        stream.clone(),
+                        StreamState {
+                            feed: f.clone(),
+                            viewers: HashMap::new(),
+                            pending: 0,
+                        },
+                    );
+                    f
+                }
+            };
+            let s = st.streams.get_mut(&stream).expect("inserted above");
+            if s.viewers.len() + s.pending >= inner.cfg.max_viewers_per_stream {
+                // A cap of 0: the feed just started for this offer must not outlive it.
+                st.release_if_idle(&stream);
+                return Err(WhepError::StreamFull {
+                    stream,
+                    max: inner.cfg.max_viewers_per_stream,
+                });
+            }
+            s.pending += 1;
+            st.total += 1;
+            Ok(feed)
         };
-        let s = st.streams.get_mut(&stream).expect("inserted above");
-        if s.viewers.len() + s.pending >= inner.cfg.max_viewers_per_stream {
-            // A cap of 0: the feed just started for this offer must not outlive it.
-            st.release_if_idle(&stream);
-            return Err(WhepError::StreamFull {
-                stream,
-                max: inner.cfg.max_viewers_per_stream,
-            });
+        match step {
+            Ok(f) => break f,
+            Err(why) => {
+                let make = inner.cfg.renditions.clone().expect("checked above");
+                let (s2, w2) = (stream.clone(), why.clone());
+                source = tokio::task::spawn_blocking(move || make(&s2, &w2))
+                    .await
+                    .map_err(|e| WhepError::Internal(e.to_string()))?
+                    .map_err(|e| WhepError::Unprocessable(format!("{why}; {e}")))?;
+            }
         }
-        s.pending += 1;
-        st.total += 1;
-        feed
     };
 
     match build_viewer(&inner, &stream, &feed, &parsed, sdp).await {
@@ -724,6 +776,31 @@ async fn offer(
             inner.unreserve(&stream);
             Err(e)
         }
+    }
+}
+
+/// Waits until the video stream of packet slot `stream` has codec parameters, at most
+/// `limit` (returns at once when the slot has none or no video).
+async fn wait_for_video_params(root: &std::path::Path, stream: &str, limit: Duration) {
+    use framecache_shm::packet::{PacketReader, PacketReaderConfig, FC_MEDIA_VIDEO};
+    let t = std::time::Instant::now();
+    loop {
+        let Ok(r) = PacketReader::open_in(root, stream, PacketReaderConfig::default()) else {
+            return;
+        };
+        let Some(v) = r
+            .streams()
+            .iter()
+            .find(|s| s.media == FC_MEDIA_VIDEO)
+            .map(|s| s.index)
+        else {
+            return;
+        };
+        if r.codec_params(v, 0).is_ok() || t.elapsed() >= limit {
+            return;
+        }
+        drop(r);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -32,7 +32,14 @@
     var headers = { 'Content-Type': 'application/sdp' };
     if (opts.token) headers['Authorization'] = 'Bearer ' + opts.token;
     var t0 = performance.now();
-    var r = await fetch(endpoint, { method: 'POST', headers: headers, body: pc.localDescription.sdp });
+    // 409: the stream is known but not ready (starting); retry as Retry-After says.
+    var r;
+    for (var tries = opts.retries === undefined ? 10 : opts.retries; ; tries--) {
+      r = await fetch(endpoint, { method: 'POST', headers: headers, body: pc.localDescription.sdp });
+      if (r.status !== 409 || tries <= 0) break;
+      var after = parseFloat(r.headers.get('Retry-After')) || 1;
+      await new Promise(function (ok) { setTimeout(ok, after * 1000); });
+    }
     if (r.status !== 201) {
       pc.close();
       var err = new Error('WHEP ' + r.status + ': ' + (await r.text()).trim());

@@ -652,8 +652,10 @@ async fn offer(
         .streams
         .get(&stream)
         .is_none_or(|s| s.feed.ended().is_some());
-    if fresh {
-        wait_for_video_params(&inner.root, &stream, Duration::from_secs(3)).await;
+    if fresh && !wait_for_video_params(&inner.root, &stream, Duration::from_secs(5)).await {
+        return Err(WhepError::NotLive(format!(
+            "stream {stream} has not sent its video parameters yet"
+        )));
     }
 
     // Reserve a place (the caps count offers in progress) and find or start the feed; a
@@ -780,13 +782,14 @@ async fn offer(
 }
 
 /// Waits until the video stream of packet slot `stream` has codec parameters, at most
-/// `limit` (returns at once when the slot has none or no video).
-async fn wait_for_video_params(root: &std::path::Path, stream: &str, limit: Duration) {
+/// `limit`; false if they did not come (true at once when there is no such slot or no video:
+/// the feed's own checks answer those).
+async fn wait_for_video_params(root: &std::path::Path, stream: &str, limit: Duration) -> bool {
     use framecache_shm::packet::{PacketReader, PacketReaderConfig, FC_MEDIA_VIDEO};
     let t = std::time::Instant::now();
     loop {
         let Ok(r) = PacketReader::open_in(root, stream, PacketReaderConfig::default()) else {
-            return;
+            return true;
         };
         let Some(v) = r
             .streams()
@@ -794,10 +797,13 @@ async fn wait_for_video_params(root: &std::path::Path, stream: &str, limit: Dura
             .find(|s| s.media == FC_MEDIA_VIDEO)
             .map(|s| s.index)
         else {
-            return;
+            return true;
         };
-        if r.codec_params(v, 0).is_ok() || t.elapsed() >= limit {
-            return;
+        if r.codec_params(v, 0).is_ok() {
+            return true;
+        }
+        if t.elapsed() >= limit {
+            return false;
         }
         drop(r);
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -652,10 +652,10 @@ async fn offer(
         .streams
         .get(&stream)
         .is_none_or(|s| s.feed.ended().is_some());
-    if fresh && !wait_for_video_params(&inner.root, &stream, Duration::from_secs(5)).await {
-        return Err(WhepError::NotLive(format!(
-            "stream {stream} has not sent its video parameters yet"
-        )));
+    // (Without them after 5 s the feed decides without them, as before: WHEP players that
+    // do not retry a 409 still get the stream.)
+    if fresh {
+        wait_for_video_params(&inner.root, &stream, Duration::from_secs(5)).await;
     }
 
     // Reserve a place (the caps count offers in progress) and find or start the feed; a

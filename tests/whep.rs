@@ -215,11 +215,29 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Whether `/api/streams` lists `stream` as live (its own entry, not any stream's).
+fn is_live(s: &Serve, stream: &str) -> bool {
+    let h = bearer(&s.viewer);
+    let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.body) else {
+        return false;
+    };
+    let list = v.get("streams").unwrap_or(&v);
+    list.as_array().is_some_and(|a| {
+        a.iter()
+            .any(|e| e["id"] == stream && e["live"] == serde_json::Value::Bool(true))
+    })
+}
+
 fn wait_live(s: &Serve, stream: &str) {
     wait_for(&format!("{stream} live"), Duration::from_secs(20), || {
-        let h = bearer(&s.viewer);
-        let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
-        r.body.contains(&format!("\"id\":\"{stream}\"")) && r.body.contains("\"live\":true")
+        is_live(s, stream)
+    });
+}
+
+fn wait_not_live(s: &Serve, stream: &str) {
+    wait_for(&format!("{stream} gone"), Duration::from_secs(20), || {
+        !is_live(s, stream)
     });
 }
 
@@ -408,6 +426,9 @@ max_viewers_total = 4
             "{}",
             r.body
         );
+        drop(_b);
+        // The next publisher of cam2 must not meet this one's slot.
+        wait_not_live(&s, "cam2");
     }
 
     // 201 with Location, ETag, Accept-Patch and an answer.

@@ -106,7 +106,7 @@ impl Transcoder {
                  B-frames (x264/ffmpeg: -bf 0) and as H.264"
             ));
         }
-        let rendition = {
+        let (rendition, started) = {
             let mut m = self.lock();
             let alive = m.get_mut(stream).is_some_and(Running::alive);
             if !alive {
@@ -122,14 +122,16 @@ impl Transcoder {
             }
             let r = m.get_mut(stream).expect("inserted");
             r.idle_since = None;
-            r.rendition.clone()
+            (r.rendition.clone(), !alive)
         };
         let t = Instant::now();
         self.wait_live(stream, &rendition)?;
-        log::info!(
-            "serve: rendition {rendition} live after {} ms",
-            t.elapsed().as_millis()
-        );
+        if started {
+            log::info!(
+                "serve: rendition {rendition} live after {} ms",
+                t.elapsed().as_millis()
+            );
+        }
         Ok(rendition)
     }
 

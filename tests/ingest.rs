@@ -74,7 +74,7 @@ fn assert_played(play: &std::process::Output, mp4: &Path, src_v: u64) {
         "play failed: {}",
         String::from_utf8_lossy(&play.stderr)
     );
-    let (v, a, w, h) = probe(mp4);
+    let (v, a, w, h) = common::probe(mp4);
     assert_eq!((w, h), (640, 360));
     // Play joined at a keyframe after the start: some of the stream, not all of it.
     assert!(v >= 30 && v <= src_v, "played {v} video packets of {src_v}");
@@ -88,43 +88,6 @@ fn assert_success(out: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// (video packets, audio packets, width, height) as ffprobe counts them.
-fn probe(file: &Path) -> (u64, u64, u64, u64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries"])
-        .args([
-            "stream=codec_type,codec_name,width,height,nb_read_packets",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
-    let (mut v, mut a, mut w, mut h) = (0, 0, 0, 0);
-    for s in j["streams"].as_array().cloned().unwrap_or_default() {
-        let n: u64 = s["nb_read_packets"]
-            .as_str()
-            .unwrap_or("0")
-            .parse()
-            .unwrap();
-        match s["codec_type"].as_str() {
-            Some("video") => {
-                assert_eq!(s["codec_name"], "h264");
-                v = n;
-                w = s["width"].as_u64().unwrap_or(0);
-                h = s["height"].as_u64().unwrap_or(0);
-            }
-            Some("audio") => {
-                assert_eq!(s["codec_name"], "aac");
-                a = n;
-            }
-            _ => {}
-        }
-    }
-    (v, a, w, h)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -245,7 +208,7 @@ fn push_rtmp(file: &Path, url: &str) -> Child {
 fn rtmp_push_from_ffmpeg_fills_the_slot_one_pusher_per_key_and_play_serves_it() {
     let root = TempRoot::new("ing-rtmp");
     let src = source(root.path(), "src.flv", 4);
-    let (src_v, src_a, _, _) = probe(&src);
+    let (src_v, src_a, _, _) = common::probe(&src);
     let mut e = engine(&root);
     let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
     e.add("cam1slot", &["publish://cam1"]).unwrap();
@@ -327,78 +290,9 @@ fn rtmp_play_shows_exactly_the_slot_streams_with_rising_timestamps() {
     });
     std::thread::sleep(Duration::from_millis(1500)); // a keyframe in the slot
 
-    let probe_out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,codec_name,profile",
-        ])
-        .args(["-of", "json", &url])
-        .output()
-        .expect("ffprobe runs");
-    let j: serde_json::Value = serde_json::from_slice(&probe_out.stdout).expect("ffprobe JSON");
-    let streams: Vec<(String, String)> = j["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_type"].as_str().unwrap_or("").to_string(),
-                s["codec_name"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        streams,
-        vec![
-            ("video".to_string(), "h264".to_string()),
-            ("audio".to_string(), "aac".to_string())
-        ],
-        "{}",
-        String::from_utf8_lossy(&probe_out.stderr)
-    );
-
     let mp4 = root.path().join("bplay.mp4");
-    let rec = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-            "-i",
-            &url,
-        ])
-        .args(["-t", "3", "-c", "copy", "-y"])
-        .arg(&mp4)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        rec.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rec.stderr)
-    );
-    let warnings = String::from_utf8_lossy(&rec.stderr);
-    assert!(warnings.trim().is_empty(), "recording warned: {warnings}");
-    // Read back: every packet demuxed and every frame decoded without a warning. (Audio that
-    // started before the video would shift the video off ffmpeg's 1/30 grid, and its rounding of
-    // millisecond timestamps would put two frames on one DTS: play starts audio with the video.)
-    for (what, args) in [
-        ("demuxing", &["-c", "copy", "-f", "null", "-"][..]),
-        ("decoding", &["-f", "null", "-"][..]),
-    ] {
-        let back = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-i"])
-            .arg(&mp4)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(back.status.success());
-        let said = String::from_utf8_lossy(&back.stderr);
-        assert!(said.trim().is_empty(), "{what} the MP4 said: {said}");
-    }
-    let (v, a, w, h) = probe(&mp4);
+    common::check_rtmp_play(&url, &mp4);
+    let (v, a, w, h) = common::probe(&mp4);
     assert_eq!((w, h), (640, 360));
     assert!(v >= 60 && a > 0, "{v} video, {a} audio packets");
     let _ = pusher.kill();
@@ -482,7 +376,7 @@ fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
 fn rtmp_push_read_as_data_arrives() {
     let root = TempRoot::new("ing-rtmp0");
     let src = source(root.path(), "src.flv", 2);
-    let (src_v, src_a, _, _) = probe(&src);
+    let (src_v, src_a, _, _) = common::probe(&src);
     let mut e = engine(&root);
     e.set_rtmp_read_interval(Duration::ZERO);
     let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -507,7 +401,7 @@ fn rtmp_push_read_as_data_arrives() {
 fn rtmps_push_and_play_over_tls() {
     let root = TempRoot::new("ing-rtmps");
     let src = source(root.path(), "src.flv", 3);
-    let (src_v, src_a, _, _) = probe(&src);
+    let (src_v, src_a, _, _) = common::probe(&src);
     let pem = |name: &str, text: String| {
         let p = root.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -588,7 +482,7 @@ fn srt_push_from_ffmpeg_with_and_without_passphrase() {
     }
     let root = TempRoot::new("ing-srt");
     let src = source(root.path(), "src.ts", 3);
-    let (src_v, src_a, _, _) = probe(&src);
+    let (src_v, src_a, _, _) = common::probe(&src);
     let mut e = engine(&root);
     let addr = e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut locked = KeyConfig::new("locked");
@@ -792,7 +686,7 @@ fn copy_relays_a_slot_under_a_custom_root() {
     let vod = root.path().join("vod");
     std::fs::create_dir_all(&vod).unwrap();
     let file = source(&vod, "clip.ts", 2);
-    let (v, a, _, _) = probe(&file);
+    let (v, a, _, _) = common::probe(&file);
     let mut e = engine(&root);
     e.mounts().add("vod", &vod).unwrap();
     e.add("src", &["file://vod/clip.ts"]).unwrap();
@@ -971,7 +865,7 @@ fn hls_pull_of_fmp4_segments() {
     }
     let live_file = root.path().join("live-start.mp4");
     std::fs::write(&live_file, &live).unwrap();
-    let (video, audio, width, _) = probe(&live_file);
+    let (video, audio, width, _) = common::probe(&live_file);
     assert!(video >= 60 && audio > 0, "{video} {audio}");
 
     let (_server, port) = web_server(&web, None);
@@ -1032,7 +926,7 @@ fn file_pull_of_mp4_files() {
     let fragmented = make("frag.mp4", "frag_keyframe+empty_moov+default_base_moof");
     let front = make("front.mp4", "+faststart");
     for (file, slot) in [(&progressive, "mp4prog"), (&fragmented, "mp4frag")] {
-        let (v, a, w, _) = probe(file);
+        let (v, a, w, _) = common::probe(file);
         let name = file.file_name().unwrap().to_str().unwrap();
         let (pass, seen) = one_pass(&root, &format!("file://vod/{name}"), slot);
         assert_eq!(pass.packets, v + a, "{name}: {pass:?}");
@@ -1051,7 +945,7 @@ fn file_pull_of_mp4_files() {
     // fails with the reason and the worker retries.
     let data = std::fs::read(&front).unwrap();
     std::fs::write(vod.join("cut.mp4"), &data[..data.len() / 2]).unwrap();
-    let (v, a, _, _) = probe(&front);
+    let (v, a, _, _) = common::probe(&front);
     let (pass, seen) = one_pass(&root, "file://vod/cut.mp4", "mp4cut");
     assert!(pass.packets > 10 && pass.packets < v + a, "{pass:?}");
     assert!(seen.first_is_keyframe, "{seen:?}");
@@ -1375,7 +1269,7 @@ fn srt_caller_pulls_from_an_ffmpeg_listener_and_garbage_udp_creates_nothing() {
     if srt_available() {
         let port = free_udp_port();
         // ffmpeg as the SRT listener: it waits for our caller, then sends the file at real time.
-        let (src_v, _, _, _) = probe(&src);
+        let (src_v, _, _, _) = common::probe(&src);
         let mut listener = Reaper(
             ffmpeg()
                 .args(["-re", "-i"])

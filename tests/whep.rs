@@ -17,6 +17,7 @@ struct Serve {
     child: Reaper,
     http: String,
     rtmp: String,
+    srt: String,
     _config: PathBuf,
     /// The viewer token and the metrics token of its config.
     viewer: Option<String>,
@@ -35,7 +36,7 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
     std::fs::write(&cfg, config).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_framecache"));
     c.args(["serve", "--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
-        .args(["--srt", "off", "--config"])
+        .args(["--srt", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .env("FC_SHM_DIR", root.path())
         .stdout(Stdio::piped())
@@ -52,9 +53,9 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         }
     });
     let child = Reaper(child);
-    let (mut http, mut rtmp) = (None, None);
+    let (mut http, mut rtmp, mut srt) = (None, None, None);
     let t = Instant::now();
-    while http.is_none() || rtmp.is_none() {
+    while http.is_none() || rtmp.is_none() || srt.is_none() {
         let l = rx
             .recv_timeout(Duration::from_secs(20).saturating_sub(t.elapsed()))
             .expect("serve printed its addresses");
@@ -66,6 +67,9 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         }
         if let Some(r) = l.strip_prefix("listening rtmp rtmp://") {
             rtmp = Some(r.split('/').next().unwrap().to_string());
+        }
+        if let Some(r) = l.strip_prefix("listening srt srt://") {
+            srt = Some(r.split('?').next().unwrap().to_string());
         }
     }
     // The tokens the config sets, for the helpers that read the API and the metrics.
@@ -79,6 +83,7 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         child,
         http: http.unwrap(),
         rtmp: rtmp.unwrap(),
+        srt: srt.unwrap(),
         _config: cfg,
         viewer: value("token"),
         metrics: value("metrics_token"),
@@ -603,23 +608,107 @@ max_viewers_total = 4
     assert!((1.0..=4.0).contains(&metric(&s, "framecache_whep_viewers")));
 }
 
-#[test]
-fn chromium_plays_an_rtmp_push_through_whep() {
-    chromium_case(false, false);
+/// What a Chromium case pushes into `cam1`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Src {
+    /// RTMP, x264 constrained baseline without B-frames + AAC: passed through.
+    Baseline,
+    /// RTMP, x264 High profile with 3 B-frames + AAC (x264's and OBS's defaults): transcoded.
+    BFrames,
+    /// SRT, HEVC + AAC: transcoded.
+    HevcSrt,
+    /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 12 s:
+    /// watched from before the switch, the viewer moves to the rendition and keeps playing.
+    SwitchSrt,
 }
 
-/// x264's defaults (High profile, B-frames): browsers freeze on them, so serve transcodes the
-/// stream once for its WebRTC viewers (a `cam1-webrtc` slot), and Chromium decodes it.
+/// (c) Constrained baseline without B-frames: passed through at no cost.
+#[test]
+fn chromium_plays_an_rtmp_push_through_whep() {
+    chromium_case(false, Src::Baseline);
+}
+
+/// (a) x264's defaults (High profile, B-frames): browsers freeze on them, so serve transcodes
+/// the stream once for its WebRTC viewers (a `cam1-webrtc` slot), and Chromium decodes it.
 #[test]
 fn chromium_plays_a_b_frame_push_through_the_transcoder() {
-    chromium_case(false, true);
+    chromium_case(false, Src::BFrames);
+}
+
+/// (b) HEVC over SRT: Chromium without hardware HEVC cannot decode it; it gets H.264.
+#[test]
+fn chromium_plays_an_hevc_srt_push_through_the_transcoder() {
+    chromium_case(false, Src::HevcSrt);
+}
+
+/// A source that switches from baseline to B-frames mid-stream (new parameters) keeps playing.
+#[test]
+fn chromium_keeps_playing_when_the_source_switches_to_b_frames() {
+    chromium_case(false, Src::SwitchSrt);
 }
 
 /// The same over HTTPS: serve's HTTP listener with a certificate of a test CA, and the page on
 /// another HTTPS origin (no mixed content); Chromium trusts the test key (SPKI pin).
 #[test]
 fn chromium_plays_over_https_from_an_https_page() {
-    chromium_case(true, false);
+    chromium_case(true, Src::Baseline);
+}
+
+/// ffmpeg pushing 640x360@30 + AAC as MPEG-TS over SRT (stream id `key`), encoded with `video`.
+fn push_srt(srt: &str, key: &str, secs: u32, video: &[&str]) -> Reaper {
+    Reaper(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &secs.to_string()])
+            .args(video)
+            .args([
+                "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts",
+            ])
+            .arg(format!("srt://{srt}?streamid={key}&latency=200000"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn ffmpeg"),
+    )
+}
+
+/// One MPEG-TS file of `a_secs` of baseline H.264 and then `b_secs` of High profile with
+/// B-frames (timestamps continuing), both with AAC: a source whose parameters change.
+fn switching_ts(dir: &Path, a_secs: u32, b_secs: u32) -> PathBuf {
+    let part = |name: &str, secs: u32, offset: u32, video: &[&str]| {
+        let out = dir.join(name);
+        let st = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                &secs.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args(video)
+            .args(["-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args(["-output_ts_offset", &offset.to_string(), "-f", "mpegts"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(out).unwrap()
+    };
+    let mut all = part("a.ts", a_secs, 0, &["-profile:v", "baseline", "-bf", "0"]);
+    all.extend(part(
+        "b.ts",
+        b_secs,
+        a_secs,
+        &["-profile:v", "high", "-bf", "3"],
+    ));
+    let p = dir.join("switch.ts");
+    std::fs::write(&p, all).unwrap();
+    p
 }
 
 /// SHA-256 of the certificate's public key (SubjectPublicKeyInfo), base64: what
@@ -648,7 +737,7 @@ fn spki_pin(key: &rcgen::KeyPair) -> String {
 /// starve the decoders, and frames decoded vs received is what the cases check.
 static CHROMIUM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn chromium_case(https: bool, bframes: bool) {
+fn chromium_case(https: bool, src: Src) {
     let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
@@ -696,20 +785,47 @@ fn chromium_case(https: bool, bframes: bool) {
             key_pem.display().to_string()
         );
     }
-    let name = match (https, bframes) {
-        (true, _) => "chromium-tls",
-        (false, true) => "chromium-bf",
-        _ => "chromium",
+    let name = match (https, src) {
+        (true, _) => "chromium-tls".to_string(),
+        (false, src) => format!("chromium-{src:?}"),
     };
-    let s = serve(&root, name, &config, false);
-    let _p = if bframes {
-        push_with(&s.rtmp, "cam1", 60, &["-profile:v", "high", "-bf", "3"])
-    } else {
-        push(&s.rtmp, "cam1", 60)
+    let s = serve(&root, &name, &config, false);
+    let _p = match src {
+        Src::Baseline => push(&s.rtmp, "cam1", 60),
+        Src::BFrames => push_with(&s.rtmp, "cam1", 60, &["-profile:v", "high", "-bf", "3"]),
+        Src::HevcSrt => push_srt(
+            &s.srt,
+            "cam1",
+            60,
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error",
+            ],
+        ),
+        Src::SwitchSrt => {
+            let ts = switching_ts(root.path(), 12, 30);
+            Reaper(
+                Command::new("ffmpeg")
+                    .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+                    .arg("-i")
+                    .arg(&ts)
+                    .args(["-c", "copy", "-f", "mpegts"])
+                    .arg(format!("srt://{}?streamid=cam1&latency=200000", s.srt))
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn ffmpeg"),
+            )
+        }
     };
     if !https {
         wait_live(&s, "cam1");
     }
+    // 15 s of watching (5 s over HTTPS, which checks the transport, not the playback).
+    let watch_ms = if https { 5000 } else { 15000 };
     let scheme = if https { "https" } else { "http" };
     if https && have("curl") {
         // curl trusting the test CA: the API answers over HTTPS; plain HTTP on the port is
@@ -757,15 +873,24 @@ fn chromium_case(https: bool, bframes: bool) {
     }}
     if (!ids.includes('cam1')) throw new Error('stream list without cam1: ' + ids);
     const s = await FcWhep.play('{scheme}://{h}/whep/cam1', v, {{ token: 'v13wer' }});
-    let first = null;
+    // From the first decoded frame: the stats 1 s later (freezes before that are start-up)
+    // and {watch_ms} ms later, when the page reports.
+    let first = null, at1 = null, at10 = null, tl = [], next = 0;
     const t = performance.now();
-    while (performance.now() - t < 20000) {{
+    while (performance.now() - t < {watch_ms} + 25000) {{
       const st = await s.stats();
-      if (st.framesDecoded > 0 && first === null) first = performance.now() - s.t0;
-      if (st.framesDecoded >= {target} && st.audioPackets >= 50) {{
+      if (st.framesDecoded > 0 && first === null) first = performance.now();
+      const el = first === null ? -1 : performance.now() - first;
+      if (at1 === null && el >= 1000) at1 = st;
+      // A timeline for the log: seconds, frames decoded, freezes.
+      if (el >= next) {{ tl.push([Math.round(el / 1000), st.framesDecoded, st.freezeCount].join(':')); next += 1000; }}
+      if (at10 === null && el >= {watch_ms} - 5000) at10 = st;
+      if (el >= {watch_ms}) {{
         await rep({{ok: 1, frames: st.framesDecoded, recv: st.framesReceived,
-                    freezes: st.freezeCount, w: st.width, h: st.height,
-                    audio: st.audioPackets, ttff_ms: Math.round(first)}});
+                    freezes: st.freezeCount, freezes_after_1s: st.freezeCount - at1.freezeCount,
+                    last5s: st.framesDecoded - at10.framesDecoded, w: st.width, h: st.height,
+                    audio: st.audioPackets, samples: st.audioSamples,
+                    ttff_ms: Math.round(first - s.t0), timeline: tl.join(',')}});
         await s.stop();
         return;
       }}
@@ -779,8 +904,7 @@ fn chromium_case(https: bool, bframes: bool) {
 </script></body></html>"#,
         h = s.http,
         scheme = scheme,
-        // A B-frame source froze in Chromium after a few frames when passed through: watch 5 s.
-        target = if bframes { 150 } else { 60 }
+        watch_ms = watch_ms,
     );
     let (tx, rx) = mpsc::channel::<String>();
     let site_tls =
@@ -840,11 +964,29 @@ fn chromium_case(https: bool, bframes: bool) {
             .spawn()
             .expect("spawn chromium"),
     );
-    let report = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the page reported");
+    // While the page watches: was cam1 watched as it is (a viewer, no rendition), and was a
+    // rendition made?
+    let (mut passthrough_seen, mut rendition_seen) = (false, false);
+    let t = Instant::now();
+    let report = loop {
+        if let Ok(r) = rx.recv_timeout(Duration::from_millis(300)) {
+            break r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the page did not report"
+        );
+        let h = bearer(&s.viewer);
+        let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
+        if let Ok(serde_json::Value::Array(list)) = serde_json::from_str(&r.body) {
+            let cam = list.iter().find(|e| e["id"] == "cam1");
+            let rendition = list.iter().any(|e| e["id"] == "cam1-webrtc");
+            rendition_seen |= rendition;
+            passthrough_seen |= !rendition && cam.is_some_and(|c| c["viewers"].as_u64() > Some(0));
+        }
+    };
     let _ = std::fs::remove_dir_all(&profile);
-    eprintln!("chromium report: {report}");
+    eprintln!("chromium report ({src:?}, https {https}): {report}");
     let kv: std::collections::HashMap<String, String> = report
         .split('&')
         .filter_map(|p| p.split_once('='))
@@ -852,19 +994,44 @@ fn chromium_case(https: bool, bframes: bool) {
         .collect();
     assert_eq!(kv.get("ok").map(String::as_str), Some("1"), "{report}");
     let num = |k: &str| kv[k].parse::<f64>().unwrap();
-    assert!(num("frames") >= 60.0);
-    // Every frame received is decoded (B-frames would leave most of them undecoded).
+    let secs = f64::from(watch_ms) / 1000.0;
+    // It played: at least half of the frames a 30 fps source sends in the watch.
+    assert!(num("frames") >= secs * 15.0, "{report}");
+    // Every frame received is decoded (B-frames passed through left most of them undecoded).
     assert!(num("frames") >= 0.9 * num("recv"), "{report}");
-    assert_eq!((num("w"), num("h")), (640.0, 360.0));
+    assert_eq!((num("w"), num("h")), (640.0, 360.0), "the source's size");
     assert!(
-        num("audio") >= 50.0,
-        "AAC from RTMP reaches Chromium as Opus"
+        num("audio") >= 50.0 && num("samples") > 0.0,
+        "AAC reaches Chromium as Opus: {report}"
     );
+    if src == Src::SwitchSrt {
+        // The switch (a new source, a rendition starting) may show as one pause; after it the
+        // picture goes on.
+        assert!(
+            passthrough_seen,
+            "the viewer joined before the switch, passed through"
+        );
+        assert!(
+            num("last5s") >= 5.0 * 15.0,
+            "decoding after the switch: {report}"
+        );
+    } else {
+        assert_eq!(
+            num("freezes_after_1s"),
+            0.0,
+            "no freeze after the first second: {report}"
+        );
+    }
     eprintln!(
-        "chromium: time from POST to first decoded frame {} ms",
+        "chromium ({src:?}): time from POST to first decoded frame {} ms",
         kv["ttff_ms"]
     );
-    if bframes {
+    let transcoded = matches!(src, Src::BFrames | Src::HevcSrt | Src::SwitchSrt);
+    assert_eq!(
+        rendition_seen, transcoded,
+        "a rendition exactly when needed"
+    );
+    if transcoded {
         // The stream was served from its transcoded rendition, a slot of its own.
         let h = bearer(&s.viewer);
         let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
@@ -969,6 +1136,82 @@ fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
     }
     // A new offer now finds the stream gone.
     assert_eq!(post(&s, "cam1", &[], &good).status, 404);
+}
+
+/// On a B-frame source (x264's defaults): aiortc viewers decode its rendition; 20 viewers
+/// joining one after another each play from their first second (the rendition's GOP is cached
+/// and its keyframes are 1 s apart); RTMP play of the rendition is as clean as of any slot.
+#[test]
+fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
+    let Some(py) = aiortc_python() else {
+        skip("aiortc is not installed (pip install aiortc)");
+        return;
+    };
+    if !have("ffmpeg") || !have("ffprobe") {
+        skip("no ffmpeg/ffprobe (apt install ffmpeg)");
+        return;
+    }
+    let root = TempRoot::new("whep-aiortc-bf");
+    let s = serve(
+        &root,
+        "aiortc-bf",
+        "[whep]\nmax_viewers_per_stream = 8\n",
+        false,
+    );
+    let _pusher = push_with(&s.rtmp, "cam1", 120, &["-profile:v", "high", "-bf", "3"]);
+    wait_live(&s, "cam1");
+    let url = format!("http://{}/whep/cam1", s.http);
+
+    let rep = aiortc(&py, &url, 2, 5.0, &[]);
+    for v in rep["viewers"].as_array().unwrap() {
+        assert_eq!(v["status"], 201, "{v}");
+        assert!(v["frames"].as_u64().unwrap() >= 60, "{v}");
+        assert_eq!(
+            (v["width"].as_u64(), v["height"].as_u64()),
+            (Some(640), Some(360))
+        );
+        assert!(v["audio_frames"].as_u64().unwrap() > 20, "{v}");
+    }
+
+    // 20 joins, 2 s each: 30 frames or more means the picture started within the first second.
+    let rep = aiortc(&py, &url, 20, 2.0, &["--sequential"]);
+    let viewers = rep["viewers"].as_array().unwrap();
+    assert_eq!(viewers.len(), 20);
+    let mut firsts = Vec::new();
+    for v in viewers {
+        assert_eq!(v["status"], 201, "{v}");
+        assert!(v["frames"].as_u64().unwrap() >= 30, "{v}");
+        firsts.push(v["first_frame_s"].as_f64().unwrap());
+    }
+    firsts.sort_by(f64::total_cmp);
+    eprintln!(
+        "20 joins of a transcoded stream: first frame after {:.0} ms median, {:.0} ms worst",
+        firsts[10] * 1000.0,
+        firsts[19] * 1000.0
+    );
+
+    // The rendition is a slot like any other: listed, and played over RTMP cleanly.
+    let h = bearer(&s.viewer);
+    let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
+    assert!(
+        r.body.contains("\"rendition\":\"cam1-webrtc\""),
+        "{}",
+        r.body
+    );
+    common::check_rtmp_play(
+        &format!("rtmp://{}/live/cam1-webrtc", s.rtmp),
+        &root.path().join("rendition.mp4"),
+    );
+    let (v, a, w, h) = common::probe(&root.path().join("rendition.mp4"));
+    assert_eq!((w, h), (640, 360));
+    assert!(v >= 60 && a > 0, "{v} video, {a} audio packets");
+    let m = http(&s.http, "GET", "/metrics", &[], b"");
+    assert!(
+        m.body
+            .contains("framecache_stream_transcode_cpu_percent{stream=\"cam1\"}"),
+        "{}",
+        m.body
+    );
 }
 
 fn fd_count(pid: u32) -> usize {

@@ -52,7 +52,7 @@
     await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
     async function stats() {
       var out = { framesDecoded: 0, framesReceived: 0, freezeCount: 0, width: 0, height: 0,
-                  audioPackets: 0, state: pc.connectionState };
+                  audioPackets: 0, audioSamples: 0, state: pc.connectionState };
       (await pc.getStats()).forEach(function (s) {
         if (s.type === 'inbound-rtp' && s.kind === 'video') {
           out.framesDecoded = s.framesDecoded || 0;
@@ -61,7 +61,10 @@
           out.width = s.frameWidth || 0;
           out.height = s.frameHeight || 0;
         }
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioPackets = s.packetsReceived || 0;
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          out.audioPackets = s.packetsReceived || 0;
+          out.audioSamples = s.totalSamplesReceived || 0;
+        }
       });
       return out;
     }

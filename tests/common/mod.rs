@@ -79,3 +79,114 @@ pub fn doc_field_tables(
     }
     m
 }
+
+/// RTMP play of `url` shows exactly an H.264 and an AAC stream (ffprobe), and a 3 s `-c copy`
+/// recording to `mp4` raises no warning, nor does reading it back (demuxing and decoding).
+pub fn check_rtmp_play(url: &str, mp4: &Path) {
+    let probe_out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,profile",
+        ])
+        .args(["-of", "json", url])
+        .output()
+        .expect("ffprobe runs");
+    let j: serde_json::Value = serde_json::from_slice(&probe_out.stdout).expect("ffprobe JSON");
+    let streams: Vec<(String, String)> = j["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or("").to_string(),
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        vec![
+            ("video".to_string(), "h264".to_string()),
+            ("audio".to_string(), "aac".to_string())
+        ],
+        "{}",
+        String::from_utf8_lossy(&probe_out.stderr)
+    );
+    let rec = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-i",
+            url,
+        ])
+        .args(["-t", "3", "-c", "copy", "-y"])
+        .arg(mp4)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let warnings = String::from_utf8_lossy(&rec.stderr);
+    assert!(warnings.trim().is_empty(), "recording warned: {warnings}");
+    // Read back: every packet demuxed and every frame decoded without a warning. (Audio that
+    // started before the video would shift the video off ffmpeg's 1/30 grid, and its rounding of
+    // millisecond timestamps would put two frames on one DTS: play starts audio with the video.)
+    for (what, args) in [
+        ("demuxing", &["-c", "copy", "-f", "null", "-"][..]),
+        ("decoding", &["-f", "null", "-"][..]),
+    ] {
+        let back = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-i"])
+            .arg(mp4)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(back.status.success());
+        let said = String::from_utf8_lossy(&back.stderr);
+        assert!(said.trim().is_empty(), "{what} the MP4 said: {said}");
+    }
+}
+
+/// (video packets, audio packets, width, height) as ffprobe counts them.
+pub fn probe(file: &Path) -> (u64, u64, u64, u64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .args([
+            "stream=codec_type,codec_name,width,height,nb_read_packets",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let (mut v, mut a, mut w, mut h) = (0, 0, 0, 0);
+    for s in j["streams"].as_array().cloned().unwrap_or_default() {
+        let n: u64 = s["nb_read_packets"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        match s["codec_type"].as_str() {
+            Some("video") => {
+                assert_eq!(s["codec_name"], "h264");
+                v = n;
+                w = s["width"].as_u64().unwrap_or(0);
+                h = s["height"].as_u64().unwrap_or(0);
+            }
+            Some("audio") => {
+                assert_eq!(s["codec_name"], "aac");
+                a = n;
+            }
+            _ => {}
+        }
+    }
+    (v, a, w, h)
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """WHEP viewers built on aiortc (an independent WebRTC stack) for framecache's tests.
 
-usage: whep_aiortc.py URL [--viewers N] [--seconds S] [--no-delete] [--token T]
+usage: whep_aiortc.py URL [--viewers N] [--seconds S] [--no-delete] [--token T] [--sequential]
+(--sequential: the viewers join one after another, each watching S seconds.)
 Prints one JSON object: per viewer the HTTP status, decoded video frames, size, audio frames,
 and seconds from POST to the first decoded frame.
 """
@@ -84,14 +85,12 @@ async def main():
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--no-delete", action="store_true")
     ap.add_argument("--token")
+    ap.add_argument("--sequential", action="store_true")
     a = ap.parse_args()
     global TOKEN
     TOKEN = a.token
     base = a.url.split("/whep/")[0]
-    results = await asyncio.gather(*[viewer(a.url, a.seconds, not a.no_delete)
-                                     for _ in range(a.viewers)])
-    report = []
-    for out, rest in results:
+    async def finish(out, rest):
         if rest:
             pc, tasks, loc, delete = rest
             if delete and loc:
@@ -100,7 +99,17 @@ async def main():
             await pc.close()
             for t in tasks:
                 t.cancel()
-        report.append(out)
+        return out
+
+    report = []
+    if a.sequential:
+        for _ in range(a.viewers):
+            report.append(await finish(*await viewer(a.url, a.seconds, not a.no_delete)))
+    else:
+        results = await asyncio.gather(*[viewer(a.url, a.seconds, not a.no_delete)
+                                         for _ in range(a.viewers)])
+        for out, rest in results:
+            report.append(await finish(out, rest))
     print(json.dumps({"viewers": report}))
 
 

@@ -129,11 +129,13 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// Opens the slot, checks its codecs and starts the reading thread. `threads` counts live
-    /// feed threads (for the leak checks).
+    /// feed threads (for the leak checks). With `switch`, a source that turns to B-frames
+    /// mid-stream is replaced by its rendition (else the feed goes on as it is).
     pub(crate) fn start(
         root: &Path,
         id: &str,
         threads: Arc<AtomicUsize>,
+        switch: Option<Switch>,
     ) -> Result<Arc<Feed>, FeedError> {
         let reader = PacketReader::open_in(
             root,
@@ -171,7 +173,7 @@ impl Feed {
         let spawned = std::thread::Builder::new()
             .name(format!("whep-feed-{id}"))
             .spawn(move || {
-                let reason = f.run(reader, &streams);
+                let reason = f.run(reader, &streams, switch);
                 f.end(reason);
                 threads.fetch_sub(1, Ordering::SeqCst);
             });
@@ -240,34 +242,25 @@ impl Feed {
     }
 
     /// The reading loop; returns why it ended.
-    fn run(&self, reader: PacketReader, streams: &[StreamInfo]) -> String {
+    fn run(&self, reader: PacketReader, streams: &[StreamInfo], switch: Option<Switch>) -> String {
         let info = self.info.clone();
-        let vs = &streams[info.video_stream as usize];
+        let mut src = Source::new(self, reader, streams, &info);
         let mut payloader = H264Payloader::default();
-        let mut aac = match (&info.audio, info.audio_stream) {
-            (AudioPlan::AacToOpus, Some(a)) => {
-                let p = reader
-                    .codec_params(a, 0)
-                    .map(|(_, d)| d)
-                    .unwrap_or_default();
-                match AacToOpus::new(&p, 96_000) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        log::warn!("whep: {}: audio not sent: {e}", self.id);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        let mut follower = Follower::new(reader);
         let mut sps_pps: Vec<u8> = Vec::new();
         let mut buf = Vec::new();
+        // The viewers' timeline stays continuous across a switch of source: units of the new
+        // source are shifted so that its first keyframe comes as long after the last unit sent
+        // as the switch took. (Continuing at +1 frame instead made Chromium's timing see every
+        // later frame as late by the switch's duration: 3 freezes a second after it.)
+        let mut shift90: i64 = 0;
+        let mut last90: Option<(i64, std::time::Instant)> = None;
+        let mut rebase = false;
+        let mut switch = switch;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return "feed stopped".into();
             }
-            let f = match follower.next(&mut buf, Duration::from_millis(200)) {
+            let f = match src.follower.next(&mut buf, Duration::from_millis(200)) {
                 Ok(f) => f,
                 Err(Error::Timeout) => continue,
                 Err(Error::WriterGone) => return "the source stopped".into(),
@@ -286,8 +279,48 @@ impl Feed {
             self.counters
                 .bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            if pi.stream == info.video_stream {
+            if pi.stream == src.video {
                 let key = pi.flags & FC_PACKET_KEYFRAME != 0;
+                if let Some(p) = f.params {
+                    // New parameters that bring B-frames: browsers would freeze on them, so
+                    // the viewers move to the host's rendition of the stream.
+                    if let Some(sw) = switch.as_ref().filter(|_| reorders(&p)) {
+                        let why = "the stream's H.264 switched to B-frames (frames out of \
+                                   decoding order), which browsers do not play over WebRTC";
+                        log::info!(
+                            "whep: {}: {why}; moving its viewers to a rendition",
+                            self.id
+                        );
+                        let name = match (sw.make)(&sw.stream, why) {
+                            Ok(n) => n,
+                            Err(e) => return format!("{why}; {e}"),
+                        };
+                        let reader = match PacketReader::open_in(
+                            &sw.root,
+                            &name,
+                            PacketReaderConfig {
+                                start: PacketStart::Keyframe,
+                            },
+                        ) {
+                            Ok(r) => r,
+                            Err(e) => return format!("rendition {name}: {e}"),
+                        };
+                        let st = reader.streams();
+                        if !st
+                            .iter()
+                            .any(|s| s.media == FC_MEDIA_VIDEO && s.codec == FC_CODEC_H264)
+                        {
+                            return format!("rendition {name} has no H.264 video");
+                        }
+                        src = Source::new(self, reader, &st, &info);
+                        switch = None;
+                        rebase = true;
+                        sps_pps.clear();
+                        payloader = H264Payloader::default();
+                        continue;
+                    }
+                    sps_pps = p;
+                }
                 if pi.pts != pi.dts && !self.counters.bframes.swap(true, Ordering::Relaxed) {
                     log::warn!(
                         "whep: {}: the source has B-frames; they are sent in decode order \
@@ -295,8 +328,16 @@ impl Feed {
                         self.id
                     );
                 }
-                if let Some(p) = f.params {
-                    sps_pps = p;
+                let ts90 = rescale(pi.pts, src.vtb, 90_000);
+                if rebase {
+                    if !key {
+                        continue;
+                    }
+                    let gap = last90.map_or(0, |(l, at)| {
+                        l + (at.elapsed().as_micros() as i64 * 9 / 100).max(3000)
+                    });
+                    shift90 = gap - ts90;
+                    rebase = false;
                 }
                 // A keyframe must carry its parameter sets: a joining decoder starts there.
                 let au = if key && !has_sps(&data) && !sps_pps.is_empty() {
@@ -311,21 +352,21 @@ impl Feed {
                     Ok(p) if !p.is_empty() => p,
                     _ => continue,
                 };
+                last90 = Some((ts90 + shift90, std::time::Instant::now()));
                 self.send(Unit::Video {
-                    ts90: rescale(pi.pts, vs.timebase, 90_000),
+                    ts90: ts90 + shift90,
                     key,
                     payloads,
                 });
-            } else if Some(pi.stream) == info.audio_stream {
-                let tb = streams[pi.stream as usize].timebase;
-                let ts48 = rescale(pi.pts, tb, 48_000);
+            } else if Some(pi.stream) == src.audio && !rebase {
+                let ts48 = rescale(pi.pts, src.atb, 48_000) + shift90 * 48_000 / 90_000;
                 match info.audio {
                     AudioPlan::Opus => self.send(Unit::Audio {
                         ts48,
                         payload: data,
                     }),
                     AudioPlan::AacToOpus => {
-                        if let Some(t) = aac.as_mut() {
+                        if let Some(t) = src.aac.as_mut() {
                             if pi.flags & FC_PACKET_DISCONTINUITY != 0 {
                                 t.reset();
                             }
@@ -347,6 +388,69 @@ impl Feed {
             }
         }
     }
+}
+
+/// Where a passthrough feed goes when its source turns to B-frames mid-stream.
+pub(crate) struct Switch {
+    /// Slot root.
+    pub(crate) root: std::path::PathBuf,
+    /// The stream (the name its rendition is asked for by).
+    pub(crate) stream: String,
+    /// The host's renditions.
+    pub(crate) make: crate::Renditions,
+}
+
+/// The slot a feed reads and where its streams are.
+struct Source {
+    follower: Follower,
+    video: u32,
+    vtb: (u32, u32),
+    audio: Option<u32>,
+    atb: (u32, u32),
+    aac: Option<AacToOpus>,
+}
+
+impl Source {
+    fn new(feed: &Feed, reader: PacketReader, streams: &[StreamInfo], info: &FeedInfo) -> Source {
+        let v = streams
+            .iter()
+            .find(|s| s.media == FC_MEDIA_VIDEO)
+            .map_or((info.video_stream, (1, 90_000)), |s| (s.index, s.timebase));
+        // The audio plan was made for the first source; a rendition copies its audio.
+        let a = streams
+            .iter()
+            .find(|s| s.media == FC_MEDIA_AUDIO)
+            .filter(|_| info.audio_stream.is_some());
+        let aac = match (&info.audio, a) {
+            (AudioPlan::AacToOpus, Some(a)) if a.codec == FC_CODEC_AAC => {
+                let p = reader
+                    .codec_params(a.index, 0)
+                    .map(|(_, d)| d)
+                    .unwrap_or_default();
+                match AacToOpus::new(&p, 96_000) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        log::warn!("whep: {}: audio not sent: {e}", feed.id);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Source {
+            follower: Follower::new(reader),
+            video: v.0,
+            vtb: v.1,
+            audio: a.map(|a| a.index),
+            atb: a.map_or((1, 48_000), |a| a.timebase),
+            aac,
+        }
+    }
+}
+
+/// Whether Annex-B parameter sets say the H.264 has frames out of decoding order.
+fn reorders(params: &[u8]) -> bool {
+    framecache_media::codec::h264_sps_info(params).and_then(|i| i.reorders()) == Some(true)
 }
 
 fn has_sps(au: &[u8]) -> bool {

@@ -681,36 +681,50 @@ async fn offer(
             let feed = match reuse {
                 Some(f) => f,
                 None => {
-                    let f = match Feed::start(&inner.root, &source, inner.feed_threads.clone()) {
-                        Ok(f) => f,
-                        Err(FeedError::NotLive(why)) => {
-                            let known = framecache_shm::packet::slot_info(&inner.root, &stream)
-                                .is_ok()
-                                || inner.cfg.known_streams.as_ref().is_some_and(|k| k(&stream));
-                            return Err(if known {
-                                WhepError::NotLive(format!("stream {stream} is not live yet"))
-                            } else {
-                                WhepError::NotFound(format!("no stream {stream:?} ({why})"))
-                            });
-                        }
-                        Err(FeedError::NoCodec(why)) => return Err(WhepError::Unprocessable(why)),
-                        Err(FeedError::NeedsTranscode(why)) if source == stream => {
-                            if inner.cfg.renditions.is_none() {
-                                return Err(WhepError::Unprocessable(format!(
+                    let switch = inner
+                        .cfg
+                        .renditions
+                        .clone()
+                        .filter(|_| source == stream)
+                        .map(|make| feed::Switch {
+                            root: inner.root.clone(),
+                            stream: stream.clone(),
+                            make,
+                        });
+                    let f =
+                        match Feed::start(&inner.root, &source, inner.feed_threads.clone(), switch)
+                        {
+                            Ok(f) => f,
+                            Err(FeedError::NotLive(why)) => {
+                                let known = framecache_shm::packet::slot_info(&inner.root, &stream)
+                                    .is_ok()
+                                    || inner.cfg.known_streams.as_ref().is_some_and(|k| k(&stream));
+                                return Err(if known {
+                                    WhepError::NotLive(format!("stream {stream} is not live yet"))
+                                } else {
+                                    WhepError::NotFound(format!("no stream {stream:?} ({why})"))
+                                });
+                            }
+                            Err(FeedError::NoCodec(why)) => {
+                                return Err(WhepError::Unprocessable(why))
+                            }
+                            Err(FeedError::NeedsTranscode(why)) if source == stream => {
+                                if inner.cfg.renditions.is_none() {
+                                    return Err(WhepError::Unprocessable(format!(
                                     "{why}, and this server does not transcode; push it without \
                                  B-frames (x264/ffmpeg: -bf 0 or -tune zerolatency; OBS: \
                                  B-frames 0 or profile baseline) and as H.264"
                                 )));
+                                }
+                                break 'step Err(why);
                             }
-                            break 'step Err(why);
-                        }
-                        Err(FeedError::NeedsTranscode(why)) => {
-                            return Err(WhepError::Unprocessable(format!(
-                                "the rendition {source} cannot be played either: {why}"
-                            )))
-                        }
-                        Err(FeedError::Other(why)) => return Err(WhepError::Internal(why)),
-                    };
+                            Err(FeedError::NeedsTranscode(why)) => {
+                                return Err(WhepError::Unprocessable(format!(
+                                    "the rendition {source} cannot be played either: {why}"
+                                )))
+                            }
+                            Err(FeedError::Other(why)) => return Err(WhepError::Internal(why)),
+                        };
                     // A feed of a previous source that ended: its viewers are being torn down.
                     if let Some(old) = st.streams.remove(&stream) {
                         old.feed.stop();

@@ -96,6 +96,9 @@ pub struct KeyEntry {
     pub passphrase: Option<String>,
     /// Allow transcoding this stream for WebRTC viewers. Default true.
     pub transcode: Option<bool>,
+    /// A viewer token of this stream alone (WHEP, RTMP play `?token=`, the stream list), accepted
+    /// beside `[whep] token`; it also opens the stream's rendition `SLOT-webrtc`.
+    pub view_token: Option<String>,
 }
 
 /// `[whep]`.
@@ -217,20 +220,38 @@ pub fn run(o: ServeOpts) -> CliResult {
     }
     // When ingest needs keys, watching (WHEP and RTMP play) needs the viewer token too.
     let viewer_token = cfg.whep.token.clone();
-    if !cfg.keys.is_empty() && viewer_token.is_none() && !cfg.public_view.unwrap_or(false) {
-        return Err(
-            "stream keys are configured but no viewer token: anyone could watch the \
-                    streams. Set [whep] token (it guards WHEP and RTMP play), or \
-                    public_view = true to let anyone watch"
-                .into(),
-        );
+    let open: Vec<&str> = cfg
+        .keys
+        .iter()
+        .filter(|k| k.view_token.is_none())
+        .map(|k| k.key.as_str())
+        .collect();
+    if !open.is_empty() && viewer_token.is_none() && !cfg.public_view.unwrap_or(false) {
+        return Err(format!(
+            "stream keys are configured but no viewer token guards {}: anyone could watch. \
+             Set [whep] token (it guards WHEP, RTMP play and the stream list), a view_token \
+             for each key, or public_view = true to let anyone watch",
+            open.join(", ")
+        )
+        .into());
     }
+    // A key's own viewer token opens its slot and the slot's rendition.
+    let stream_tokens: std::collections::HashMap<String, String> = cfg
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let slot = k.slot.clone().unwrap_or_else(|| k.key.clone());
+            Some((slot, k.view_token.clone()?))
+        })
+        .flat_map(|(slot, t)| [(format!("{slot}-webrtc"), t.clone()), (slot, t)])
+        .collect();
     ingest.set_play_access(
         cfg.play.enabled.unwrap_or(true),
         framecache::ingest::rtmp::PlayAccess {
             token: viewer_token,
             max_per_stream: cfg.play.max_per_stream.unwrap_or(16),
             max_total: cfg.play.max_total.unwrap_or(256),
+            stream_tokens: stream_tokens.clone(),
         },
     );
     let mut listeners = Vec::new();
@@ -315,6 +336,9 @@ pub fn run(o: ServeOpts) -> CliResult {
         ..WhepConfig::default()
     };
     let whep = WhepEngine::new(wcfg)?;
+    for (stream, t) in &stream_tokens {
+        whep.set_stream_token(stream, Some(t));
+    }
     let routes = routes(
         root.clone(),
         whep.clone(),
@@ -408,21 +432,6 @@ fn esc(s: &str) -> String {
 }
 
 /// Whether `authorization` is `Bearer TOKEN` (constant-time compare).
-fn bearer_ok(authorization: Option<&str>, token: &str) -> bool {
-    let given = authorization
-        .and_then(|a| {
-            let (scheme, v) = a.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(v.trim())
-        })
-        .unwrap_or("");
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 fn unauthorized(what: &str) -> Option<Page> {
     Some(Page {
         status: 401,
@@ -462,20 +471,27 @@ fn routes(
                     .to_string()
                     .into_bytes(),
             }),
-            // The stream list is for viewers: the viewer token guards it like WHEP.
-            "/api/streams" if whep.authorize(auth).is_err() => unauthorized("the stream list"),
             "/metrics"
-                if metrics_token
-                    .as_deref()
-                    .is_some_and(|t| !bearer_ok(auth, t)) =>
+                if metrics_token.as_deref().is_some_and(|t| {
+                    !framecache::media::credential::admits(
+                        framecache::media::credential::bearer(auth),
+                        &[Some(t)],
+                    )
+                }) =>
             {
                 unauthorized("metrics")
             }
-            "/api/streams" => Some(Page {
-                status: 200,
-                content_type: "application/json",
-                body: api_streams(&root, &whep, &streams, &transcoder).into_bytes(),
-            }),
+            // The stream list is for viewers: it lists the streams the request's token opens
+            // (the global viewer token: all; a stream's own token: that stream and its
+            // rendition), and a token that opens none gets 401.
+            "/api/streams" => match api_streams(&root, &whep, &streams, &transcoder, auth) {
+                None => unauthorized("the stream list"),
+                Some(body) => Some(Page {
+                    status: 200,
+                    content_type: "application/json",
+                    body: body.into_bytes(),
+                }),
+            },
             "/metrics" => Some(Page {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -486,13 +502,23 @@ fn routes(
     })
 }
 
-fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams, tc: &Transcoder) -> String {
+fn api_streams(
+    root: &Path,
+    whep: &WhepEngine,
+    streams: &Streams,
+    tc: &Transcoder,
+    auth: Option<&str>,
+) -> Option<String> {
+    let all = whep.authorize(auth).is_ok();
     let transcoding = tc.status();
     let ws = whep.stats();
     let ingest = streams.snapshot();
     let mut out = Vec::new();
     for (id, info) in framecache::packet::list_slots(root).unwrap_or_default() {
         let Ok(i) = info else { continue };
+        if whep.authorize_stream(auth, &id).is_err() {
+            continue;
+        }
         let codecs: Vec<String> = i
             .streams
             .iter()
@@ -526,7 +552,10 @@ fn api_streams(root: &Path, whep: &WhepEngine, streams: &Streams, tc: &Transcode
         }
         out.push(e);
     }
-    serde_json::Value::Array(out).to_string()
+    if !all && out.is_empty() {
+        return None;
+    }
+    Some(serde_json::Value::Array(out).to_string())
 }
 
 /// One Prometheus metric family: its HELP/TYPE lines and one sample per `(labels, value)`.

@@ -300,7 +300,7 @@ fn rtmp_play_shows_exactly_the_slot_streams_with_rising_timestamps() {
 }
 
 /// RTMP play with a viewer token and caps: no token and a wrong token are refused with
-/// `NetStream.Play.Failed` (ffprobe fails), the right one plays; a second play of a stream capped
+/// `NetStream.Play.Failed` (ffprobe fails), the right one (global or the slot's own) plays; a second play of a stream capped
 /// at one is refused while the first runs, and allowed once it left.
 #[test]
 fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
@@ -313,6 +313,7 @@ fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
             token: Some("v1ewer".into()),
             max_per_stream: 1,
             max_total: 0,
+            stream_tokens: [("aslot".to_string(), "0wn3r".to_string())].into(),
         },
     );
     let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -337,6 +338,10 @@ fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
         let (ok, out) = probe_streams(&format!("rtmp://{addr}/live/akey{bad}"));
         assert!(!ok, "play {bad:?} was allowed: {out}");
     }
+    // The global token and the slot's own token both open it.
+    let own = format!("rtmp://{addr}/live/akey?token=0wn3r");
+    let (ok, out) = probe_streams(&own);
+    assert!(ok && out.contains("video"), "{out}");
     let good = format!("rtmp://{addr}/live/akey?token=v1ewer");
     let (ok, out) = probe_streams(&good);
     assert!(

@@ -1138,6 +1138,100 @@ fn aiortc_viewers_decode_caps_hold_and_the_source_stopping_tears_them_down() {
     assert_eq!(post(&s, "cam1", &[], &good).status, 404);
 }
 
+/// Per-stream viewer tokens: a key's `view_token` opens its stream (WHEP, RTMP play, the
+/// stream list) and nothing else; the global token opens all; serve refuses keys that
+/// nobody's token guards.
+#[test]
+fn a_streams_own_viewer_token_opens_that_stream_only() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        skip("no ffmpeg/ffprobe (apt install ffmpeg)");
+        return;
+    }
+    let root = TempRoot::new("whep-stream-tokens");
+    let s = serve(
+        &root,
+        "stream-tokens",
+        "[[keys]]\nkey = \"cam1\"\nview_token = \"c1-v13w\"\n\
+         [[keys]]\nkey = \"cam2\"\n[whep]\ntoken = \"g10bal\"\n",
+        false,
+    );
+    let _p1 = push(&s.rtmp, "cam1", 30);
+    let _p2 = push(&s.rtmp, "cam2", 30);
+    wait_live(&s, "cam1");
+    wait_live(&s, "cam2");
+    let ids = |token: &str| {
+        let h = [("Authorization", format!("Bearer {token}"))];
+        let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
+        let mut ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(String::from))
+            .collect();
+        ids.sort();
+        (r.status, ids)
+    };
+    assert_eq!(ids("g10bal"), (200, vec!["cam1".into(), "cam2".into()]));
+    assert_eq!(ids("c1-v13w"), (200, vec!["cam1".into()]));
+    assert_eq!(ids("nope").0, 401);
+    assert_eq!(http(&s.http, "GET", "/api/streams", &[], b"").status, 401);
+
+    let good = offer(true, true);
+    let own = [("Authorization", "Bearer c1-v13w")];
+    let r = post(&s, "cam1", &own, &good);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let loc = r.header("location").unwrap().to_string();
+    assert_eq!(post(&s, "cam2", &own, &good).status, 401);
+    assert_eq!(post(&s, "cam1", &[], &good).status, 401);
+    // The resource is the stream's: its token deletes it.
+    assert_eq!(http(&s.http, "DELETE", &loc, &own, b"").status, 200);
+
+    let plays = |path: &str| {
+        Command::new("ffprobe")
+            .args(["-v", "error", "-rw_timeout", "5000000", "-show_entries"])
+            .args(["stream=codec_type", "-of", "csv=p=0"])
+            .arg(format!("rtmp://{}/live/{path}", s.rtmp))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(plays("cam1?token=c1-v13w"));
+    assert!(!plays("cam2?token=c1-v13w"));
+    assert!(plays("cam2?token=g10bal"));
+    assert!(!plays("cam1"));
+    drop(s);
+
+    // Keys, no global token, and a key without its own: refused at start, naming the fix.
+    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-tok.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        "[[keys]]\nkey = \"cam1\"\nview_token = \"c1-v13w\"\n[[keys]]\nkey = \"cam2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_framecache"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "127.0.0.1:0",
+            "--srt",
+            "off",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--no-demo", "--seconds", "5"])
+        .env("FC_SHM_DIR", root.path())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("view_token") && err.contains("guards cam2:"), "{err}");
+}
+
 /// On a B-frame source (x264's defaults): aiortc viewers decode its rendition; 20 viewers
 /// joining one after another each play from their first second (the rendition's GOP is cached
 /// and its keyframes are 1 s apart); RTMP play of the rendition is as clean as of any slot.

@@ -444,6 +444,7 @@ pub unsafe extern "C" fn fc_ingest_set_play_access(
         e.set_play_access(
             enabled != 0,
             framecache_ingest::rtmp::PlayAccess {
+                stream_tokens: Default::default(),
                 token,
                 max_per_stream: max_per_stream as usize,
                 max_total: max_total as usize,

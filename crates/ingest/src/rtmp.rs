@@ -110,6 +110,9 @@ pub struct PlayAccess {
     pub max_per_stream: usize,
     /// Plays at once in total (0 = no cap).
     pub max_total: usize,
+    /// Viewer tokens of single slots: a play of the slot may carry it instead of `token`
+    /// (and a slot listed here needs one of them even when `token` is None).
+    pub stream_tokens: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for PlayAccess {
@@ -118,25 +121,24 @@ impl std::fmt::Debug for PlayAccess {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("max_per_stream", &self.max_per_stream)
             .field("max_total", &self.max_total)
+            .field(
+                "stream_tokens",
+                &self.stream_tokens.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 /// Whether the play name `SLOT?token=…&…` carries `token` (constant-time compare: a secret).
+#[cfg(test)]
 fn token_ok(play_name: &str, token: &str) -> bool {
-    let Some((_, query)) = play_name.split_once('?') else {
-        return false;
-    };
-    query.split('&').any(|kv| {
-        kv.strip_prefix("token=").is_some_and(|given| {
-            given.len() == token.len()
-                && given
-                    .bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
-    })
+    play_token(play_name).is_some_and(|g| framecache_media::credential::secret_eq(g, token))
+}
+
+/// The `token=` value of a play name `SLOT?token=…&…`.
+fn play_token(play_name: &str) -> Option<&str> {
+    let (_, query) = play_name.split_once('?')?;
+    query.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
 
 /// The plays running now, by slot.
@@ -606,8 +608,13 @@ fn on_event(
             if !ctx.cfg.play {
                 return refuse(session, "NetStream.Play.Failed", "play is disabled".into());
             }
-            if let Some(t) = &ctx.cfg.access.token {
-                if !token_ok(&stream_key, t) {
+            let accepted = [
+                ctx.cfg.access.token.as_deref(),
+                ctx.cfg.access.stream_tokens.get(&slot).map(String::as_str),
+            ];
+            {
+                let given = play_token(&stream_key);
+                if !framecache_media::credential::admits(given, &accepted) {
                     return refuse(
                         session,
                         "NetStream.Play.Failed",

@@ -17,6 +17,7 @@
 
 pub mod chunk;
 pub mod codec;
+pub mod credential;
 pub mod flv;
 pub mod hls;
 pub mod media;

@@ -357,10 +357,10 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
         }
         return resp(404, Some("text/plain"), "not found\n");
     }
-    if let Err(e) = engine.authorize(req.authorization.as_deref()) {
+    let stream = segs[1].to_string();
+    if let Err(e) = engine.authorize_stream(req.authorization.as_deref(), &stream) {
         return error(&e, retry);
     }
-    let stream = segs[1].to_string();
     if matches!((method, segs.len()), ("POST", 2) | ("PATCH", 3))
         && (req.body_too_large || req.body.len() > MAX_BODY)
     {

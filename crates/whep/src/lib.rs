@@ -302,6 +302,8 @@ struct Inner {
     feed_threads: Arc<AtomicUsize>,
     offers: AtomicU64,
     next_id: AtomicU64,
+    /// Viewer tokens of single streams (beside the global `token`).
+    stream_tokens: std::sync::RwLock<HashMap<String, String>>,
 }
 
 /// The WHEP core. Cheap to clone; all clones share one engine.
@@ -357,6 +359,7 @@ impl WhepEngine {
                 feed_threads: Arc::new(AtomicUsize::new(0)),
                 offers: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
+                stream_tokens: Default::default(),
             }),
             handle,
             _rt: None,
@@ -373,29 +376,53 @@ impl WhepEngine {
         &self.inner.cfg
     }
 
-    /// Checks an `Authorization` header value against the configured token.
+    /// Checks an `Authorization` header value against the configured (global) token.
     pub fn authorize(&self, authorization: Option<&str>) -> Result<(), WhepError> {
-        let Some(token) = &self.inner.cfg.token else {
-            return Ok(());
-        };
-        let given = authorization
-            .and_then(|a| {
-                let (scheme, v) = a.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(v.trim())
-            })
-            .unwrap_or("");
-        // Constant-time compare: the token is a secret.
-        let ok = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if ok {
+        let given = framecache_media::credential::bearer(authorization);
+        if framecache_media::credential::admits(given, &[self.inner.cfg.token.as_deref()]) {
             Ok(())
         } else {
             Err(WhepError::Unauthorized)
         }
+    }
+
+    /// Checks an `Authorization` header value for `stream`: the global token or the stream's
+    /// own (see [`WhepEngine::set_stream_token`]) admits it; with neither set it is open.
+    pub fn authorize_stream(
+        &self,
+        authorization: Option<&str>,
+        stream: &str,
+    ) -> Result<(), WhepError> {
+        let given = framecache_media::credential::bearer(authorization);
+        let own = self
+            .inner
+            .stream_tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .cloned();
+        let accepted = [self.inner.cfg.token.as_deref(), own.as_deref()];
+        if framecache_media::credential::admits(given, &accepted) {
+            Ok(())
+        } else {
+            Err(WhepError::Unauthorized)
+        }
+    }
+
+    /// Sets (or with `None` removes) the viewer token of one stream: its viewers may present
+    /// it instead of the global token, and it admits to that stream only. A stream with its
+    /// own token and no global token configured is closed to requests without it. Takes
+    /// effect for the next request; viewers already watching stay.
+    pub fn set_stream_token(&self, stream: &str, token: Option<&str>) {
+        let mut m = self
+            .inner
+            .stream_tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match token {
+            Some(t) => m.insert(stream.to_string(), t.to_string()),
+            None => m.remove(stream),
+        };
     }
 
     /// Handles `POST /whep/{stream}`: checks the request, creates the viewer and returns the

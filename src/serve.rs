@@ -13,7 +13,7 @@ use framecache::whep::http::{HttpRequest, Page, Routes};
 use framecache::whep::{WhepConfig, WhepEngine};
 use serde::Deserialize;
 
-use crate::transcode::Transcoder;
+use crate::transcode::{Encoder, Transcoder};
 use crate::CliResult;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -67,6 +67,9 @@ pub struct ServeConfig {
     /// Transcode streams browsers cannot play (B-frames, HEVC) for WebRTC viewers with the
     /// system's ffmpeg. Default true.
     pub transcode: Option<bool>,
+    /// Their H.264 encoder: `auto` (default: NVENC or VA-API when ffmpeg has it and a test
+    /// encode works here, else libx264), `libx264`, `h264_nvenc`, `h264_vaapi`.
+    pub transcode_encoder: Option<String>,
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
     /// when ingest needs keys, watching needs the token.
     pub public_view: Option<bool>,
@@ -313,10 +316,36 @@ pub fn run(o: ServeOpts) -> CliResult {
         .filter(|k| k.transcode == Some(false))
         .map(|k| k.slot.clone().unwrap_or_else(|| k.key.clone()))
         .collect();
+    let transcode = cfg.transcode.unwrap_or(true);
+    let encoder = match cfg.transcode_encoder.as_deref().unwrap_or("auto") {
+        _ if !transcode => Encoder::Libx264,
+        "auto" => Encoder::detect(),
+        name => {
+            let e = Encoder::parse(name).ok_or_else(|| {
+                format!("transcode_encoder = {name:?}: use auto, libx264, h264_nvenc or h264_vaapi")
+            })?;
+            if !e.works() {
+                return Err(format!(
+                    "transcode_encoder = {name:?} does not work on this machine (a test encode \
+                     with the system's ffmpeg failed: no device, driver or encoder); use auto \
+                     or libx264"
+                )
+                .into());
+            }
+            e
+        }
+    };
+    if transcode {
+        eprintln!(
+            "framecache: serve: streams browsers cannot play are transcoded with {}",
+            encoder.describe()
+        );
+    }
     let transcoder = Transcoder::new(
         ingest.clone(),
         root.clone(),
-        cfg.transcode.unwrap_or(true),
+        transcode,
+        encoder,
         Arc::new(move |s: &str| no_transcode.iter().any(|n| n == s)),
     );
     let t = transcoder.clone();
@@ -547,7 +576,7 @@ fn api_streams(
             e["transcoding"] = serde_json::json!({
                 "rendition": t.rendition, "seconds": t.seconds,
                 "cpu_percent": (t.cpu_percent * 10.0).round() / 10.0,
-                "encoder": "libx264 ultrafast zerolatency, constrained baseline",
+                "encoder": tc.encoder().describe(), "restarts": t.restarts,
             });
         }
         out.push(e);

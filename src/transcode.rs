@@ -28,6 +28,10 @@ struct Running {
     rendition: String,
     export: Child,
     ffmpeg: Child,
+    /// The loopback UDP port the engine's input of the rendition listens on.
+    port: u16,
+    /// Pipelines restarted after they died while watched.
+    restarts: u32,
     started: Instant,
     idle_since: Option<Instant>,
     /// CPU seconds of ffmpeg at the last look, and when.
@@ -58,7 +62,161 @@ pub struct Status {
     pub rendition: String,
     pub seconds: u64,
     pub cpu_percent: f64,
+    pub restarts: u32,
 }
+
+/// A pipeline that died while watched is restarted this many times, then given up.
+const MAX_RESTARTS: u32 = 10;
+
+/// The H.264 encoder of the renditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoder {
+    /// x264 in software, `ultrafast` + `zerolatency`.
+    Libx264,
+    /// NVIDIA NVENC (through the CUDA driver).
+    Nvenc,
+    /// VA-API (Intel/AMD) on /dev/dri/renderD128.
+    Vaapi,
+}
+
+impl Encoder {
+    /// Parses `transcode_encoder` (`auto` is [`Encoder::choose`]'s business).
+    pub fn parse(v: &str) -> Option<Encoder> {
+        match v {
+            "libx264" | "x264" => Some(Encoder::Libx264),
+            "h264_nvenc" | "nvenc" => Some(Encoder::Nvenc),
+            "h264_vaapi" | "vaapi" => Some(Encoder::Vaapi),
+            _ => None,
+        }
+    }
+
+    /// ffmpeg's name of it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoder::Libx264 => "libx264",
+            Encoder::Nvenc => "h264_nvenc",
+            Encoder::Vaapi => "h264_vaapi",
+        }
+    }
+
+    /// What `/api/streams` says of it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Encoder::Libx264 => "libx264 ultrafast zerolatency, constrained baseline",
+            Encoder::Nvenc => "h264_nvenc p1 ull, constrained baseline",
+            Encoder::Vaapi => "h264_vaapi, constrained baseline",
+        }
+    }
+
+    /// The ffmpeg arguments that encode the video: constrained baseline, no B-frames, a
+    /// keyframe every second.
+    fn args(self) -> Vec<&'static str> {
+        let mut a = match self {
+            Encoder::Libx264 => vec![
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-profile:v",
+                "baseline",
+                "-pix_fmt",
+                "yuv420p",
+            ],
+            Encoder::Nvenc => vec![
+                "-c:v",
+                "h264_nvenc",
+                "-preset",
+                "p1",
+                "-tune",
+                "ull",
+                "-zerolatency",
+                "1",
+                "-profile:v",
+                "baseline",
+                "-pix_fmt",
+                "yuv420p",
+                "-forced-idr",
+                "1",
+            ],
+            Encoder::Vaapi => vec![
+                "-vf",
+                "format=nv12,hwupload",
+                "-c:v",
+                "h264_vaapi",
+                "-profile:v",
+                "constrained_baseline",
+            ],
+        };
+        a.extend(["-bf", "0", "-force_key_frames", "expr:gte(t,n_forced*1)"]);
+        a
+    }
+
+    /// Arguments before the input (the VA-API device).
+    fn input_args(self) -> Vec<&'static str> {
+        match self {
+            Encoder::Vaapi => vec!["-vaapi_device", VAAPI_DEVICE],
+            _ => Vec::new(),
+        }
+    }
+
+    /// `auto`: a hardware encoder when ffmpeg has it, its device exists and a test encode
+    /// works (NVENC first, then VA-API), else libx264. `encoders` is `ffmpeg -encoders`'
+    /// output; `device` says whether a path exists; `works` runs a test encode.
+    pub fn choose(
+        encoders: &str,
+        device: impl Fn(&str) -> bool,
+        works: impl Fn(Encoder) -> bool,
+    ) -> Encoder {
+        let listed = |name: &str| {
+            encoders
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name))
+        };
+        [
+            (Encoder::Nvenc, "/dev/nvidia0"),
+            (Encoder::Vaapi, VAAPI_DEVICE),
+        ]
+        .into_iter()
+        .find(|&(e, dev)| listed(e.name()) && device(dev) && works(e))
+        .map_or(Encoder::Libx264, |(e, _)| e)
+    }
+
+    /// Whether the system's ffmpeg can encode a few frames with it here.
+    pub fn works(self) -> bool {
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+            .args(self.input_args())
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=30",
+                "-frames:v",
+                "5",
+            ])
+            .args(self.args())
+            .args(["-f", "null", "-"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `auto` on this machine.
+    pub fn detect() -> Encoder {
+        let list = Command::new("ffmpeg")
+            .args(["-hide_banner", "-encoders"])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        Encoder::choose(&list, |p| std::path::Path::new(p).exists(), Encoder::works)
+    }
+}
+
+const VAAPI_DEVICE: &str = "/dev/dri/renderD128";
 
 /// The transcoders of a `serve`.
 #[derive(Clone)]
@@ -69,6 +227,7 @@ pub struct Transcoder {
     /// Streams whose key forbids transcoding.
     forbidden: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     enabled: bool,
+    encoder: Encoder,
 }
 
 impl Transcoder {
@@ -76,6 +235,7 @@ impl Transcoder {
         engine: Arc<Mutex<Engine>>,
         root: PathBuf,
         enabled: bool,
+        encoder: Encoder,
         forbidden: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     ) -> Transcoder {
         Transcoder {
@@ -84,7 +244,13 @@ impl Transcoder {
             root,
             forbidden,
             enabled,
+            encoder,
         }
+    }
+
+    /// The encoder the renditions use.
+    pub fn encoder(&self) -> Encoder {
+        self.encoder
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -149,6 +315,32 @@ impl Transcoder {
             e.add(&rendition, &[&format!("udp://127.0.0.1:{port}")])
                 .map_err(|e| format!("rendition slot {rendition}: {e}"))?;
         }
+        match self.spawn(stream, port, 0.0) {
+            Ok((export, ffmpeg)) => Ok(Running {
+                rendition,
+                export,
+                ffmpeg,
+                port,
+                restarts: 0,
+                started: Instant::now(),
+                idle_since: None,
+                last_cpu: (0.0, Instant::now()),
+                cpu_percent: 0.0,
+            }),
+            Err(e) => {
+                self.engine
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&rendition);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `framecache export STREAM | ffmpeg … udp://127.0.0.1:PORT`. `offset_s` shifts
+    /// the output's timestamps (a restarted pipeline continues the rendition's timeline
+    /// instead of starting it again at zero).
+    fn spawn(&self, stream: &str, port: u16, offset_s: f64) -> Result<(Child, Child), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut export = Command::new(exe)
             .args([
@@ -168,6 +360,7 @@ impl Transcoder {
         let input = export.stdout.take().expect("piped");
         let ffmpeg = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-fflags", "+nobuffer"])
+            .args(self.encoder.input_args())
             // The input starts at a keyframe with its parameters: probe until every stream's
             // parameters are known, at most 1 s of it, not ffmpeg's default 5 s (which is 5 s
             // of start-up on a live pipe). 200 KB was too little for 1080p's audio.
@@ -175,43 +368,22 @@ impl Transcoder {
             .args([
                 "-f", "mpegts", "-i", "pipe:0", "-map", "0:v:0", "-map", "0:a:0?",
             ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args(["-profile:v", "baseline", "-bf", "0", "-pix_fmt", "yuv420p"])
-            .args(["-force_key_frames", "expr:gte(t,n_forced*1)"])
+            .args(self.encoder.args())
             .args(["-c:a", "copy", "-f", "mpegts"])
+            .args(["-output_ts_offset", &format!("{offset_s:.3}")])
             .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
             .stdin(input)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn();
-        let ffmpeg = match ffmpeg {
-            Ok(f) => f,
+        match ffmpeg {
+            Ok(f) => Ok((export, f)),
             Err(e) => {
                 let _ = export.kill();
                 let _ = export.wait();
-                self.engine
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&rendition);
-                return Err(format!("cannot run ffmpeg (apt install ffmpeg): {e}"));
+                Err(format!("cannot run ffmpeg (apt install ffmpeg): {e}"))
             }
-        };
-        Ok(Running {
-            rendition,
-            export,
-            ffmpeg,
-            started: Instant::now(),
-            idle_since: None,
-            last_cpu: (0.0, Instant::now()),
-            cpu_percent: 0.0,
-        })
+        }
     }
 
     /// Waits until the rendition's slot has video with its parameters.
@@ -262,8 +434,38 @@ impl Transcoder {
                 r.idle_since = Some(now);
             }
             let idle = r.idle_since.is_some_and(|t| now.duration_since(t) >= GRACE);
-            if idle || !r.alive() {
+            if idle {
                 stop.push(stream.clone());
+            } else if !r.alive() {
+                // Supervised: a pipeline that died while watched (a decoder crash, a killed
+                // process) is started again into the same rendition slot, its timeline going on,
+                // as long as its source is live.
+                let watched = r.idle_since.is_none();
+                if watched && r.restarts < MAX_RESTARTS && self.source_live(stream) {
+                    let _ = r.ffmpeg.kill();
+                    let _ = r.export.kill();
+                    let _ = r.ffmpeg.wait();
+                    let _ = r.export.wait();
+                    let offset = r.started.elapsed().as_secs_f64();
+                    match self.spawn(stream, r.port, offset) {
+                        Ok((export, ffmpeg)) => {
+                            r.export = export;
+                            r.ffmpeg = ffmpeg;
+                            r.restarts += 1;
+                            r.last_cpu = (0.0, now);
+                            log::warn!(
+                                "serve: the transcoder of {stream} stopped; restarted ({} of {MAX_RESTARTS})",
+                                r.restarts
+                            );
+                        }
+                        Err(e) => {
+                            log::warn!("serve: the transcoder of {stream} cannot restart: {e}");
+                            stop.push(stream.clone());
+                        }
+                    }
+                } else {
+                    stop.push(stream.clone());
+                }
             }
         }
         for s in stop {
@@ -272,6 +474,15 @@ impl Transcoder {
                 r.stop(&self.engine);
             }
         }
+    }
+
+    fn source_live(&self, stream: &str) -> bool {
+        framecache::packet::PacketReader::open_in(
+            &self.root,
+            stream,
+            framecache::packet::PacketReaderConfig::default(),
+        )
+        .is_ok_and(|r| r.writer_alive())
     }
 
     /// The streams being transcoded.
@@ -285,6 +496,7 @@ impl Transcoder {
                         rendition: r.rendition.clone(),
                         seconds: r.started.elapsed().as_secs(),
                         cpu_percent: r.cpu_percent,
+                        restarts: r.restarts,
                     },
                 )
             })
@@ -313,4 +525,43 @@ fn process_cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(11) + ticks(12)) / hz
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Encoder;
+
+    const LIST: &str = " V....D libx264              libx264 H.264 / AVC\n \
+                        V....D h264_nvenc           NVIDIA NVENC H.264 encoder\n \
+                        V....D h264_vaapi           H.264/AVC (VAAPI)\n";
+
+    #[test]
+    fn auto_takes_a_working_hardware_encoder_else_x264() {
+        let all = |_: &str| true;
+        assert_eq!(Encoder::choose(LIST, all, |_| true), Encoder::Nvenc);
+        // No GPU device node: VA-API.
+        let no_nv = |p: &str| !p.contains("nvidia");
+        assert_eq!(Encoder::choose(LIST, no_nv, |_| true), Encoder::Vaapi);
+        // Listed and present but the test encode fails (no driver): next one.
+        assert_eq!(
+            Encoder::choose(LIST, all, |e| e != Encoder::Nvenc),
+            Encoder::Vaapi
+        );
+        assert_eq!(Encoder::choose(LIST, all, |_| false), Encoder::Libx264);
+        // Not in this ffmpeg: never tried.
+        assert_eq!(
+            Encoder::choose(" V....D libx264 x\n", all, |_| true),
+            Encoder::Libx264
+        );
+    }
+
+    #[test]
+    fn every_encoder_makes_baseline_without_b_frames_and_keyframes_each_second() {
+        for e in [Encoder::Libx264, Encoder::Nvenc, Encoder::Vaapi] {
+            let a = e.args().join(" ");
+            assert!(a.contains("-bf 0") && a.contains("n_forced*1"), "{a}");
+            assert!(a.contains("baseline"), "{a}");
+            assert_eq!(Encoder::parse(e.name()), Some(e));
+        }
+    }
 }

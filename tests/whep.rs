@@ -1229,7 +1229,10 @@ fn a_streams_own_viewer_token_opens_that_stream_only() {
     let _ = std::fs::remove_file(&cfg);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("view_token") && err.contains("guards cam2:"), "{err}");
+    assert!(
+        err.contains("view_token") && err.contains("guards cam2:"),
+        "{err}"
+    );
 }
 
 /// On a B-frame source (x264's defaults): aiortc viewers decode its rendition; 20 viewers
@@ -1306,6 +1309,52 @@ fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
         "{}",
         m.body
     );
+
+    // The transcoder is supervised: killed while watched, it is started again into the same
+    // rendition and the viewer keeps playing (without a restart it would get 2 s of frames).
+    let (py2, url2) = (py.clone(), url.clone());
+    let watcher = std::thread::spawn(move || aiortc(&py2, &url2, 1, 10.0, &[]));
+    wait_for("a viewer", Duration::from_secs(15), || {
+        metric(&s, "framecache_whep_viewers") == 1.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let ffmpeg = children(s.pid())
+        .into_iter()
+        .find(|&p| cmdline(p).contains("-output_ts_offset"))
+        .expect("the transcoder's ffmpeg");
+    // SAFETY: kill(2) on a pid of our own child's child; no memory involved.
+    assert_eq!(unsafe { libc::kill(ffmpeg as i32, libc::SIGKILL) }, 0);
+    wait_for("a restart", Duration::from_secs(10), || {
+        let r = http(&s.http, "GET", "/api/streams", &[], b"");
+        r.body.contains("\"restarts\":1")
+    });
+    let rep = watcher.join().unwrap();
+    let v = &rep["viewers"][0];
+    assert_eq!(v["status"], 201, "{rep}");
+    assert!(
+        v["frames"].as_u64().unwrap() >= 150,
+        "played on after the restart: {rep}"
+    );
+}
+
+/// The child processes of `pid` (all its threads').
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }
 
 fn fd_count(pid: u32) -> usize {

@@ -239,6 +239,9 @@ pub fn export(
             keyframe,
         );
         file.write_all(&bytes)?;
+        // Live: each packet leaves at once (a pipe reader such as serve's transcoder would
+        // otherwise wait for 8 KiB, tens of ms of a small stream).
+        file.flush()?;
         written += 1;
     };
     file.flush()?;

@@ -149,7 +149,13 @@ impl Encoder {
                 "constrained_baseline",
             ],
         };
-        a.extend(["-bf", "0", "-force_key_frames", "expr:gte(t,n_forced*1)"]);
+        // A keyframe each second of the (source's, -copyts) time line.
+        a.extend([
+            "-bf",
+            "0",
+            "-force_key_frames",
+            "expr:if(isnan(prev_forced_t),1,gte(t,prev_forced_t+1))",
+        ]);
         a
     }
 
@@ -315,7 +321,7 @@ impl Transcoder {
             e.add(&rendition, &[&format!("udp://127.0.0.1:{port}")])
                 .map_err(|e| format!("rendition slot {rendition}: {e}"))?;
         }
-        match self.spawn(stream, port, 0.0) {
+        match self.spawn(stream, port) {
             Ok((export, ffmpeg)) => Ok(Running {
                 rendition,
                 export,
@@ -337,10 +343,8 @@ impl Transcoder {
         }
     }
 
-    /// Starts `framecache export STREAM | ffmpeg … udp://127.0.0.1:PORT`. `offset_s` shifts
-    /// the output's timestamps (a restarted pipeline continues the rendition's timeline
-    /// instead of starting it again at zero).
-    fn spawn(&self, stream: &str, port: u16, offset_s: f64) -> Result<(Child, Child), String> {
+    /// Starts `framecache export STREAM | ffmpeg … udp://127.0.0.1:PORT`.
+    fn spawn(&self, stream: &str, port: u16) -> Result<(Child, Child), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut export = Command::new(exe)
             .args([
@@ -365,12 +369,26 @@ impl Transcoder {
             // parameters are known, at most 1 s of it, not ffmpeg's default 5 s (which is 5 s
             // of start-up on a live pipe). 200 KB was too little for 1080p's audio.
             .args(["-probesize", "2000000", "-analyzeduration", "1000000"])
+            // Frame-threaded decoding holds a frame per extra thread (2 frames, 67 ms, with
+            // ffmpeg's auto count on 2 cores); one decoding thread holds none.
+            .args(["-threads", "1"])
             .args([
                 "-f", "mpegts", "-i", "pipe:0", "-map", "0:v:0", "-map", "0:a:0?",
             ])
             .args(self.encoder.args())
-            .args(["-c:a", "copy", "-f", "mpegts"])
-            .args(["-output_ts_offset", &format!("{offset_s:.3}")])
+            // The source's timestamps go through unchanged: a rendition frame has the pts of its
+            // source frame (the latency benchmark pairs them so), and a restarted pipeline
+            // continues the timeline.
+            .args([
+                "-copyts",
+                "-c:a",
+                "copy",
+                "-f",
+                "mpegts",
+                "-mpegts_copyts",
+                "1",
+            ])
+            .args(["-flush_packets", "1", "-omit_video_pes_length", "0"])
             .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
             .stdin(input)
             .stdout(Stdio::null())
@@ -446,8 +464,7 @@ impl Transcoder {
                     let _ = r.export.kill();
                     let _ = r.ffmpeg.wait();
                     let _ = r.export.wait();
-                    let offset = r.started.elapsed().as_secs_f64();
-                    match self.spawn(stream, r.port, offset) {
+                    match self.spawn(stream, r.port) {
                         Ok((export, ffmpeg)) => {
                             r.export = export;
                             r.ffmpeg = ffmpeg;
@@ -559,7 +576,7 @@ mod tests {
     fn every_encoder_makes_baseline_without_b_frames_and_keyframes_each_second() {
         for e in [Encoder::Libx264, Encoder::Nvenc, Encoder::Vaapi] {
             let a = e.args().join(" ");
-            assert!(a.contains("-bf 0") && a.contains("n_forced*1"), "{a}");
+            assert!(a.contains("-bf 0") && a.contains("prev_forced_t+1"), "{a}");
             assert!(a.contains("baseline"), "{a}");
             assert_eq!(Encoder::parse(e.name()), Some(e));
         }

@@ -1320,7 +1320,7 @@ fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
     std::thread::sleep(Duration::from_secs(2));
     let ffmpeg = children(s.pid())
         .into_iter()
-        .find(|&p| cmdline(p).contains("-output_ts_offset"))
+        .find(|&p| cmdline(p).starts_with("ffmpeg") && cmdline(p).contains("-copyts"))
         .expect("the transcoder's ffmpeg");
     // SAFETY: kill(2) on a pid of our own child's child; no memory involved.
     assert_eq!(unsafe { libc::kill(ffmpeg as i32, libc::SIGKILL) }, 0);

@@ -1534,11 +1534,9 @@ impl Muxer {
         let with_dts = dts != pts;
         let header_len: usize = if with_dts { 10 } else { 5 };
         let pes_len = 3 + header_len + prefix.len() + data.len();
-        let pes_len = if video || pes_len > 0xFFFF {
-            0
-        } else {
-            pes_len
-        };
+        // Bounded whenever it fits, video too: a demuxer (ffmpeg's, ours) then hands the PES
+        // on as soon as it is complete instead of at the next one, a frame later.
+        let pes_len = if pes_len > 0xFFFF { 0 } else { pes_len };
         let mut pes = Vec::with_capacity(9 + header_len + prefix.len() + data.len());
         pes.extend_from_slice(&[0, 0, 1, es.stream_id, (pes_len >> 8) as u8, pes_len as u8]);
         pes.push(0x84); // MPEG-2 header, data_alignment_indicator

@@ -1733,6 +1733,16 @@ int fc_ingest_set_play_access(struct fc_ingest *engine,
                               uint32_t max_per_stream,
                               uint32_t max_total);
 
+// Sets the viewer token of one slot (`token` non-NULL, non-empty; copied, never logged) or
+// removes it (`token` NULL). A play of the slot may carry it as `?token=` instead of the token
+// of [`fc_ingest_set_play_access`]; with it set, plays without either are refused
+// (`NetStream.Play.Failed`). Takes effect at once on every RTMP listener; plays running stay.
+// Since 0.2.
+//
+// # Safety
+// `engine` valid; `slot` NUL-terminated; `token` NULL or NUL-terminated.
+int fc_ingest_set_play_token(struct fc_ingest *engine, const char *slot, const char *token);
+
 // 1 if CUDA is usable here (libcuda loads, `cuInit` succeeds, a device exists), else 0.
 // Never fails; loads libcuda at most once.
 int fc_cuframes_cuda_available(void);
@@ -1913,6 +1923,15 @@ void fc_whep_response_free(struct fc_whep_response *response);
 // # Safety
 // `whep` valid; `stream` NUL-terminated; `removed` writable or NULL.
 int fc_whep_close_stream(struct fc_whep *whep, const char *stream, size_t *removed);
+
+// Sets the viewer token of one stream (`token` non-NULL, non-empty; copied, never logged) or
+// removes it (`token` NULL): requests for that stream may present it (`Authorization: Bearer`)
+// instead of the configured token, and with it set, requests with neither get 401. Viewers
+// already watching stay. Since 0.2.
+//
+// # Safety
+// `whep` valid; `stream` NUL-terminated; `token` NULL or NUL-terminated.
+int fc_whep_set_stream_token(struct fc_whep *whep, const char *stream, const char *token);
 
 // Fills `*out` with the engine's counters; with `stream` non-NULL, the viewer and feed
 // counters are that stream's (zero when nobody watches it).

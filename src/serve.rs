@@ -254,9 +254,11 @@ pub fn run(o: ServeOpts) -> CliResult {
             token: viewer_token,
             max_per_stream: cfg.play.max_per_stream.unwrap_or(16),
             max_total: cfg.play.max_total.unwrap_or(256),
-            stream_tokens: stream_tokens.clone(),
         },
     );
+    for (slot, t) in &stream_tokens {
+        ingest.set_play_token(slot, Some(t));
+    }
     let mut listeners = Vec::new();
     if let Some(a) = rtmp {
         let b = ingest.listen_rtmp(a)?;

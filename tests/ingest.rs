@@ -313,9 +313,9 @@ fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
             token: Some("v1ewer".into()),
             max_per_stream: 1,
             max_total: 0,
-            stream_tokens: [("aslot".to_string(), "0wn3r".to_string())].into(),
         },
     );
+    e.set_play_token("aslot", Some("0wn3r"));
     let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
     e.add("aslot", &["publish://akey"]).unwrap();
     let mut pusher = push_rtmp(&src, &format!("rtmp://{addr}/live/akey"));

@@ -166,11 +166,13 @@ const C = {
   ingestAdd: lib.func('int fc_ingest_add(fc_ingest *e, const char *slot, const char **urls, size_t count)'),
   ingestRemove: lib.func('int fc_ingest_remove(fc_ingest *e, const char *slot)'),
   ingestSetPlayAccess: lib.func('int fc_ingest_set_play_access(fc_ingest *e, int enabled, const char *token, uint32_t max_per_stream, uint32_t max_total)'),
+  ingestSetPlayToken: lib.func('int fc_ingest_set_play_token(fc_ingest *e, const char *slot, const char *token)'),
   ingestGetStats: lib.func('int fc_ingest_get_stats(fc_ingest *e, const char *name, _Inout_ fc_ingest_stats *out)'),
   whepCreate: lib.func('int fc_whep_create(const fc_whep_config *config, _Out_ fc_whep **out)'),
   whepDestroy: lib.func('void fc_whep_destroy(fc_whep *w)'),
   whepListen: lib.func('int fc_whep_listen(fc_whep *w, const char *addr, _Out_ uint8_t *bound, size_t bound_len)'),
   whepCloseStream: lib.func('int fc_whep_close_stream(fc_whep *w, const char *stream, _Out_ size_t *removed)'),
+  whepSetStreamToken: lib.func('int fc_whep_set_stream_token(fc_whep *w, const char *stream, const char *token)'),
   whepGetStats: lib.func('int fc_whep_get_stats(fc_whep *w, const char *stream, _Inout_ fc_whep_stats *out)'),
   setLogCallback: lib.func('int fc_set_log_callback(int min_level, fc_log_fn *cb, void *user)'),
 };
@@ -508,6 +510,8 @@ class Ingest extends Handle {
   setPlayAccess({ enabled = true, token = null, maxPerStream = 0, maxTotal = 0 } = {}) {
     check(C.ingestSetPlayAccess(this._handle(), enabled ? 1 : 0, token, maxPerStream, maxTotal));
   }
+  /** The viewer token of one slot for RTMP play (beside the global one); `null` removes it. */
+  setPlayToken(slot, token) { check(C.ingestSetPlayToken(this._handle(), slot, token)); }
   registerKey(key, slot, passphrase = null) { check(C.ingestRegisterKey(this._handle(), key, slot, passphrase)); }
   unregisterKey(key) { check(C.ingestUnregisterKey(this._handle(), key)); }
   /** Pulls `urls` (failover order) into `slot`. */
@@ -547,6 +551,8 @@ class Whep extends Handle {
     return bound(buf);
   }
   closeStream(stream) { const n = [0]; check(C.whepCloseStream(this._handle(), stream, n)); return Number(n[0]); }
+  /** The viewer token of one stream (beside the engine's token); `null` removes it. */
+  setStreamToken(stream, token) { check(C.whepSetStreamToken(this._handle(), stream, token)); }
   stats(stream = null) {
     const s = { struct_size: koffi.sizeof(fc_whep_stats) };
     check(C.whepGetStats(this._handle(), stream, s));

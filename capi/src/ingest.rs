@@ -444,12 +444,45 @@ pub unsafe extern "C" fn fc_ingest_set_play_access(
         e.set_play_access(
             enabled != 0,
             framecache_ingest::rtmp::PlayAccess {
-                stream_tokens: Default::default(),
                 token,
                 max_per_stream: max_per_stream as usize,
                 max_total: max_total as usize,
             },
         );
+        Ok(())
+    })
+}
+
+/// Sets the viewer token of one slot (`token` non-NULL, non-empty; copied, never logged) or
+/// removes it (`token` NULL). A play of the slot may carry it as `?token=` instead of the token
+/// of [`fc_ingest_set_play_access`]; with it set, plays without either are refused
+/// (`NetStream.Play.Failed`). Takes effect at once on every RTMP listener; plays running stay.
+/// Since 0.2.
+///
+/// # Safety
+/// `engine` valid; `slot` NUL-terminated; `token` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_play_token(
+    engine: *mut fc_ingest,
+    slot: *const c_char,
+    token: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let e = self::engine(engine)?;
+        let slot = c_str(slot, "slot")?;
+        framecache_shm::slot::validate_id(slot)?;
+        let token = if token.is_null() {
+            None
+        } else {
+            let t = c_str(token, "token")?;
+            if t.is_empty() {
+                return Err(Error::InvalidArg(
+                    "token: empty (NULL removes the slot's token)".into(),
+                ));
+            }
+            Some(t)
+        };
+        e.set_play_token(slot, token);
         Ok(())
     })
 }

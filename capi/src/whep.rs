@@ -455,6 +455,38 @@ pub unsafe extern "C" fn fc_whep_close_stream(
     })
 }
 
+/// Sets the viewer token of one stream (`token` non-NULL, non-empty; copied, never logged) or
+/// removes it (`token` NULL): requests for that stream may present it (`Authorization: Bearer`)
+/// instead of the configured token, and with it set, requests with neither get 401. Viewers
+/// already watching stay. Since 0.2.
+///
+/// # Safety
+/// `whep` valid; `stream` NUL-terminated; `token` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn fc_whep_set_stream_token(
+    whep: *mut fc_whep,
+    stream: *const c_char,
+    token: *const c_char,
+) -> c_int {
+    boundary(|| {
+        let w = arg(whep, "whep")?;
+        let stream = c_str(stream, "stream")?;
+        let token = if token.is_null() {
+            None
+        } else {
+            let t = c_str(token, "token")?;
+            if t.is_empty() {
+                return Err(Error::InvalidArg(
+                    "token: empty (NULL removes the stream's token)".into(),
+                ));
+            }
+            Some(t)
+        };
+        w.engine.set_stream_token(stream, token);
+        Ok(())
+    })
+}
+
 /// Fills `*out` with the engine's counters; with `stream` non-NULL, the viewer and feed
 /// counters are that stream's (zero when nobody watches it).
 ///

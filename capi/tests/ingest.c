@@ -71,6 +71,11 @@ int main(int argc, char **argv) {
   EXPECT(fc_ingest_set_play_access(NULL, 1, "tok", 0, 0), FC_ERR_INVALID_ARG);
   EXPECT(fc_ingest_set_play_access(e, 1, "", 0, 0), FC_ERR_INVALID_ARG); /* NULL = no token */
   EXPECT(fc_ingest_set_play_access(e, 1, NULL, 4, 16), FC_OK);
+  EXPECT(fc_ingest_set_play_token(NULL, "slot", "tok"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_play_token(e, "bad/slot", "tok"), FC_ERR_BAD_SLOT_ID);
+  EXPECT(fc_ingest_set_play_token(e, "slot", ""), FC_ERR_INVALID_ARG); /* NULL removes */
+  EXPECT(fc_ingest_set_play_token(e, "slot", "tok"), FC_OK);
+  EXPECT(fc_ingest_set_play_token(e, "slot", NULL), FC_OK);
 #endif
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);

@@ -80,7 +80,9 @@ int main(int argc, char **argv) {
     uint8_t *buf = NULL;
     long got = 0, torn = 0;
     uint64_t last = 0;
-    while (got < want) {
+    /* Until the writer's last frame (seq want-1): a reader that falls behind on a loaded
+     * machine skips frames (the writer never waits); every frame it reads is verified. */
+    while (got == 0 || last + 1 < (uint64_t)want) {
         fc_frame f;
         memset(&f, 0, sizeof f);
         f.struct_size = sizeof f;
@@ -119,5 +121,5 @@ int main(int argc, char **argv) {
            (unsigned long long)st.latency_avg_ns);
     fc_consumer_close(c);
     free(buf);
-    return got == want ? 0 : 1;
+    return got > 0 && last + 1 == (uint64_t)want ? 0 : 1;
 }

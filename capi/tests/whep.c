@@ -138,6 +138,18 @@ int main(int argc, char **argv) {
   CHECK(fc_whep_response_header(resp, "www-authenticate") != NULL);
   fc_whep_response_free(resp);
   CHECK(request("POST", "/whep/cam", sdp, "Bearer wrong", NULL, NULL, offer, NULL) == 401);
+#ifdef FC_LOG_INFO /* after 0.1: a stream's own viewer token opens that stream only */
+  EXPECT(fc_whep_set_stream_token(NULL, "cam", "camtok"), FC_ERR_INVALID_ARG);
+  EXPECT(fc_whep_set_stream_token(w, "cam", ""), FC_ERR_INVALID_ARG); /* NULL removes */
+  EXPECT(fc_whep_set_stream_token(w, "cam", "camtok"), FC_OK);
+  /* Admitted: the request goes on to the Content-Type check. */
+  CHECK(request("POST", "/whep/cam", "text/plain", "Bearer camtok", NULL, NULL, offer, NULL) ==
+        415);
+  CHECK(request("POST", "/whep/nope", sdp, "Bearer camtok", NULL, NULL, offer, NULL) == 401);
+  EXPECT(fc_whep_set_stream_token(w, "cam", NULL), FC_OK);
+  CHECK(request("POST", "/whep/cam", "text/plain", "Bearer camtok", NULL, NULL, offer, NULL) ==
+        401);
+#endif
   CHECK(request("POST", "/whep/cam", "text/plain", auth, NULL, NULL, offer, NULL) == 415);
   CHECK(request("POST", "/whep/nope", sdp, auth, NULL, NULL, offer, NULL) == 404);
   CHECK(request("POST", "/whep/later", sdp, auth, NULL, NULL, offer, &resp) == 409);

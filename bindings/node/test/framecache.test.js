@@ -152,9 +152,21 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   ing.registerKey('agentcam', 'agentcam');
   assert.throws(() => ing.setPlayAccess({ token: '' }), { code: 'FC_ERR_INVALID_ARG' });
   ing.setPlayAccess({ token: 'agent-viewer', maxPerStream: 4 }); // play needs ?token=agent-viewer
+  assert.throws(() => ing.setPlayToken('bad/slot', 'x'), { code: 'FC_ERR_BAD_SLOT_ID' });
+  ing.setPlayToken('agent', 'agent-only');
+  ing.setPlayToken('agent', null);
   const addr = ing.listen('rtmp://127.0.0.1:0');
   const whep = new fc.Whep({ ingest: ing });
-  assert.match(whep.listen('127.0.0.1:0'), /^127\.0\.0\.1:\d+$/);
+  const waddr = whep.listen('127.0.0.1:0');
+  assert.match(waddr, /^127\.0\.0\.1:\d+$/);
+  // A stream's own viewer token: the stream then needs it (or the engine's token).
+  assert.throws(() => whep.setStreamToken('agentcam', ''), { code: 'FC_ERR_INVALID_ARG' });
+  whep.setStreamToken('agentcam', 'agent-watch');
+  const post = (tok) => fetch(`http://${waddr}/whep/agentcam`, {
+    method: 'POST', headers: { 'Content-Type': 'text/plain', Authorization: `Bearer ${tok}` }, body: 'x',
+  }).then((res) => res.status);
+  assert.strictEqual(await post('nope'), 401);
+  assert.strictEqual(await post('agent-watch'), 415); // admitted: on to the Content-Type check
   const push = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', src, '-c', 'copy', '-f', 'flv', `rtmp://${addr}/live/agentcam`], { stdio: 'ignore' });
   const pushed = new Promise((r) => push.on('exit', r));
   const until = async (what, f) => {

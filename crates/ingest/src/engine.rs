@@ -355,6 +355,7 @@ pub struct Engine {
     rtmp_read_interval: Duration,
     rtmp_play: bool,
     rtmp_play_access: rtmp::PlayAccess,
+    play_tokens: rtmp::PlayTokens,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -394,6 +395,7 @@ impl Engine {
             rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
             rtmp_play: true,
             rtmp_play_access: rtmp::PlayAccess::default(),
+            play_tokens: rtmp::PlayTokens::default(),
             tls: None,
         })
     }
@@ -419,6 +421,13 @@ impl Engine {
     pub fn set_play_access(&mut self, play: bool, access: rtmp::PlayAccess) {
         self.rtmp_play = play;
         self.rtmp_play_access = access;
+    }
+
+    /// Sets (`Some`) or removes (`None`) the viewer token of one slot: a play of it may carry
+    /// this token (`?token=`) instead of the global one, and with it set the slot is closed to
+    /// plays without either. Takes effect at once on every listener; plays running stay.
+    pub fn set_play_token(&self, slot: &str, token: Option<&str>) {
+        self.play_tokens.set(slot, token);
     }
 
     /// The certificate chain and private key (PEM files) RTMPS listeners started afterwards
@@ -513,6 +522,7 @@ impl Engine {
             push: self.push_config("rtmp"),
             play: self.rtmp_play,
             access: self.rtmp_play_access.clone(),
+            play_tokens: self.play_tokens.clone(),
             read_interval: self.rtmp_read_interval,
             tls,
         };

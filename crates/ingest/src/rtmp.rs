@@ -42,6 +42,8 @@ pub struct RtmpServerConfig {
     pub play: bool,
     /// Who may play, and how many at once.
     pub access: PlayAccess,
+    /// Per-slot viewer tokens (beside `access.token`).
+    pub play_tokens: PlayTokens,
     /// Publishers' sockets are read by one thread every this often, all in one wake-up,
     /// instead of on every arriving message: less CPU per stream (the wake-ups are what costs), at
     /// most this much added latency. Zero reads each publisher as its data arrives.
@@ -94,6 +96,7 @@ impl RtmpServerConfig {
             push: PushConfig::new(registry, "rtmp"),
             play: true,
             access: PlayAccess::default(),
+            play_tokens: PlayTokens::default(),
             read_interval: DEFAULT_READ_INTERVAL,
             tls: None,
         }
@@ -110,9 +113,32 @@ pub struct PlayAccess {
     pub max_per_stream: usize,
     /// Plays at once in total (0 = no cap).
     pub max_total: usize,
-    /// Viewer tokens of single slots: a play of the slot may carry it instead of `token`
-    /// (and a slot listed here needs one of them even when `token` is None).
-    pub stream_tokens: std::collections::HashMap<String, String>,
+}
+
+/// Viewer tokens of single slots, shared by the RTMP listeners and changed at run time: a
+/// play of a slot may carry its token instead of [`PlayAccess::token`], and a slot with one
+/// needs one of the two even when there is no global token.
+#[derive(Clone, Default)]
+pub struct PlayTokens(Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>);
+
+impl PlayTokens {
+    /// Sets (`Some`) or removes (`None`) the token of `slot`; plays asked for afterwards see it.
+    pub fn set(&self, slot: &str, token: Option<&str>) {
+        let mut m = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match token {
+            Some(t) => m.insert(slot.to_string(), t.to_string()),
+            None => m.remove(slot),
+        };
+    }
+
+    /// The token of `slot`, if it has one.
+    pub fn get(&self, slot: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slot)
+            .cloned()
+    }
 }
 
 impl std::fmt::Debug for PlayAccess {
@@ -121,10 +147,6 @@ impl std::fmt::Debug for PlayAccess {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("max_per_stream", &self.max_per_stream)
             .field("max_total", &self.max_total)
-            .field(
-                "stream_tokens",
-                &self.stream_tokens.keys().collect::<Vec<_>>(),
-            )
             .finish()
     }
 }
@@ -608,10 +630,8 @@ fn on_event(
             if !ctx.cfg.play {
                 return refuse(session, "NetStream.Play.Failed", "play is disabled".into());
             }
-            let accepted = [
-                ctx.cfg.access.token.as_deref(),
-                ctx.cfg.access.stream_tokens.get(&slot).map(String::as_str),
-            ];
+            let own = ctx.cfg.play_tokens.get(&slot);
+            let accepted = [ctx.cfg.access.token.as_deref(), own.as_deref()];
             {
                 let given = play_token(&stream_key);
                 if !framecache_media::credential::admits(given, &accepted) {

@@ -617,7 +617,7 @@ enum Src {
     BFrames,
     /// SRT, HEVC + AAC: transcoded.
     HevcSrt,
-    /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 12 s:
+    /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 7 s:
     /// watched from before the switch, the viewer moves to the rendition and keeps playing.
     SwitchSrt,
 }
@@ -807,7 +807,7 @@ fn chromium_case(https: bool, src: Src) {
             ],
         ),
         Src::SwitchSrt => {
-            let ts = switching_ts(root.path(), 12, 30);
+            let ts = switching_ts(root.path(), 7, 30);
             Reaper(
                 Command::new("ffmpeg")
                     .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])

@@ -65,6 +65,12 @@ pub struct Status {
     pub restarts: u32,
 }
 
+/// How much of the input ffmpeg probes first: enough for the audio of most sources (whose
+/// muxers send audio in bursts), little start-up.
+const PROBE: Duration = Duration::from_millis(500);
+/// The probe of a second try (a source whose audio came later) and of restarts.
+const PROBE_LONG: Duration = Duration::from_secs(2);
+
 /// A pipeline that died while watched is restarted this many times, then given up.
 const MAX_RESTARTS: u32 = 10;
 
@@ -321,7 +327,7 @@ impl Transcoder {
             e.add(&rendition, &[&format!("udp://127.0.0.1:{port}")])
                 .map_err(|e| format!("rendition slot {rendition}: {e}"))?;
         }
-        match self.spawn(stream, port) {
+        match self.spawn(stream, port, PROBE) {
             Ok((export, ffmpeg)) => Ok(Running {
                 rendition,
                 export,
@@ -343,8 +349,9 @@ impl Transcoder {
         }
     }
 
-    /// Starts `framecache export STREAM | ffmpeg … udp://127.0.0.1:PORT`.
-    fn spawn(&self, stream: &str, port: u16) -> Result<(Child, Child), String> {
+    /// Starts `framecache export STREAM | ffmpeg … udp://127.0.0.1:PORT`, ffmpeg probing
+    /// `probe` of the input before it starts.
+    fn spawn(&self, stream: &str, port: u16, probe: Duration) -> Result<(Child, Child), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut export = Command::new(exe)
             .args([
@@ -363,12 +370,16 @@ impl Transcoder {
             .map_err(|e| format!("cannot run framecache export: {e}"))?;
         let input = export.stdout.take().expect("piped");
         let ffmpeg = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-fflags", "+nobuffer"])
+            .args(["-hide_banner", "-loglevel", "error"])
             .args(self.encoder.input_args())
-            // The input starts at a keyframe with its parameters: probe until every stream's
-            // parameters are known, at most 1 s of it, not ffmpeg's default 5 s (which is 5 s
-            // of start-up on a live pipe). 200 KB was too little for 1080p's audio.
-            .args(["-probesize", "2000000", "-analyzeduration", "1000000"])
+            // The input starts at a keyframe with the GOP so far: probe a fraction of a second
+            // of it, not ffmpeg's default 5 s (5 s of start-up on a live pipe; it waits for the
+            // whole duration), and keep what was probed (`-fflags +nobuffer` dropped it, so
+            // decoding began mid-GOP and waited for the next keyframe: 1.8 s to the first frame
+            // instead of 0.3 s). The probe needs bytes too: 200 KB was too little for 1080p's
+            // audio.
+            .args(["-probesize", "2000000", "-analyzeduration"])
+            .arg(probe.as_micros().to_string())
             // Frame-threaded decoding holds a frame per extra thread (2 frames, 67 ms, with
             // ffmpeg's auto count on 2 cores); one decoding thread holds none.
             .args(["-threads", "1"])
@@ -389,6 +400,7 @@ impl Transcoder {
                 "1",
             ])
             .args(["-flush_packets", "1", "-omit_video_pes_length", "0"])
+            .args(["-max_interleave_delta", "1"])
             .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
             .stdin(input)
             .stdout(Stdio::null())
@@ -404,32 +416,77 @@ impl Transcoder {
         }
     }
 
-    /// Waits until the rendition's slot has video with its parameters.
+    /// Waits until the rendition's slot has video with its parameters and has caught up with
+    /// its source. (ffmpeg starts with the source's GOP so far and encodes it faster than real
+    /// time; a viewer let in during that burst saw frames early, then "late": Chromium counted
+    /// 15 freezes in the first 6 s. Once caught up, a new viewer gets the rendition's GOP from
+    /// the cache, compressed in time, then live frames at their pace.)
     fn wait_live(&self, stream: &str, rendition: &str) -> Result<(), String> {
-        let t = Instant::now();
-        loop {
-            if let Ok(r) = framecache::packet::PacketReader::open_in(
+        use framecache::packet::{PacketStart, FC_MEDIA_VIDEO};
+        let open = |slot: &str| {
+            framecache::packet::PacketReader::open_in(
                 &self.root,
-                rendition,
-                framecache::packet::PacketReaderConfig::default(),
-            ) {
-                let video = r
-                    .streams()
+                slot,
+                framecache::packet::PacketReaderConfig {
+                    start: PacketStart::Keyframe,
+                },
+            )
+            .ok()
+        };
+        let t = Instant::now();
+        let mut retried = false;
+        let (mut src, mut rend) = (open(stream), None);
+        let (mut src_pts, mut rend_pts) = (None::<i64>, None::<i64>);
+        loop {
+            if rend.is_none() {
+                rend = open(rendition);
+            }
+            src_pts = newest_video_pts(src.as_mut()).max(src_pts);
+            rend_pts = newest_video_pts(rend.as_mut()).max(rend_pts);
+            let params = rend.as_ref().is_some_and(|r| {
+                r.streams()
                     .iter()
-                    .find(|s| s.media == framecache::packet::FC_MEDIA_VIDEO)
-                    .map(|s| s.index);
-                if video.is_some_and(|v| r.codec_params(v, 0).is_ok()) {
-                    return Ok(());
-                }
+                    .find(|s| s.media == FC_MEDIA_VIDEO)
+                    .is_some_and(|v| r.codec_params(v.index, 0).is_ok())
+            });
+            // Within 0.2 s of the source (the rendition keeps its timestamps: -copyts).
+            let caught_up = match (src_pts, rend_pts) {
+                (Some(s), Some(r)) => r >= s - 18_000,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if params && caught_up {
+                return Ok(());
             }
-            let dead = self.lock().get_mut(stream).is_none_or(|r| !r.alive());
-            if dead {
+            if params && t.elapsed() > START_TIMEOUT / 2 {
+                // Never caught up (a source faster than the machine can transcode): go on.
+                return Ok(());
+            }
+            let mut m = self.lock();
+            let Some(r) = m.get_mut(stream) else {
                 return Err("the transcoder stopped (see the server's log)".into());
+            };
+            if !r.alive() {
+                // Most often the probe ended before the audio's parameters came: once more,
+                // probing longer.
+                if retried {
+                    return Err("the transcoder stopped (see the server's log)".into());
+                }
+                retried = true;
+                log::info!("serve: the transcoder of {stream} stopped at start; trying again");
+                let _ = r.ffmpeg.kill();
+                let _ = r.export.kill();
+                let _ = r.ffmpeg.wait();
+                let _ = r.export.wait();
+                let (export, ffmpeg) = self.spawn(stream, r.port, PROBE_LONG)?;
+                r.export = export;
+                r.ffmpeg = ffmpeg;
             }
+            drop(m);
             if t.elapsed() > START_TIMEOUT {
                 return Err("the transcoder did not produce video in time".into());
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -464,7 +521,7 @@ impl Transcoder {
                     let _ = r.export.kill();
                     let _ = r.ffmpeg.wait();
                     let _ = r.export.wait();
-                    match self.spawn(stream, r.port) {
+                    match self.spawn(stream, r.port, PROBE_LONG) {
                         Ok((export, ffmpeg)) => {
                             r.export = export;
                             r.ffmpeg = ffmpeg;
@@ -527,6 +584,25 @@ impl Transcoder {
             r.stop(&self.engine);
         }
     }
+}
+
+/// The newest video pts (90 kHz) among the packets `r` has not read yet, reading them all.
+fn newest_video_pts(r: Option<&mut framecache::packet::PacketReader>) -> Option<i64> {
+    let r = r?;
+    let video = r
+        .streams()
+        .iter()
+        .find(|s| s.media == framecache::packet::FC_MEDIA_VIDEO)
+        .map(|s| (s.index, s.timebase))?;
+    let mut newest = None;
+    while let Ok(p) = r.next(Duration::ZERO) {
+        if p.info.stream == video.0 && p.info.pts != framecache::packet::FC_NOPTS {
+            newest = newest.max(Some(framecache::packet::rescale(
+                p.info.pts, video.1, 90_000,
+            )));
+        }
+    }
+    newest
 }
 
 /// user + system CPU seconds of process `pid` (/proc/PID/stat).

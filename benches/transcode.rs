@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{machine_line, process_cpu_seconds, Reaper, RootDir};
+use common::{child_pids, cmdline, machine_line, process_cpu_seconds, Reaper, RootDir};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -55,25 +55,6 @@ fn post(addr: &str, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, raw)
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    out
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 /// pts → publish time (ns) of the video packets of `slot` for `secs`.
@@ -222,7 +203,7 @@ fn case(dir: &Path, w: u32, h: u32, secs: u64) -> Row {
     // The rendition starts with the source's GOP so far, encoded faster than real time: the
     // steady state (what the figures are) follows once it caught up.
     std::thread::sleep(Duration::from_millis(2000));
-    let kids = children(serve.0.id());
+    let kids = child_pids(serve.0.id());
     let ffmpeg = kids
         .iter()
         .copied()

@@ -238,13 +238,19 @@ pub fn export(
             dts,
             keyframe,
         );
-        file.write_all(&bytes)?;
         // Live: each packet leaves at once (a pipe reader such as serve's transcoder would
         // otherwise wait for 8 KiB, tens of ms of a small stream).
-        file.flush()?;
+        match file.write_all(&bytes).and_then(|_| file.flush()) {
+            Ok(()) => {}
+            // The pipe's reader left (e.g. a transcoder that was stopped): an end, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break "reader gone",
+            Err(e) => return Err(e.into()),
+        }
         written += 1;
     };
-    file.flush()?;
+    if end != "reader gone" {
+        file.flush()?;
+    }
     let st = r.reader().stats();
     eprintln!(
         "framecache: exported {written} packets of {id} to {out} ({} skipped, ended by {end})",

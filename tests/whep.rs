@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{skip, Reaper, TempRoot};
+use common::{child_pids, cmdline, skip, Reaper, TempRoot};
 
 struct Serve {
     child: Reaper,
@@ -1318,7 +1318,7 @@ fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
         metric(&s, "framecache_whep_viewers") == 1.0
     });
     std::thread::sleep(Duration::from_secs(2));
-    let ffmpeg = children(s.pid())
+    let ffmpeg = child_pids(s.pid())
         .into_iter()
         .find(|&p| cmdline(p).starts_with("ffmpeg") && cmdline(p).contains("-copyts"))
         .expect("the transcoder's ffmpeg");
@@ -1335,26 +1335,6 @@ fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
         v["frames"].as_u64().unwrap() >= 150,
         "played on after the restart: {rep}"
     );
-}
-
-/// The child processes of `pid` (all its threads').
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    out
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 fn fd_count(pid: u32) -> usize {

@@ -61,7 +61,7 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 #[allow(unused_imports)] // not every bench uses it
-pub use framecache_testkit::Reaper;
+pub use framecache_testkit::{child_pids, cmdline, Reaper};
 
 /// Sleeps until CLOCK_MONOTONIC reaches `t_ns` (absolute, so pacing does not drift).
 pub fn sleep_until(t_ns: u64) {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 #[allow(unused_imports)] // not every test uses every helper
-pub use framecache_testkit::{rml_publisher, skip, Reaper};
+pub use framecache_testkit::{child_pids, cmdline, rml_publisher, skip, Reaper};
 
 /// A private slot root (the test kit's), with the CLI bound to it.
 pub struct TempRoot(framecache_testkit::TempRoot);

@@ -430,17 +430,7 @@ pub unsafe extern "C" fn fc_ingest_set_play_access(
 ) -> c_int {
     boundary(|| {
         let mut e = self::engine(engine)?;
-        let token = if token.is_null() {
-            None
-        } else {
-            let t = c_str(token, "token")?;
-            if t.is_empty() {
-                return Err(Error::InvalidArg(
-                    "token: empty (NULL means no token)".into(),
-                ));
-            }
-            Some(t.to_string())
-        };
+        let token = opt_token(token, "token")?.map(str::to_string);
         e.set_play_access(
             enabled != 0,
             framecache_ingest::rtmp::PlayAccess {
@@ -471,18 +461,7 @@ pub unsafe extern "C" fn fc_ingest_set_play_token(
         let e = self::engine(engine)?;
         let slot = c_str(slot, "slot")?;
         framecache_shm::slot::validate_id(slot)?;
-        let token = if token.is_null() {
-            None
-        } else {
-            let t = c_str(token, "token")?;
-            if t.is_empty() {
-                return Err(Error::InvalidArg(
-                    "token: empty (NULL removes the slot's token)".into(),
-                ));
-            }
-            Some(t)
-        };
-        e.set_play_token(slot, token);
+        e.set_play_token(slot, opt_token(token, "token")?);
         Ok(())
     })
 }

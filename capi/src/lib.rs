@@ -162,6 +162,21 @@ fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
         .map_err(|_| Error::InvalidArg(format!("{what} is not UTF-8")))
 }
 
+/// A secret that may be absent: NULL is `None`; an empty string is refused (it would be a
+/// token anyone could guess; NULL is how a C host says "none").
+fn opt_token<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let t = c_str(p, what)?;
+    if t.is_empty() {
+        return Err(Error::InvalidArg(format!(
+            "{what}: empty (NULL means none)"
+        )));
+    }
+    Ok(Some(t))
+}
+
 fn opt_c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
     if p.is_null() {
         Ok("")

@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::abi::{abi_structs, out_size, read_in, write_out};
-use crate::{arg, arg_mut, boundary, c_str, fc_ingest, free_handle, guard, lock, put, put_c_str};
+use crate::{
+    arg, arg_mut, boundary, c_str, fc_ingest, free_handle, guard, lock, opt_token, put, put_c_str,
+};
 
 abi_structs! {
     fc_whep_config => (4, std::mem::size_of::<fc_whep_config>()),
@@ -471,18 +473,8 @@ pub unsafe extern "C" fn fc_whep_set_stream_token(
     boundary(|| {
         let w = arg(whep, "whep")?;
         let stream = c_str(stream, "stream")?;
-        let token = if token.is_null() {
-            None
-        } else {
-            let t = c_str(token, "token")?;
-            if t.is_empty() {
-                return Err(Error::InvalidArg(
-                    "token: empty (NULL removes the stream's token)".into(),
-                ));
-            }
-            Some(t)
-        };
-        w.engine.set_stream_token(stream, token);
+        w.engine
+            .set_stream_token(stream, opt_token(token, "token")?);
         Ok(())
     })
 }

@@ -90,6 +90,22 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
     }
 }
 
+/// Runs `framecache serve` with `config`, which it must refuse to start with; its stderr.
+fn serve_refused(root: &TempRoot, name: &str, config: &str) -> String {
+    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-{name}.toml", std::process::id()));
+    std::fs::write(&cfg, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_framecache"))
+        .args(["serve", "--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
+        .args(["--srt", "off", "--no-demo", "--seconds", "5", "--config"])
+        .arg(&cfg)
+        .env("FC_SHM_DIR", root.path())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(!out.status.success(), "serve started with {config}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 struct Resp {
     status: u16,
     headers: Vec<(String, String)>,
@@ -1204,31 +1220,11 @@ fn a_streams_own_viewer_token_opens_that_stream_only() {
     drop(s);
 
     // Keys, no global token, and a key without its own: refused at start, naming the fix.
-    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-tok.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
+    let err = serve_refused(
+        &root,
+        "tok",
         "[[keys]]\nkey = \"cam1\"\nview_token = \"c1-v13w\"\n[[keys]]\nkey = \"cam2\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_framecache"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--srt",
-            "off",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--no-demo", "--seconds", "5"])
-        .env("FC_SHM_DIR", root.path())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&cfg);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         err.contains("view_token") && err.contains("guards cam2:"),
         "{err}"
@@ -1471,26 +1467,7 @@ fn a_c_host_serves_whep_through_the_c_api_and_aiortc_watches() {
 #[test]
 fn serve_with_keys_but_no_viewer_token_refuses_to_start() {
     let root = TempRoot::new("whep-notoken");
-    let cfg = std::env::temp_dir().join(format!("fc-serve-{}-notoken.toml", std::process::id()));
-    std::fs::write(&cfg, "[[keys]]\nkey = \"cam1\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_framecache"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--rtmp",
-            "127.0.0.1:0",
-            "--srt",
-            "off",
-        ])
-        .args(["--no-demo", "--seconds", "5", "--config"])
-        .arg(&cfg)
-        .env("FC_SHM_DIR", root.path())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&cfg);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&root, "notoken", "[[keys]]\nkey = \"cam1\"\n");
     assert!(
         err.contains("viewer token") && err.contains("[whep] token"),
         "{err}"

@@ -633,7 +633,7 @@ enum Src {
     BFrames,
     /// SRT, HEVC + AAC: transcoded.
     HevcSrt,
-    /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 7 s:
+    /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 12 s:
     /// watched from before the switch, the viewer moves to the rendition and keeps playing.
     SwitchSrt,
 }
@@ -823,7 +823,8 @@ fn chromium_case(https: bool, src: Src) {
             ],
         ),
         Src::SwitchSrt => {
-            let ts = switching_ts(root.path(), 7, 30);
+            // Late enough for a slow machine's Chromium to be watching before the switch.
+            let ts = switching_ts(root.path(), 12, 30);
             Reaper(
                 Command::new("ffmpeg")
                     .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
@@ -841,7 +842,12 @@ fn chromium_case(https: bool, src: Src) {
         wait_live(&s, "cam1");
     }
     // 15 s of watching (5 s over HTTPS, which checks the transport, not the playback).
-    let watch_ms = if https { 5000 } else { 15000 };
+    // The switching source is watched 20 s, so the last 5 s come well after its switch.
+    let watch_ms = match (https, src) {
+        (true, _) => 5000,
+        (false, Src::SwitchSrt) => 20000,
+        _ => 15000,
+    };
     let scheme = if https { "https" } else { "http" };
     if https && have("curl") {
         // curl trusting the test CA: the API answers over HTTPS; plain HTTP on the port is

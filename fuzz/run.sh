@@ -3,7 +3,7 @@
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
 #                                       flv_tag, ts_media, hls_http, rtmp_chunks, fmp4,
-#                                       mp4_file)
+#                                       mp4_file, rtsp_session)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
@@ -20,6 +20,11 @@ if [ "$target" = frame_header ] && [ -z "$(ls corpus/frame_header)" ]; then
   seed=$(mktemp -d)
   env -u RUSTFLAGS FC_SHM_DIR=$seed bash -c 'cd .. && cargo run --quiet -- testsrc seed --size 16x16 --depth 2 --frames 1 --unpaced --keep' >/dev/null 2>&1
   cp "$seed/seed.frames" corpus/frame_header/seed && rm -rf "$seed"
+fi
+# A valid RTSP session (SDP length, SDP, interleaved RTP) so rtsp_session starts past DESCRIBE.
+if [ "$target" = rtsp_session ] && [ -z "$(ls corpus/rtsp_session 2>/dev/null)" ]; then
+  mkdir -p corpus/rtsp_session
+  env -u RUSTFLAGS bash -c 'cd .. && cargo run --quiet -p framecache-ingest --example rtsp_seed' > corpus/rtsp_session/seed
 fi
 # A real H.264+AAC TS (cut byte first) so ts_media starts with PAT, PMT and PES to mutate.
 if [ "$target" = ts_media ] && [ -z "$(ls corpus/ts_media)" ] && command -v ffmpeg >/dev/null; then

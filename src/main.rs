@@ -178,8 +178,9 @@ enum Cmd {
     /// `rtmps://ADDR:PORT` with --tls-cert/--tls-key,
     /// `srt://0.0.0.0:PORT`) start push listeners routed by stream key; `publish://KEY` accepts
     /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
-    /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT) are pull inputs of
-    /// --slot, highest priority first, with failover and failback.
+    /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT,
+    /// rtsp://[USER:PASS@]HOST/PATH[?transport=udp]) are pull inputs of --slot, highest priority
+    /// first, with failover and failback.
     Ingest(ingest::IngestOpts),
     /// The all-in-one main job: RTMP and SRT ingest routed by stream key, RTMP play, WHEP for
     /// browsers, a page listing live streams with a player each, /metrics and /health, and a

@@ -198,6 +198,7 @@ fn url_text(u: &InputUrl) -> String {
         InputUrl::Hls { url } => url.clone(),
         InputUrl::File { mount, path } => format!("file://{mount}/{path}"),
         InputUrl::Copy { slot } => format!("copy://{slot}"),
+        InputUrl::Rtsp(u) => u.url.clone(),
     }
 }
 

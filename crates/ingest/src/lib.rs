@@ -5,7 +5,7 @@
 //! packet slot. The formats themselves (TS, FLV, MP4, HLS playlists, the RTMP chunk stream) are
 //! `framecache-media`'s; they are re-exported here under their old paths.
 //!
-//! **May import**: `framecache-shm`, `framecache-media`, tokio, rustls, rml_rtmp, libc (libsrt is
+//! **May import**: `framecache-shm`, `framecache-media`, tokio, rustls, rml_rtmp, retina, libc (libsrt is
 //! loaded at run time). Not `framecache-whep`, `framecache-cuda` or the C ABI. It never prints:
 //! diagnostics go through `log`.
 //!
@@ -15,6 +15,7 @@
 //! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
+//! - [`rtsp`]: RTSP pull through retina (URL, stream choice, frames → media).
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`failover`]: the failover policy of a pull ingest (sans-IO, driven by `now`).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
@@ -36,6 +37,7 @@ pub(crate) mod pump;
 pub mod push;
 pub mod registry;
 pub mod rtmp;
+pub mod rtsp;
 pub mod sink;
 pub mod srt;
 pub mod url;

@@ -3,7 +3,7 @@
 //!
 //! `udp://` MPEG-TS (unicast, multicast), `srt://` caller, `rtmp://host/app/key` play,
 //! `http://…m3u8` HLS (TS or fMP4 segments), `file://MOUNT/path` (`.ts`, `.flv` or MP4, paced at real time)
-//! and `copy://SLOT`.
+//! `copy://SLOT` and `rtsp://` (in [`crate::rtsp`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -73,6 +73,8 @@ pub enum InputUrl {
         /// Source slot.
         slot: String,
     },
+    /// `rtsp://[user:pass@]HOST[:PORT]/path[?transport=udp]`: an RTSP camera or server.
+    Rtsp(crate::rtsp::RtspUrl),
 }
 
 impl InputUrl {
@@ -153,6 +155,7 @@ impl InputUrl {
                     path: path.to_string(),
                 })
             }
+            "rtsp" | "rtsps" => crate::rtsp::RtspUrl::parse(url).map(InputUrl::Rtsp),
             "copy" => {
                 let slot = rest.trim_end_matches('/');
                 framecache_shm::slot::validate_id(slot)?;
@@ -255,6 +258,7 @@ pub fn run_input(
             run_file(&p, stop, out)
         }
         InputUrl::Copy { slot } => run_copy(&at.root, slot, t, stop, out),
+        InputUrl::Rtsp(u) => crate::rtsp::run(u, t, stop, out),
         InputUrl::Hls { url } => run_hls(url, t, stop, out),
         InputUrl::RtmpPull { addr, app, key } => run_rtmp(addr, app, key, t, stop, out),
         InputUrl::SrtCaller {

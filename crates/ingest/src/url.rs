@@ -53,9 +53,24 @@ impl<'a> Url<'a> {
         self.rest.trim_end_matches('/')
     }
 
-    /// A [`Error::BadUrl`] naming this URL and `why`.
+    /// A [`Error::BadUrl`] naming this URL (its password left out) and `why`.
     pub fn bad(&self, why: &str) -> Error {
-        Error::BadUrl(format!("{}: {why}", self.text))
+        Error::BadUrl(format!("{}: {why}", redact(self.text)))
+    }
+}
+
+/// `text` with the password of its user info replaced by `***`, for messages.
+pub fn redact(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((ui, hp)) => {
+            let user = ui.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{hp}{}", &rest[end..])
+        }
+        None => text.to_string(),
     }
 }
 
@@ -82,6 +97,17 @@ pub fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("rtsp://u:pw@h:1/p?q=1"), "rtsp://u:***@h:1/p?q=1");
+        assert_eq!(
+            redact("rtsp://h/p@x"),
+            "rtsp://h/p@x",
+            "an @ in the path is not user info"
+        );
+        assert_eq!(redact("plain"), "plain");
+    }
 
     #[test]
     fn splits_and_decodes() {

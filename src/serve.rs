@@ -54,6 +54,12 @@ pub struct ServeConfig {
     /// Stream keys.
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
+    /// Pull inputs: cameras and feeds that `serve` fetches itself.
+    #[serde(default)]
+    pub inputs: Vec<InputEntry>,
+    /// Directories `file://NAME/...` inputs may read: NAME = DIR.
+    #[serde(default)]
+    pub mounts: std::collections::BTreeMap<String, PathBuf>,
     /// WHEP settings (its `token` is the viewer token of WHEP and RTMP play).
     #[serde(default)]
     pub whep: WhepSection,
@@ -101,6 +107,22 @@ pub struct KeyEntry {
     pub transcode: Option<bool>,
     /// A viewer token of this stream alone (WHEP, RTMP play `?token=`, the stream list), accepted
     /// beside `[whep] token`; it also opens the stream's rendition `SLOT-webrtc`.
+    pub view_token: Option<String>,
+}
+
+/// One `[[inputs]]` entry: a slot fed by pull inputs (`rtsp://`, `srt://HOST:PORT`,
+/// `udp://`, `rtmp://HOST/APP/KEY`, HLS, `file://`, `copy://`), highest priority first, with
+/// failover and failback.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputEntry {
+    /// The slot (and stream name).
+    pub slot: String,
+    /// Its inputs, highest priority first.
+    pub urls: Vec<String>,
+    /// Allow transcoding this stream for WebRTC viewers. Default true.
+    pub transcode: Option<bool>,
+    /// A viewer token of this stream alone, as in `[[keys]]`.
     pub view_token: Option<String>,
 }
 
@@ -246,6 +268,11 @@ pub fn run(o: ServeOpts) -> CliResult {
             let slot = k.slot.clone().unwrap_or_else(|| k.key.clone());
             Some((slot, k.view_token.clone()?))
         })
+        .chain(
+            cfg.inputs
+                .iter()
+                .filter_map(|i| Some((i.slot.clone(), i.view_token.clone()?))),
+        )
         .flat_map(|(slot, t)| [(format!("{slot}-webrtc"), t.clone()), (slot, t)])
         .collect();
     ingest.set_play_access(
@@ -307,6 +334,28 @@ pub fn run(o: ServeOpts) -> CliResult {
         None
     };
 
+    // Pull inputs of the configuration: cameras and feeds, each slot with its failover list.
+    for (name, dir) in &cfg.mounts {
+        ingest
+            .mounts()
+            .add(name, dir)
+            .map_err(|e| format!("[mounts] {name}: {e}"))?;
+    }
+    for i in &cfg.inputs {
+        let urls: Vec<&str> = i.urls.iter().map(String::as_str).collect();
+        if urls.is_empty() {
+            return Err(format!("[[inputs]] {}: urls is empty", i.slot).into());
+        }
+        ingest
+            .add(&i.slot, &urls)
+            .map_err(|e| format!("[[inputs]] {}: {e}", i.slot))?;
+        let shown: Vec<String> = urls
+            .iter()
+            .map(|u| framecache::ingest::url::redact(u))
+            .collect();
+        println!("pulling slot {} from {}", i.slot, shown.join(", "));
+    }
+
     let keys = ingest.registry().clone();
     let known: framecache::whep::KnownStreams =
         Arc::new(move |stream: &str| keys.feeds_slot(stream));
@@ -317,6 +366,12 @@ pub fn run(o: ServeOpts) -> CliResult {
         .iter()
         .filter(|k| k.transcode == Some(false))
         .map(|k| k.slot.clone().unwrap_or_else(|| k.key.clone()))
+        .chain(
+            cfg.inputs
+                .iter()
+                .filter(|i| i.transcode == Some(false))
+                .map(|i| i.slot.clone()),
+        )
         .collect();
     let transcode = cfg.transcode.unwrap_or(true);
     let encoder = match cfg.transcode_encoder.as_deref().unwrap_or("auto") {

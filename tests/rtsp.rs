@@ -6,61 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{skip, Reaper, TempRoot};
+use common::{Reaper, TempRoot};
 use framecache::ingest::rtsp;
 use framecache::packet::*;
 use framecache::Error;
-
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");
-
-/// Whether GStreamer's RTSP server can run here (Debian's python3-gst-1.0 and
-/// gir1.2-gst-rtsp-server-1.0, with the encoders of the plugin sets).
-fn gst_rtsp_available() -> bool {
-    let ok = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import gi; gi.require_version('GstRtspServer', '1.0'); \
-            from gi.repository import Gst, GstRtspServer; Gst.init(None); \
-            assert all(Gst.ElementFactory.find(e) for e in \
-            ['x264enc', 'x265enc', 'avenc_aac', 'rtph264pay', 'rtph265pay', 'rtpmp4gpay'])",
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip(
-            "GStreamer's RTSP server is not installed (apt install gir1.2-gst-rtsp-server-1.0 \
-              python3-gst-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-              gstreamer1.0-plugins-ugly gstreamer1.0-libav)",
-        );
-    }
-    ok
-}
-
-/// Starts the GStreamer RTSP server with `args`; returns it and its port.
-fn rtsp_server(args: &[&str]) -> (Reaper, u16) {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(SERVER)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .strip_prefix("PORT ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the RTSP server said {line:?}"));
-    (Reaper(child), port)
-}
 
 /// `framecache ingest --slot SLOT URL`, its stderr in `log`.
 fn ingest(root: &TempRoot, slot: &str, url: &str, log: &Path) -> Reaper {
@@ -182,11 +135,11 @@ fn pull_and_check(root: &TempRoot, slot: &str, url: &str, video: &str, audio: Op
 
 #[test]
 fn rtsp_pull_of_h264_and_aac_over_tcp_and_udp() {
-    if !gst_rtsp_available() {
+    if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-h264");
-    let (_srv, port) = rtsp_server(&["--video", "h264", "--audio", "aac"]);
+    let (_srv, port) = common::rtsp_server(&["--video", "h264", "--audio", "aac"]);
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     pull_and_check(&root, "camtcp", &url, "h264", Some("aac"));
     pull_and_check(
@@ -200,11 +153,11 @@ fn rtsp_pull_of_h264_and_aac_over_tcp_and_udp() {
 
 #[test]
 fn rtsp_pull_of_h265() {
-    if !gst_rtsp_available() {
+    if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-h265");
-    let (_srv, port) = rtsp_server(&["--video", "h265", "--audio", "none"]);
+    let (_srv, port) = common::rtsp_server(&["--video", "h265", "--audio", "none"]);
     pull_and_check(
         &root,
         "cam265",
@@ -218,12 +171,12 @@ fn rtsp_pull_of_h265() {
 /// and no password reaches the log.
 #[test]
 fn rtsp_digest_and_basic_auth() {
-    if !gst_rtsp_available() {
+    if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-auth");
     for auth in ["digest", "basic"] {
-        let (_srv, port) = rtsp_server(&[
+        let (_srv, port) = common::rtsp_server(&[
             "--audio",
             "none",
             "--user",
@@ -276,11 +229,11 @@ fn rtsp_digest_and_basic_auth() {
 /// re-attached) and the first packet after the gap is flagged as a discontinuity.
 #[test]
 fn rtsp_server_killed_and_restarted() {
-    if !gst_rtsp_available() {
+    if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-restart");
-    let (srv, port) = rtsp_server(&["--audio", "aac"]);
+    let (srv, port) = common::rtsp_server(&["--audio", "aac"]);
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     let log = root.path().join("ing.log");
     let _ing = ingest(&root, "cam", &url, &log);
@@ -310,7 +263,7 @@ fn rtsp_server_killed_and_restarted() {
     }
     drop(srv); // killed
     std::thread::sleep(Duration::from_millis(1500));
-    let (_srv2, port2) = rtsp_server(&["--audio", "aac", "--port", &port.to_string()]);
+    let (_srv2, port2) = common::rtsp_server(&["--audio", "aac", "--port", &port.to_string()]);
     assert_eq!(port2, port);
     // Skip what was still in the ring from before the kill; the first packet of the new session
     // carries the flag.
@@ -338,11 +291,11 @@ fn rtsp_server_killed_and_restarted() {
 /// it cannot take beside one it can is left out with a log line.
 #[test]
 fn rtsp_streams_framecache_cannot_take() {
-    if !gst_rtsp_available() {
+    if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-codecs");
-    let (_srv, port) = rtsp_server(&["--audio", "opus"]);
+    let (_srv, port) = common::rtsp_server(&["--audio", "opus"]);
     let log = root.path().join("opus.log");
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     let _ing = ingest(&root, "camopus", &url, &log);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{child_pids, cmdline, skip, Reaper, TempRoot};
@@ -22,6 +22,8 @@ struct Serve {
     /// The viewer token and the metrics token of its config.
     viewer: Option<String>,
     metrics: Option<String>,
+    /// Everything it printed so far, stdout and stderr (stderr is passed on as well).
+    said: Arc<Mutex<String>>,
 }
 
 impl Serve {
@@ -40,16 +42,27 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         .arg(&cfg)
         .env("FC_SHM_DIR", root.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     if !demo {
         c.arg("--no-demo");
     }
     let mut child = c.spawn().expect("spawn framecache serve");
     let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
+    let said2 = said.clone();
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines().map_while(Result::ok) {
+            said2.lock().unwrap().push_str(&format!("{l}\n"));
             let _ = tx.send(l);
+        }
+    });
+    let said2 = said.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{l}");
+            said2.lock().unwrap().push_str(&format!("{l}\n"));
         }
     });
     let child = Reaper(child);
@@ -87,6 +100,7 @@ fn serve(root: &TempRoot, name: &str, config: &str, demo: bool) -> Serve {
         _config: cfg,
         viewer: value("token"),
         metrics: value("metrics_token"),
+        said,
     }
 }
 
@@ -1478,4 +1492,56 @@ fn serve_with_keys_but_no_viewer_token_refuses_to_start() {
         err.contains("viewer token") && err.contains("[whep] token"),
         "{err}"
     );
+}
+
+/// The main job pulls an RTSP camera (GStreamer's RTSP server, Digest auth) named in its
+/// configuration, with no code: aiortc watches it over WHEP with video and audio, RTMP play
+/// serves it, and the camera's password shows nowhere in serve's output.
+#[test]
+fn serve_pulls_an_rtsp_camera_from_its_config_and_aiortc_watches_it() {
+    let Some(py) = aiortc_python() else {
+        skip("aiortc is not installed (pip install aiortc)");
+        return;
+    };
+    if !common::gst_rtsp_available() {
+        return;
+    }
+    let root = TempRoot::new("whep-rtsp");
+    let (_cam, port) = common::rtsp_server(&[
+        "--user",
+        "admin",
+        "--password",
+        "c4m-s3cret",
+        "--auth",
+        "digest",
+    ]);
+    let s = serve(
+        &root,
+        "rtsp",
+        &format!(
+            "[[inputs]]\nslot = \"door\"\n\
+             urls = [\"rtsp://admin:c4m-s3cret@127.0.0.1:{port}/cam\"]\n"
+        ),
+        false,
+    );
+    wait_live(&s, "door");
+    let rep = aiortc(&py, &format!("http://{}/whep/door", s.http), 1, 4.0, &[]);
+    let v = &rep["viewers"][0];
+    assert_eq!(v["status"], 201, "{rep}");
+    assert!(v["frames"].as_u64().unwrap() >= 30, "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert!(v["audio_frames"].as_u64().unwrap() > 20, "{v}");
+    let mp4 = root.path().join("door.mp4");
+    common::check_rtmp_play(&format!("rtmp://{}/live/door", s.rtmp), &mp4);
+    let said = s.said.clone();
+    drop(s);
+    let said = said.lock().unwrap().clone();
+    assert!(
+        said.contains("pulling slot door from rtsp://admin:***@"),
+        "{said}"
+    );
+    assert!(!said.contains("c4m-s3cret"), "{said}");
 }

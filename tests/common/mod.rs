@@ -190,3 +190,48 @@ pub fn probe(file: &Path) -> (u64, u64, u64, u64) {
     }
     (v, a, w, h)
 }
+
+const RTSP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");
+
+/// Whether GStreamer's RTSP server can run here (Debian's python3-gst-1.0 and
+/// gir1.2-gst-rtsp-server-1.0, with the encoders of the plugin sets).
+pub fn gst_rtsp_available() -> bool {
+    let ok = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('GstRtspServer', '1.0'); \
+            from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+            assert all(Gst.ElementFactory.find(e) for e in \
+            ['x264enc', 'x265enc', 'avenc_aac', 'rtph264pay', 'rtph265pay', 'rtpmp4gpay'])",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(
+            "GStreamer's RTSP server is not installed (apt install gir1.2-gst-rtsp-server-1.0 \
+              python3-gst-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+              gstreamer1.0-plugins-ugly gstreamer1.0-libav)",
+        );
+    }
+    ok
+}
+
+/// Starts the GStreamer RTSP server with `args`; returns it and its port.
+pub fn rtsp_server(args: &[&str]) -> (Reaper, u16) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(RTSP_SERVER)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let port = line
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the RTSP server said {line:?}"));
+    (Reaper(child), port)
+}

@@ -11,6 +11,7 @@ mod cuframes;
 mod ingest;
 mod logger;
 mod packets;
+mod pipe;
 mod serve;
 mod transcode;
 use framecache::format::{fourcc_str, ALL_FORMATS};
@@ -134,6 +135,44 @@ enum Cmd {
         /// Start at the oldest keyframe in the ring instead of the most recent one.
         #[arg(long)]
         oldest: bool,
+    },
+    /// Write a slot to stdout for programs without a framecache device: a frame slot as
+    /// rawvideo (tightly packed; stderr says the ffmpeg input options), a packet slot as MPEG-TS.
+    /// E.g. `framecache cat cam | ffmpeg -f rawvideo -pix_fmt uyvy422 -video_size 1920x1080
+    /// -framerate 30 -i - out.mkv`.
+    Cat {
+        /// Slot id.
+        slot: String,
+        /// Stop after this many frames (packets).
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Stop after this long without a frame, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Start at the oldest frame (packet slots: keyframe) in the ring, not the newest.
+        #[arg(long)]
+        oldest: bool,
+    },
+    /// Read rawvideo frames from stdin into a new frame slot, e.g. `ffmpeg -i in.mp4 -f rawvideo
+    /// -pix_fmt uyvy422 - | framecache write cam --size 1920x1080 --format uyvy422 --fps 30`.
+    Write {
+        /// Slot id.
+        slot: String,
+        /// Frame size WIDTHxHEIGHT.
+        #[arg(long)]
+        size: String,
+        /// Pixel format (FourCC or ffmpeg name), as the input's -pix_fmt.
+        #[arg(long)]
+        format: String,
+        /// Frame rate (e.g. 30, 30000/1001).
+        #[arg(long, default_value = "30")]
+        fps: String,
+        /// Ring depth in frames.
+        #[arg(long, default_value_t = 120)]
+        depth: u32,
+        /// Keep the slot file after the input ends (readers that come later find the last frames).
+        #[arg(long)]
+        keep: bool,
     },
     /// Read frames of a `testsrc` slot and verify every byte against the pattern.
     Verify {
@@ -346,6 +385,38 @@ fn main() -> ExitCode {
             catch_signals();
             packets::export(&slot, &out, packets, timeout_ms, oldest)
         }
+        Cmd::Cat {
+            slot,
+            frames,
+            timeout_ms,
+            oldest,
+        } => {
+            catch_signals();
+            let o = pipe::CatOpts {
+                frames,
+                timeout_ms,
+                oldest,
+            };
+            pipe::cat(&slot, &o)
+        }
+        Cmd::Write {
+            slot,
+            size,
+            format,
+            fps,
+            depth,
+            keep,
+        } => {
+            catch_signals();
+            let o = pipe::WriteOpts {
+                size,
+                format,
+                fps,
+                depth,
+                keep,
+            };
+            pipe::write(&slot, &o)
+        }
         Cmd::Verify {
             slot,
             frames,
@@ -442,7 +513,7 @@ fn ls(json: bool) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fps_text(num: u32, den: u32) -> String {
+pub(crate) fn fps_text(num: u32, den: u32) -> String {
     if num == 0 {
         "?".into()
     } else if den == 1 {
@@ -582,7 +653,7 @@ pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), String> {
     ))
 }
 
-fn parse_fps(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_fps(s: &str) -> Result<(u32, u32), String> {
     let (n, d) = s.split_once('/').unwrap_or((s, "1"));
     let n: u32 = n.parse().map_err(|_| format!("fps {s:?}"))?;
     let d: u32 = d.parse().map_err(|_| format!("fps {s:?}"))?;

@@ -1698,8 +1698,9 @@ int fc_ingest_add_mount(struct fc_ingest *engine, const char *name, const char *
 // Adds an ingest into packet slot `slot` from `count` URLs: `publish://KEY` registers KEY;
 // the others are pull inputs (udp://, srt://HOST:PORT?streamid=, rtmp://HOST/APP/KEY,
 // http://...m3u8, file://MOUNT/path, copy://SLOT, rtsp://[USER:PASS@]HOST/PATH), highest
-// priority first, with failover.
-// Bad URLs give `FC_ERR_BAD_URL` and nothing is started.
+// priority first, with failover. Keys and pull inputs in one list share the slot by
+// priority (the best live input writes). A slot that already has inputs gets these instead.
+// Bad URLs give `FC_ERR_BAD_URL` and nothing is started or changed.
 //
 // # Safety
 // `engine` valid; `urls` holds `count` NUL-terminated strings.

@@ -1344,3 +1344,104 @@ fn srt_caller_pulls_from_an_ffmpeg_listener_and_garbage_udp_creates_nothing() {
     );
     drop(ing);
 }
+
+/// A push key and a pull input in one slot, by priority: the encoder's RTMP push first, a file
+/// slate as backup. The slate writes while nobody pushes; the push takes over when it comes
+/// and the slate again when it drops, each time at a keyframe, with rising timestamps, a
+/// discontinuity flag and the same slot (the reader is never re-attached). Sources are told
+/// apart by their picture size (push 640x360, slate 320x180).
+#[test]
+fn a_push_and_a_slate_share_a_slot_by_priority() {
+    let root = TempRoot::new("ing-share");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    // vod/slate.ts, read by the file:// input below.
+    encode(
+        &vod,
+        "slate.ts",
+        3,
+        &["-s", "320x180", "-bf", "0", "-tune", "zerolatency"],
+    );
+    let push_src = source(root.path(), "push.flv", 6);
+    let mut e = engine(&root);
+    e.mounts().add("vod", &vod).unwrap();
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("main", &["publish://cam", "file://vod/slate.ts"])
+        .unwrap();
+
+    // Read the slot from the start: per keyframe, (time seen, width, discontinuity).
+    let rootp = root.path().to_path_buf();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut r = loop {
+            match PacketReader::open_in(&rootp, "main", PacketReaderConfig::default()) {
+                Ok(r) => break r,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let streams = r.streams();
+        let mut keys = Vec::new();
+        let mut last_dts = vec![i64::MIN; streams.len()];
+        let (mut backwards, mut flagged) = (0, 0);
+        let mut buf = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let info = match r.next_vec(&mut buf, Duration::from_millis(200)) {
+                Ok(i) => i,
+                Err(Error::Timeout) => continue,
+                Err(e) => panic!("read: {e}"),
+            };
+            let s = info.stream as usize;
+            if info.dts < last_dts[s] {
+                backwards += 1;
+                eprintln!(
+                    "stream {s}: dts {} after {} (flags {:#x})",
+                    info.dts, last_dts[s], info.flags
+                );
+            }
+            last_dts[s] = info.dts;
+            let disc = info.flags & FC_PACKET_DISCONTINUITY != 0;
+            flagged += disc as u32;
+            if streams[s].codec == FC_CODEC_H264 && info.flags & FC_PACKET_KEYFRAME != 0 {
+                let w = framecache::media::codec::h264_sps_info(&buf[..info.size as usize])
+                    .map_or(0, |i| i.width);
+                keys.push((Instant::now(), w));
+            }
+        }
+        (keys, backwards, flagged, r.stats().reattached)
+    });
+    // The slate alone.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut pusher = push_rtmp(&push_src, &format!("rtmp://{addr}/live/cam"));
+    let _ = pusher.wait();
+    let pushed_end = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (keys, backwards, flagged, reattached) = reader.join().unwrap();
+    drop(e);
+
+    let widths: Vec<u32> = keys.iter().map(|k| k.1).collect();
+    // Runs of the same source: slate, push, slate.
+    let mut runs: Vec<u32> = widths.clone();
+    runs.dedup();
+    assert_eq!(
+        runs,
+        vec![320, 640, 320],
+        "keyframe widths in order: {widths:?}"
+    );
+    assert!(
+        widths.iter().filter(|&&w| w == 640).count() >= 4,
+        "the push wrote its keyframes: {widths:?}"
+    );
+    // The slate came back after the push ended (its next keyframe, GOP 1 s).
+    let back = keys
+        .iter()
+        .find(|(t, w)| *w == 320 && *t > pushed_end)
+        .map(|(t, _)| t.duration_since(pushed_end))
+        .expect("the slate returned");
+    eprintln!("the slate's first keyframe came {back:?} after the push ended");
+    assert!(back < Duration::from_secs(3), "{back:?}");
+    assert_eq!(backwards, 0, "timestamps fell back at a switch");
+    assert!(flagged >= 2, "each switch is flagged ({flagged} flags)");
+    assert_eq!(reattached, 0, "the slot stayed the same");
+}

@@ -14,6 +14,7 @@ use crate::pull::{run_input, InputTimeouts, InputUrl, Locations, Mounts, StopFla
 use crate::push::PushConfig;
 use crate::registry::{KeyConfig, KeyRegistry};
 use crate::rtmp::{self, RtmpServerConfig};
+use crate::share::{SharedFeed, SlotShare};
 use crate::sink::{EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink, StatsSnapshot};
 use crate::srt::{self, SrtListener, SrtListenerConfig};
 use crate::url::Url;
@@ -104,6 +105,9 @@ pub struct PullConfig {
     pub events: Option<EventCallback>,
     /// Root directory (None = the default).
     pub root: Option<PathBuf>,
+    /// Set when the slot is shared with push keys by priority: the share, and the priority of
+    /// each input (see [`crate::share`]).
+    pub shared: Option<(Arc<SlotShare>, Vec<usize>)>,
 }
 
 impl PullConfig {
@@ -121,6 +125,36 @@ impl PullConfig {
             max_backoff: Duration::from_secs(8),
             events: None,
             root: None,
+            shared: None,
+        }
+    }
+}
+
+/// Where a pull worker's media go.
+enum PullOut {
+    Own(Box<SlotSink>),
+    /// A shared slot; the priority of each input.
+    Shared(Arc<SlotShare>, Vec<usize>),
+}
+
+impl PullOut {
+    fn begin(&mut self, input: usize) {
+        match self {
+            PullOut::Own(s) => s.begin_session(),
+            PullOut::Shared(share, prios) => share.claim(prios[input]),
+        }
+    }
+
+    fn push(&mut self, input: usize, m: Media) -> Result<()> {
+        match self {
+            PullOut::Own(s) => s.push(m),
+            PullOut::Shared(share, prios) => share.offer(prios[input], m),
+        }
+    }
+
+    fn end(&mut self, input: usize) {
+        if let PullOut::Shared(share, prios) = self {
+            share.release(prios[input]);
         }
     }
 }
@@ -140,13 +174,26 @@ impl PullIngest {
                 "a pull ingest needs at least one input".into(),
             ));
         }
-        let mut sink = SlotSink::new(
-            cfg.root.as_deref(),
-            &cfg.slot,
-            cfg.sink.clone(),
-            stats.clone(),
-        )?;
-        sink.set_events(cfg.events.clone(), false);
+        let out = match &cfg.shared {
+            Some((share, prios)) => {
+                if prios.len() != cfg.inputs.len() {
+                    return Err(Error::InvalidArg(
+                        "a shared slot needs one priority per input".into(),
+                    ));
+                }
+                PullOut::Shared(share.clone(), prios.clone())
+            }
+            None => {
+                let mut sink = SlotSink::new(
+                    cfg.root.as_deref(),
+                    &cfg.slot,
+                    cfg.sink.clone(),
+                    stats.clone(),
+                )?;
+                sink.set_events(cfg.events.clone(), false);
+                PullOut::Own(Box::new(sink))
+            }
+        };
         let at = Locations {
             mounts,
             root: cfg
@@ -156,9 +203,10 @@ impl PullIngest {
         };
         let stop = StopFlag::default();
         let s2 = stop.clone();
+        let stats2 = stats.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pull-{}", cfg.slot))
-            .spawn(move || worker(cfg, at, sink, s2))?;
+            .spawn(move || worker(cfg, at, out, s2, stats2))?;
         Ok(PullIngest {
             stop,
             thread: Some(thread),
@@ -258,8 +306,13 @@ fn prober(
     }
 }
 
-fn worker(cfg: PullConfig, at: Locations, mut sink: SlotSink, stop: StopFlag) {
-    let stats = sink.stats().clone();
+fn worker(
+    cfg: PullConfig,
+    at: Locations,
+    mut out: PullOut,
+    stop: StopFlag,
+    stats: Arc<IngestStats>,
+) {
     let policy = Arc::new(Mutex::new(Failover::new(
         cfg.inputs.len(),
         cfg.probe_interval,
@@ -278,7 +331,7 @@ fn worker(cfg: PullConfig, at: Locations, mut sink: SlotSink, stop: StopFlag) {
         let url = &cfg.inputs[current];
         let name = url_text(url);
         stats.current_input.store(current, Ordering::Relaxed);
-        sink.begin_session();
+        out.begin(current);
         lock().started(Instant::now());
         // While a lower-priority input runs, a probe thread watches the higher ones.
         let run_stop = StopFlag::default();
@@ -303,8 +356,9 @@ fn worker(cfg: PullConfig, at: Locations, mut sink: SlotSink, stop: StopFlag) {
                     });
                 }
             }
-            sink.push(m)
+            out.push(current, m)
         });
+        out.end(current);
         runs += 1;
         run_stop.set();
         if let Some(p) = prober {
@@ -334,7 +388,9 @@ fn worker(cfg: PullConfig, at: Locations, mut sink: SlotSink, stop: StopFlag) {
         }
         lock().ended(Instant::now(), got_media);
     }
-    sink.end_session(true);
+    if let PullOut::Own(mut sink) = out {
+        sink.end_session(true);
+    }
 }
 
 /// The ingest engine: listeners, keys, mounts and pull ingests, with one tokio runtime for the
@@ -546,16 +602,22 @@ impl Engine {
         Ok(bound)
     }
 
-    /// Adds an ingest into `slot` from `urls`: `publish://KEY` registers KEY for the
-    /// listeners; other URLs are pull inputs, highest priority first, run by one worker
-    /// with failover. Listener URLs are refused here (use `listen_*`).
+    /// Sets the inputs of `slot` from `urls`, highest priority first: `publish://KEY`
+    /// registers KEY for the push listeners; other URLs are pull inputs, run by one worker
+    /// with failover. A list that mixes keys and pull inputs shares the slot by priority (the
+    /// best live input writes, the others stand by; see [`crate::share`]), e.g. the
+    /// encoder's push first and a UDP feed or a file slate as backup.
+    ///
+    /// A slot that already has inputs gets the new ones instead (its old pull worker stops,
+    /// its old keys go). Every URL is checked first: a bad one, a listener address, or a key
+    /// that feeds another slot changes nothing.
     pub fn add(&mut self, slot: &str, urls: &[&str]) -> Result<()> {
         framecache_shm::slot::validate_id(slot)?;
-        let mut inputs = Vec::new();
-        for u in urls {
+        let (mut keys, mut inputs) = (Vec::new(), Vec::new());
+        for (prio, u) in urls.iter().enumerate() {
             match Endpoint::parse(u)? {
-                Endpoint::Publish(key) => self.registry.register(&key, KeyConfig::new(slot))?,
-                Endpoint::Pull(i) => inputs.push(i),
+                Endpoint::Publish(key) => keys.push((key, prio)),
+                Endpoint::Pull(i) => inputs.push((i, prio)),
                 Endpoint::RtmpListen(_) | Endpoint::RtmpsListen(_) | Endpoint::SrtListen(_) => {
                     return Err(Error::BadUrl(format!(
                         "{u} is a listener address, not an input"
@@ -563,21 +625,51 @@ impl Engine {
                 }
             }
         }
+        for (k, _) in &keys {
+            // Checked as register will: a bad key changes nothing either.
+            KeyRegistry::new().register(k, KeyConfig::new(slot))?;
+            if let Some(c) = self.registry.lookup(k) {
+                if c.slot != slot {
+                    return Err(Error::InvalidArg(format!(
+                        "key {k} already feeds slot {}",
+                        c.slot
+                    )));
+                }
+            }
+        }
+        self.remove(slot);
+        let share = (!keys.is_empty() && !inputs.is_empty())
+            .then(|| {
+                let stats = self.streams.stats_for(slot);
+                let opts = SinkOptions {
+                    source_type: "push+pull".into(),
+                    ..self.sink.clone()
+                };
+                let mut sink = SlotSink::new(self.root.as_deref(), slot, opts, stats)?;
+                sink.set_events(self.events.clone(), false);
+                Ok::<_, Error>(SlotShare::new(sink))
+            })
+            .transpose()?;
+        for (k, prio) in &keys {
+            let mut c = KeyConfig::new(slot);
+            c.feed = share.as_ref().map(|s| SharedFeed {
+                share: s.clone(),
+                priority: *prio,
+            });
+            self.registry.register(k, c)?;
+        }
         if inputs.is_empty() {
             return Ok(());
         }
-        if self.pulls.contains_key(slot) {
-            return Err(Error::InvalidArg(format!(
-                "slot {slot} already has a pull ingest"
-            )));
-        }
-        let mut cfg = PullConfig::new(slot, inputs);
+        let prios: Vec<usize> = inputs.iter().map(|(_, p)| *p).collect();
+        let mut cfg = PullConfig::new(slot, inputs.into_iter().map(|(i, _)| i).collect());
         cfg.sink = SinkOptions {
             source_type: "pull".into(),
             ..self.sink.clone()
         };
         cfg.events = self.events.clone();
         cfg.root = self.root.clone();
+        cfg.shared = share.map(|s| (s, prios));
         let stats = self.streams.stats_for(slot);
         let p = PullIngest::start(cfg, self.mounts.clone(), stats)?;
         self.pulls.insert(slot.to_string(), p);
@@ -621,6 +713,41 @@ impl Drop for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_replaces_a_slots_inputs_and_a_bad_list_changes_nothing() {
+        let mut e = Engine::new().unwrap();
+        let root = std::env::temp_dir().join(format!("fc-add-{}", std::process::id()));
+        e.set_root(root.clone());
+        e.add("a", &["publish://k1"]).unwrap();
+        let slot_of = |e: &Engine, k: &str| e.registry().lookup(k).map(|c| c.slot);
+        assert_eq!(slot_of(&e, "k1").as_deref(), Some("a"));
+        // A key of another slot, a bad URL, a listener: refused, nothing changed.
+        assert!(e.add("b", &["publish://k1"]).is_err());
+        assert!(e.add("a", &["publish://k2", "bogus://x"]).is_err());
+        assert!(e
+            .add("a", &["publish://k2", "rtmp://0.0.0.0:1935"])
+            .is_err());
+        assert_eq!(slot_of(&e, "k1").as_deref(), Some("a"));
+        assert_eq!(slot_of(&e, "k2"), None);
+        // A good list replaces the old one.
+        e.add("a", &["publish://k2", "udp://127.0.0.1:0"]).unwrap();
+        assert_eq!(slot_of(&e, "k1"), None);
+        let k2 = e.registry().lookup("k2").unwrap();
+        assert_eq!(k2.slot, "a");
+        assert_eq!(
+            k2.feed.as_ref().map(|f| f.priority),
+            Some(0),
+            "shared with the pull"
+        );
+        e.add("a", &["publish://k2"]).unwrap();
+        assert!(
+            e.registry().lookup("k2").unwrap().feed.is_none(),
+            "alone again"
+        );
+        drop(e);
+        let _ = std::fs::remove_dir_all(root);
+    }
 
     #[test]
     fn endpoints() {

@@ -16,6 +16,7 @@
 //! - [`rtmp`]: the RTMP server (publish and play).
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
 //! - [`rtsp`]: RTSP pull through retina (URL, stream choice, frames → media).
+//! - [`share`]: one slot fed by a push key and pull inputs by priority.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`failover`]: the failover policy of a pull ingest (sans-IO, driven by `now`).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
@@ -38,6 +39,7 @@ pub mod push;
 pub mod registry;
 pub mod rtmp;
 pub mod rtsp;
+pub mod share;
 pub mod sink;
 pub mod srt;
 pub mod url;

@@ -69,7 +69,7 @@ impl Publish {
         self.conv.tag(video, body, ts, &mut self.media);
         self.report();
         for m in self.media.drain(..) {
-            self.session.sink().push(m)?;
+            self.session.push(m)?;
         }
         Ok(())
     }
@@ -79,10 +79,10 @@ impl Publish {
         let frame = self.conv.tag_in_place(video, body, ts, &mut self.media);
         self.report();
         for m in self.media.drain(..) {
-            self.session.sink().push(m)?;
+            self.session.push(m)?;
         }
         if let Some(f) = frame {
-            self.session.sink().push_frame(f)?;
+            self.session.push_frame(f)?;
         }
         Ok(())
     }
@@ -101,7 +101,6 @@ impl Publish {
             );
         }
         self.session
-            .sink()
             .stats()
             .dropped
             .fetch_add(errors - self.reported_errors, Ordering::Relaxed);
@@ -231,7 +230,7 @@ impl Publisher {
     /// Continues a connection whose chunk stream `input` has read so far; `window` is the
     /// acknowledgement window the peer set, if any.
     pub fn new(input: ChunkInput, mut publish: Publish, window: Option<u32>) -> Publisher {
-        publish.session.sink().set_defer_wake(true);
+        publish.session.set_defer_wake(true);
         Publisher {
             acked: input.consumed(),
             input,
@@ -294,7 +293,7 @@ impl Publisher {
 
     /// Wakes the slot's readers once for everything since the last call.
     pub fn flush(&mut self) {
-        self.publish.session.sink().flush();
+        self.publish.session.flush();
     }
 
     /// Bytes to send to the peer (Acknowledgements); the caller sends and clears them.

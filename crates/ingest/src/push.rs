@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::registry::{KeyRegistry, PushGuard};
-use crate::sink::{EventCallback, IngestEvent, SinkOptions, SlotSink};
+use crate::share::SharedFeed;
+use crate::sink::{EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink};
 use crate::Streams;
+use framecache_media::{FrameRef, Media};
 use framecache_shm::error::Result;
 
 /// Settings of a push listener.
@@ -37,10 +40,18 @@ impl PushConfig {
     }
 }
 
+/// Where a pusher's media go: a slot of its own, or a slot it shares by priority with pull
+/// inputs (see [`crate::share`]).
+enum Feed {
+    Own(Box<SlotSink>),
+    Shared(SharedFeed),
+}
+
 /// One accepted pusher: holds its key and feeds the key's slot until [`PushSession::finish`].
 pub struct PushSession {
     guard: PushGuard,
-    sink: SlotSink,
+    feed: Feed,
+    stats: Arc<IngestStats>,
     input: String,
     events: Option<EventCallback>,
 }
@@ -57,8 +68,18 @@ impl PushSession {
     ) -> Result<PushSession> {
         let stats = streams.stats_for(guard.key());
         let slot = guard.config().slot.clone();
-        let mut sink = SlotSink::new(cfg.root.as_deref(), &slot, cfg.sink.clone(), stats.clone())?;
-        sink.set_events(cfg.events.clone(), false);
+        let feed = match &guard.config().feed {
+            Some(f) => {
+                f.share.claim(f.priority);
+                Feed::Shared(f.clone())
+            }
+            None => {
+                let mut sink =
+                    SlotSink::new(cfg.root.as_deref(), &slot, cfg.sink.clone(), stats.clone())?;
+                sink.set_events(cfg.events.clone(), false);
+                Feed::Own(Box::new(sink))
+            }
+        };
         if stats.packets.load(Ordering::Relaxed) > 0 {
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
@@ -71,7 +92,8 @@ impl PushSession {
         log::info!("{input} publishes into slot {slot}");
         Ok(PushSession {
             guard,
-            sink,
+            feed,
+            stats,
             input,
             events: cfg.events.clone(),
         })
@@ -82,16 +104,50 @@ impl PushSession {
         self.guard.key()
     }
 
-    /// The sink the pusher's media go to.
-    pub fn sink(&mut self) -> &mut SlotSink {
-        &mut self.sink
+    /// The key's counters.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
     }
 
-    /// Ends the push: closes the slot, marks the key disconnected, reports `Disconnected`
-    /// with `reason` and releases the key.
+    /// One media item of the pusher (see [`SlotSink::push`]).
+    pub fn push(&mut self, m: Media) -> Result<()> {
+        match &mut self.feed {
+            Feed::Own(s) => s.push(m),
+            Feed::Shared(f) => f.share.offer(f.priority, m),
+        }
+    }
+
+    /// One borrowed access unit (see [`SlotSink::push_frame`]); a shared slot takes a copy.
+    pub fn push_frame(&mut self, fr: FrameRef<'_>) -> Result<()> {
+        match &mut self.feed {
+            Feed::Own(s) => s.push_frame(fr),
+            Feed::Shared(f) => f.share.offer(f.priority, fr.to_media()),
+        }
+    }
+
+    /// See [`SlotSink::set_defer_wake`] (a shared slot wakes its readers per packet).
+    pub fn set_defer_wake(&mut self, on: bool) {
+        if let Feed::Own(s) = &mut self.feed {
+            s.set_defer_wake(on);
+        }
+    }
+
+    /// See [`SlotSink::flush`].
+    pub fn flush(&mut self) {
+        match &mut self.feed {
+            Feed::Own(s) => s.flush(),
+            Feed::Shared(f) => f.share.flush(),
+        }
+    }
+
+    /// Ends the push: closes the slot (a shared slot goes to the next live input), marks the
+    /// key disconnected, reports `Disconnected` with `reason` and releases the key.
     pub fn finish(mut self, reason: String) {
-        self.sink.end_session(true);
-        self.sink.stats().connected.store(false, Ordering::Relaxed);
+        match &mut self.feed {
+            Feed::Own(s) => s.end_session(true),
+            Feed::Shared(f) => f.share.release(f.priority),
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
         if let Some(cb) = &self.events {
             cb(&IngestEvent::Disconnected {
                 input: self.input.clone(),

@@ -14,6 +14,8 @@ pub struct KeyConfig {
     pub slot: String,
     /// SRT passphrase (10..=79 bytes) required from SRT pushers of this key.
     pub passphrase: Option<String>,
+    /// Set when the key shares its slot with pull inputs by priority (see [`crate::share`]).
+    pub feed: Option<crate::share::SharedFeed>,
 }
 
 impl KeyConfig {
@@ -22,6 +24,7 @@ impl KeyConfig {
         KeyConfig {
             slot: slot.to_string(),
             passphrase: None,
+            feed: None,
         }
     }
 }

@@ -319,13 +319,10 @@ impl SlotSink {
                     params: None,
                     seen_frame: false,
                 });
-                if self.writer.is_some() {
-                    if self.compatible() {
-                        self.map.clear();
-                    } else {
-                        self.writer = None;
-                    }
-                }
+                // The writer stays while tracks are being discovered: a session that turns
+                // out to have the slot's streams keeps the slot (readers stay attached); one
+                // that does not re-creates it once it is ready (see `pump`).
+                self.map.clear();
                 return self.pump(None);
             }
             Media::Params { track, data } => {
@@ -443,6 +440,10 @@ impl SlotSink {
                 self.create()?;
             } else if self.compatible() {
                 self.map = self.map_for(&self.slot_order());
+            } else if self.ready() {
+                // This session's streams differ from the slot's: a new slot.
+                self.writer = None;
+                self.create()?;
             } else {
                 return Ok(());
             }

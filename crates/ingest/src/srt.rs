@@ -582,7 +582,7 @@ fn publisher(
         connect: Duration::from_secs(5),
         idle: Duration::from_secs(10),
     };
-    let r = receive_ts(&conn, t, &stop, &mut |m| session.sink().push(m));
+    let r = receive_ts(&conn, t, &stop, &mut |m| session.push(m));
     session.finish(match &r {
         Ok(()) => "stopped".into(),
         Err(e) => e.to_string(),

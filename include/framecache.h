@@ -1695,6 +1695,16 @@ int fc_ingest_set_tls(struct fc_ingest *engine, const char *cert_pem, const char
 // `engine` valid; strings NUL-terminated.
 int fc_ingest_add_mount(struct fc_ingest *engine, const char *name, const char *dir);
 
+// Names servers other than the playlist's that HLS inputs added from now on may fetch from
+// (a CDN layout): `count` entries, each `host` (any port), `host:port` or `*.domain`;
+// `count` 0 (`hosts` may then be NULL) allows none again, the default, where every playlist
+// entry must stay on the playlist's server. Since 0.2.
+//
+// # Safety
+// `engine` valid; `hosts` holds `count` NUL-terminated strings (or is NULL with `count` 0).
+// Not to be called concurrently with other calls on the same engine.
+int fc_ingest_set_hls_hosts(struct fc_ingest *engine, const char *const *hosts, size_t count);
+
 // Adds an ingest into packet slot `slot` from `count` URLs: `publish://KEY` registers KEY;
 // the others are pull inputs (udp://, srt://HOST:PORT?streamid=, rtmp://HOST/APP/KEY,
 // http://...m3u8, file://MOUNT/path, copy://SLOT, rtsp://[USER:PASS@]HOST/PATH), highest

@@ -28,6 +28,10 @@ pub struct IngestOpts {
     /// A directory file:// inputs may read: NAME=DIR (repeatable).
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
+    /// A server other than the playlist's that HLS entries may point to (a CDN): HOST,
+    /// HOST:PORT or *.DOMAIN (repeatable). Default: entries stay on the playlist's server.
+    #[arg(long = "hls-allow-host")]
+    pub hls_hosts: Vec<String>,
     /// Payload ring of each slot in MiB.
     #[arg(long, default_value_t = 32)]
     pub payload_mb: u64,
@@ -94,6 +98,8 @@ pub fn run(o: IngestOpts) -> CliResult {
         }
         IngestEvent::Packet { .. } => {}
     })));
+    let hosts: Vec<&str> = o.hls_hosts.iter().map(String::as_str).collect();
+    engine.set_hls_allowed_hosts(&hosts);
     for m in &o.mounts {
         let (name, dir) = m
             .split_once('=')

@@ -60,6 +60,10 @@ pub struct ServeConfig {
     /// Directories `file://NAME/...` inputs may read: NAME = DIR.
     #[serde(default)]
     pub mounts: std::collections::BTreeMap<String, PathBuf>,
+    /// Servers other than the playlist's that HLS inputs may fetch from (a CDN): `host`,
+    /// `host:port` or `*.domain`. Default none.
+    #[serde(default)]
+    pub hls_allowed_hosts: Vec<String>,
     /// WHEP settings (its `token` is the viewer token of WHEP and RTMP play).
     #[serde(default)]
     pub whep: WhepSection,
@@ -335,6 +339,8 @@ pub fn run(o: ServeOpts) -> CliResult {
     };
 
     // Pull inputs of the configuration: cameras and feeds, each slot with its failover list.
+    let hosts: Vec<&str> = cfg.hls_allowed_hosts.iter().map(String::as_str).collect();
+    ingest.set_hls_allowed_hosts(&hosts);
     for (name, dir) in &cfg.mounts {
         ingest
             .mounts()

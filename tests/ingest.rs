@@ -851,6 +851,61 @@ fn hls_pull_from_ffmpegs_segmenter_over_http() {
     drop(ing);
 }
 
+/// A CDN layout: the playlist on one server, its segments named by absolute URLs on another.
+/// Refused by default (a playlist must not send the ingest anywhere); followed once that
+/// server is among the allowed HLS hosts.
+#[test]
+fn hls_segments_on_another_server_need_an_allowed_host() {
+    let root = TempRoot::new("ing-hls-cdn");
+    let web = hls_site(&root, false);
+    let (_origin, port_a) = web_server(&web, None);
+    let (_cdn, port_b) = web_server(&web, None);
+    let playlist = std::fs::read_to_string(web.join("index.m3u8")).unwrap();
+    let cdn: String = playlist
+        .lines()
+        .map(|l| {
+            if l.ends_with(".ts") {
+                format!("http://127.0.0.1:{port_b}/{l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(web.join("cdn.m3u8"), cdn).unwrap();
+    let url = InputUrl::parse(&format!("http://127.0.0.1:{port_a}/cdn.m3u8")).unwrap();
+
+    let at = |hosts: Vec<String>| framecache::ingest::Locations {
+        mounts: Mounts::new(),
+        root: root.path().to_path_buf(),
+        hls_hosts: hosts,
+    };
+    let stop = framecache::ingest::pull::StopFlag::default();
+    let r =
+        framecache::ingest::pull::run_input(&url, &at(vec![]), fast_timeouts(), &stop, &mut |_| {
+            Ok(())
+        });
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("points to another server"), "{e}");
+
+    let mut frames = 0;
+    let r = framecache::ingest::pull::run_input(
+        &url,
+        &at(vec![format!("127.0.0.1:{port_b}")]),
+        fast_timeouts(),
+        &stop,
+        &mut |m| {
+            if matches!(m, framecache::ingest::Media::Frame { .. }) {
+                frames += 1;
+                if frames == 60 {
+                    return Err(Error::State("enough"));
+                }
+            }
+            Ok(())
+        },
+    );
+    assert_eq!(frames, 60, "{r:?}");
+}
+
 #[test]
 fn hls_pull_of_fmp4_segments() {
     let root = TempRoot::new("ing-hls4");

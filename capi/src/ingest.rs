@@ -326,6 +326,44 @@ pub unsafe extern "C" fn fc_ingest_add_mount(
     })
 }
 
+/// Names servers other than the playlist's that HLS inputs added from now on may fetch from
+/// (a CDN layout): `count` entries, each `host` (any port), `host:port` or `*.domain`;
+/// `count` 0 (`hosts` may then be NULL) allows none again, the default, where every playlist
+/// entry must stay on the playlist's server. Since 0.2.
+///
+/// # Safety
+/// `engine` valid; `hosts` holds `count` NUL-terminated strings (or is NULL with `count` 0).
+/// Not to be called concurrently with other calls on the same engine.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_hls_hosts(
+    engine: *mut fc_ingest,
+    hosts: *const *const c_char,
+    count: usize,
+) -> c_int {
+    boundary(|| {
+        let mut e = self::engine(engine)?;
+        if count > 64 || (count > 0 && hosts.is_null()) {
+            return Err(Error::InvalidArg("hosts: 0..=64 non-NULL entries".into()));
+        }
+        let list = if count == 0 {
+            &[][..]
+        } else {
+            // SAFETY: caller guarantees `count` readable pointers.
+            unsafe { std::slice::from_raw_parts(hosts, count) }
+        };
+        let hosts = list
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| c_str(h, &format!("hosts[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        if hosts.iter().any(|h| h.trim().is_empty()) {
+            return Err(Error::InvalidArg("hosts: an empty host name".into()));
+        }
+        e.set_hls_allowed_hosts(&hosts);
+        Ok(())
+    })
+}
+
 /// Adds an ingest into packet slot `slot` from `count` URLs: `publish://KEY` registers KEY;
 /// the others are pull inputs (udp://, srt://HOST:PORT?streamid=, rtmp://HOST/APP/KEY,
 /// http://...m3u8, file://MOUNT/path, copy://SLOT, rtsp://[USER:PASS@]HOST/PATH), highest

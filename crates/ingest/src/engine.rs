@@ -108,6 +108,9 @@ pub struct PullConfig {
     /// Set when the slot is shared with push keys by priority: the share, and the priority of
     /// each input (see [`crate::share`]).
     pub shared: Option<(Arc<SlotShare>, Vec<usize>)>,
+    /// Servers other than the playlist's that HLS entries may point to (see
+    /// [`crate::pull::resolve_uri_allowing`]).
+    pub hls_hosts: Vec<String>,
 }
 
 impl PullConfig {
@@ -126,6 +129,7 @@ impl PullConfig {
             events: None,
             root: None,
             shared: None,
+            hls_hosts: Vec::new(),
         }
     }
 }
@@ -200,6 +204,7 @@ impl PullIngest {
                 .root
                 .clone()
                 .unwrap_or_else(framecache_shm::slot::root_dir),
+            hls_hosts: cfg.hls_hosts.clone(),
         };
         let stop = StopFlag::default();
         let s2 = stop.clone();
@@ -414,6 +419,7 @@ pub struct Engine {
     rtmp_play_access: rtmp::PlayAccess,
     play_tokens: rtmp::PlayTokens,
     tls: Option<Arc<rustls::ServerConfig>>,
+    hls_hosts: Vec<String>,
 }
 
 impl Engine {
@@ -454,6 +460,7 @@ impl Engine {
             rtmp_play_access: rtmp::PlayAccess::default(),
             play_tokens: rtmp::PlayTokens::default(),
             tls: None,
+            hls_hosts: Vec::new(),
         })
     }
 
@@ -670,10 +677,19 @@ impl Engine {
         cfg.events = self.events.clone();
         cfg.root = self.root.clone();
         cfg.shared = share.map(|s| (s, prios));
+        cfg.hls_hosts = self.hls_hosts.clone();
         let stats = self.streams.stats_for(slot);
         let p = PullIngest::start(cfg, self.mounts.clone(), stats)?;
         self.pulls.insert(slot.to_string(), p);
         Ok(())
+    }
+
+    /// Servers other than the playlist's that the HLS inputs added from now on may fetch from
+    /// (a CDN layout): `host` (any port), `host:port`, or `*.domain`. Default none: every
+    /// playlist entry must stay on the playlist's server, so a playlist cannot send the
+    /// ingest anywhere.
+    pub fn set_hls_allowed_hosts(&mut self, hosts: &[&str]) {
+        self.hls_hosts = hosts.iter().map(|h| h.to_string()).collect();
     }
 
     /// Stops the pull ingest of `slot` and unregisters keys feeding it. True if anything was

@@ -241,6 +241,8 @@ pub struct Locations {
     pub mounts: Mounts,
     /// `copy://SLOT`.
     pub root: PathBuf,
+    /// Servers other than the playlist's that HLS entries may point to (a CDN layout).
+    pub hls_hosts: Vec<String>,
 }
 
 /// Runs `url` until it fails, ends or `stop` is set. Returns why it ended.
@@ -259,7 +261,7 @@ pub fn run_input(
         }
         InputUrl::Copy { slot } => run_copy(&at.root, slot, t, stop, out),
         InputUrl::Rtsp(u) => crate::rtsp::run(u, t, stop, out),
-        InputUrl::Hls { url } => run_hls(url, t, stop, out),
+        InputUrl::Hls { url } => run_hls(url, &at.hls_hosts, t, stop, out),
         InputUrl::RtmpPull { addr, app, key } => run_rtmp(addr, app, key, t, stop, out),
         InputUrl::SrtCaller {
             addr,
@@ -495,6 +497,29 @@ fn run_copy(
 /// Resolves a playlist entry against the playlist URL; it must stay on the same scheme, host
 /// and port.
 pub fn resolve_uri(base: &str, uri: &str) -> Result<String> {
+    resolve_uri_allowing(base, uri, &[])
+}
+
+/// Whether `host:port` is named in `allowed`: `host`, `host:port`, or `*.domain` (any
+/// subdomain), case-insensitive.
+fn host_allowed(host: &str, port: u16, allowed: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        if let Some(domain) = a.strip_prefix("*.") {
+            host.ends_with(&format!(".{domain}"))
+        } else if let Some((h, p)) = a.rsplit_once(':') {
+            h == host && p.parse::<u16>().is_ok_and(|p| p == port)
+        } else {
+            a == host
+        }
+    })
+}
+
+/// As [`resolve_uri`], but an entry may also point to a server named in `allowed_hosts`
+/// (a CDN layout: the playlist on one host, segments on others; see [`host_allowed`] for
+/// the forms). It may never go from https to plain http.
+pub fn resolve_uri_allowing(base: &str, uri: &str, allowed_hosts: &[String]) -> Result<String> {
     let b = parse_http(base)?;
     let origin = b.origin();
     let full = if uri.contains("://") {
@@ -510,9 +535,12 @@ pub fn resolve_uri(base: &str, uri: &str) -> Result<String> {
     };
     let u = parse_http(&full)
         .map_err(|_| Error::BadUrl(format!("playlist entry {uri:?} is not an http(s) URL")))?;
-    if u.host != b.host || u.port != b.port || u.tls != b.tls {
+    let same = u.host == b.host && u.port == b.port && u.tls == b.tls;
+    let allowed = host_allowed(&u.host, u.port, allowed_hosts) && (u.tls || !b.tls);
+    if !same && !allowed {
         return Err(Error::BadUrl(format!(
-            "playlist entry {uri:?} points to another server"
+            "playlist entry {uri:?} points to another server (name its host among the \
+             allowed HLS hosts to follow it)"
         )));
     }
     if u.path
@@ -531,7 +559,14 @@ pub fn resolve_uri(base: &str, uri: &str) -> Result<String> {
 
 /// HLS: follows the first variant of a master playlist, starts near the live edge (the last
 /// three segments), fetches new segments in order and demuxes them as one TS stream.
-fn run_hls(url: &str, t: InputTimeouts, stop: &StopFlag, out: MediaOut) -> Result<()> {
+fn run_hls(
+    url: &str,
+    hosts: &[String],
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    let resolve_uri = |base: &str, uri: &str| resolve_uri_allowing(base, uri, hosts);
     let mut playlist_url = url.to_string();
     let text = http_get(&playlist_url, t.connect)?;
     let mut pl = parse_playlist(&String::from_utf8_lossy(&text))?;
@@ -802,6 +837,25 @@ mod tests {
             "https://cdn.example:443/live/seg_001.ts"
         );
         assert!(resolve_uri(base, "http://cdn.example:443/live/x.ts").is_err());
+        let cdn = [
+            "edge.example".to_string(),
+            "*.cdn.example".into(),
+            "x.example:8443".into(),
+        ];
+        for (ok, entry) in [
+            (true, "https://EDGE.example/a.ts"),
+            (true, "https://a.b.cdn.example/a.ts"),
+            (true, "https://x.example:8443/a.ts"),
+            (false, "https://x.example/a.ts"),
+            (false, "https://cdn.example.evil/a.ts"),
+            (false, "http://edge.example/a.ts"), // no downgrade from https
+        ] {
+            assert_eq!(
+                resolve_uri_allowing(base, entry, &cdn).is_ok(),
+                ok,
+                "{entry}"
+            );
+        }
         assert!(resolve_uri(base, "https://other.example/x.ts").is_err());
         let p = parse_playlist(
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:1.0,\na.ts\n#EXTINF:1.0,\nb.ts\n#EXT-X-ENDLIST\n",

@@ -76,6 +76,15 @@ int main(int argc, char **argv) {
   EXPECT(fc_ingest_set_play_token(e, "slot", ""), FC_ERR_INVALID_ARG); /* NULL removes */
   EXPECT(fc_ingest_set_play_token(e, "slot", "tok"), FC_OK);
   EXPECT(fc_ingest_set_play_token(e, "slot", NULL), FC_OK);
+  {
+    const char *hosts[] = {"cdn.example", "*.edge.example", "10.0.0.9:8080"};
+    const char *empty[] = {""};
+    EXPECT(fc_ingest_set_hls_hosts(NULL, hosts, 3), FC_ERR_INVALID_ARG);
+    EXPECT(fc_ingest_set_hls_hosts(e, NULL, 2), FC_ERR_INVALID_ARG);
+    EXPECT(fc_ingest_set_hls_hosts(e, empty, 1), FC_ERR_INVALID_ARG);
+    EXPECT(fc_ingest_set_hls_hosts(e, hosts, 3), FC_OK);
+    EXPECT(fc_ingest_set_hls_hosts(e, NULL, 0), FC_OK);
+  }
 #endif
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);

@@ -73,6 +73,19 @@
 // `fc_ingest_event.kind`: a slot was created with the streams described.
 #define FC_INGEST_MEDIA_INFO 3
 
+// `fc_ingest_event.kind`: a pull input failed before it delivered media (did not open or
+// connect, was refused, ended empty); `input`, `priority` and `reason` say which and why.
+// Delivered after [`fc_ingest_observe`] asks for it. Since 0.2.
+#define FC_INGEST_INPUT_FAILED 4
+
+// `fc_ingest_event.kind`: a pusher was refused (unknown key, key in use, wrong mode);
+// `slot` is empty for an unknown key. Delivered after [`fc_ingest_observe`]. Since 0.2.
+#define FC_INGEST_REFUSED 5
+
+// `fc_ingest_event.kind`: a packet was published (`stream`, `size`, `keyframe`, `pts`,
+// `dts`). Delivered after [`fc_ingest_observe`] asks for it: a callback per packet. Since 0.2.
+#define FC_INGEST_PACKET 6
+
 // Log level: errors (the library could not do what was asked).
 #define FC_LOG_ERROR 1
 
@@ -694,6 +707,21 @@ typedef struct fc_ingest_event {
   uint32_t sample_rate;
   // First audio stream's channels.
   uint32_t channels;
+  // The slot the event is about, NUL-terminated (empty for a refused unknown key). Since
+  // 0.2: read it only when `struct_size` covers it.
+  const char *slot;
+  // `FC_INGEST_INPUT_FAILED`: the input's place in the slot's list (0 = highest priority).
+  uint32_t priority;
+  // `FC_INGEST_PACKET`: stream index in the slot.
+  uint32_t stream;
+  // `FC_INGEST_PACKET`: payload bytes.
+  uint64_t size;
+  // `FC_INGEST_PACKET`: presentation time, 90 kHz (`FC_NOPTS` = none).
+  int64_t pts;
+  // `FC_INGEST_PACKET`: decoding time, 90 kHz.
+  int64_t dts;
+  // `FC_INGEST_PACKET`: 1 for a keyframe.
+  uint32_t keyframe;
 } fc_ingest_event;
 
 // Receives engine events; called on the engine's threads, keep it short.
@@ -1636,12 +1664,35 @@ int fc_ingest_create(struct fc_ingest **out);
 // `engine` from `fc_ingest_create`, not used afterwards, no call on it in flight.
 void fc_ingest_destroy(struct fc_ingest *engine);
 
-// Sets the event callback for listeners and ingests started afterwards (NULL = none).
-// `user` is passed back as is; both must stay valid until `fc_ingest_destroy`.
+// Sets the engine-wide event callback (NULL = none): every listener, pusher and pull ingest,
+// those running included, reports to it. `user` is passed back as is; both must stay valid
+// until `fc_ingest_destroy` (or until replaced). It gets `FC_INGEST_CONNECTED`,
+// `_DISCONNECTED` and `_MEDIA_INFO`; [`fc_ingest_observe`] adds the others.
 //
 // # Safety
 // `engine` valid; `callback` callable from any thread.
 int fc_ingest_set_callback(struct fc_ingest *engine, fc_ingest_event_fn callback, void *user);
+
+// Sets a callback for the events of slot `slot` alone (NULL removes it), beside the
+// engine-wide one; same rules. Since 0.2.
+//
+// # Safety
+// `engine` valid; `slot` NUL-terminated; `callback` callable from any thread; `user` valid
+// until the callback is removed or the engine destroyed.
+int fc_ingest_set_stream_callback(struct fc_ingest *engine,
+                                  const char *slot,
+                                  fc_ingest_event_fn callback,
+                                  void *user);
+
+// Chooses the event kinds the callbacks receive: a mask of `1 << FC_INGEST_*` bits.
+// Connected, disconnected and media-info are on by default; `1 << FC_INGEST_INPUT_FAILED`
+// and `1 << FC_INGEST_REFUSED` add failures, `1 << FC_INGEST_PACKET` a callback per
+// published packet (off again when the bit is cleared). Unknown bits: `FC_ERR_INVALID_ARG`.
+// Since 0.2.
+//
+// # Safety
+// `engine` valid.
+int fc_ingest_observe(struct fc_ingest *engine, uint32_t kinds);
 
 // Starts a push listener: `rtmp://ADDR:PORT` (RTMP publish by key and play of slots),
 // `rtmps://ADDR:PORT` (the same behind TLS: call [`fc_ingest_set_tls`] first, else

@@ -75,8 +75,10 @@ pub fn run(o: IngestOpts) -> CliResult {
         engine.set_tls_identity(cert, key)?;
     }
     engine.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
-        IngestEvent::Connected { input } => eprintln!("framecache: ingest: connected {input}"),
-        IngestEvent::Disconnected { input, reason } => {
+        IngestEvent::Connected { input, .. } => {
+            eprintln!("framecache: ingest: connected {input}")
+        }
+        IngestEvent::Disconnected { input, reason, .. } => {
             eprintln!("framecache: ingest: disconnected {input}: {reason}")
         }
         IngestEvent::MediaInfo(mi) => {
@@ -96,6 +98,8 @@ pub fn run(o: IngestOpts) -> CliResult {
                 .collect();
             eprintln!("framecache: ingest: streams: {}", s.join(", "));
         }
+        // Failed inputs and refused pushers are in the log already.
+        IngestEvent::InputFailed { .. } | IngestEvent::Refused { .. } => {}
         IngestEvent::Packet { .. } => {}
     })));
     let hosts: Vec<&str> = o.hls_hosts.iter().map(String::as_str).collect();

@@ -234,10 +234,12 @@ pub fn run(o: ServeOpts) -> CliResult {
     );
     ingest.set_events(Some(Arc::new(|ev: &IngestEvent| match ev {
         // The demo file ends and restarts every few seconds: not news.
-        IngestEvent::Connected { input } | IngestEvent::Disconnected { input, .. }
+        IngestEvent::Connected { input, .. } | IngestEvent::Disconnected { input, .. }
             if input.starts_with("file://builtin/") => {}
-        IngestEvent::Connected { input } => eprintln!("framecache: serve: connected {input}"),
-        IngestEvent::Disconnected { input, reason } => {
+        IngestEvent::Connected { input, .. } => {
+            eprintln!("framecache: serve: connected {input}")
+        }
+        IngestEvent::Disconnected { input, reason, .. } => {
             eprintln!("framecache: serve: disconnected {input}: {reason}")
         }
         _ => {}

@@ -641,11 +641,23 @@ fn failover_to_a_file_and_failback_to_udp() {
     cfg.timeouts = fast_timeouts();
     cfg.probe_interval = Duration::from_millis(300);
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let l2 = log.clone();
-    cfg.events = Some(Arc::new(move |ev: &IngestEvent| {
-        if let IngestEvent::Connected { input } = ev {
-            l2.lock().unwrap().push(input.clone());
+    let failed: Arc<Mutex<Vec<(String, String, usize)>>> = Arc::default();
+    let (l2, f2) = (log.clone(), failed.clone());
+    cfg.events = Some(Arc::new(move |ev: &IngestEvent| match ev {
+        IngestEvent::Connected { input, slot } => {
+            assert_eq!(slot, "fo");
+            l2.lock().unwrap().push(input.clone())
         }
+        IngestEvent::InputFailed {
+            slot,
+            input,
+            priority,
+            ..
+        } => f2
+            .lock()
+            .unwrap()
+            .push((slot.clone(), input.clone(), *priority)),
+        _ => {}
     }));
     let stats = Streams::new().stats_for("fo");
     let ing = PullIngest::start(cfg, mounts, stats).unwrap();
@@ -672,6 +684,14 @@ fn failover_to_a_file_and_failback_to_udp() {
     assert!(
         log.iter().any(|i| i.starts_with("udp://")),
         "never connected to the primary: {log:?}"
+    );
+    // The silent primary was reported as a failed input, with its priority.
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed
+            .iter()
+            .any(|(s, i, p)| s == "fo" && i.starts_with("udp://") && *p == 0),
+        "{failed:?}"
     );
     // The slot kept one writer: H.264 + AAC throughout.
     let r = PacketReader::open_in(root.path(), "fo", PacketReaderConfig::default()).unwrap();
@@ -1499,4 +1519,89 @@ fn a_push_and_a_slate_share_a_slot_by_priority() {
     assert_eq!(backwards, 0, "timestamps fell back at a switch");
     assert!(flagged >= 2, "each switch is flagged ({flagged} flags)");
     assert_eq!(reattached, 0, "the slot stayed the same");
+}
+
+/// Observers: an engine-wide callback and one per stream, per-packet events switched on and
+/// off at run time, and refused pushers reported with their reason.
+#[test]
+fn observers_per_stream_packet_events_and_refusals() {
+    let root = TempRoot::new("ing-observe");
+    let src = source(root.path(), "src.flv", 2);
+    let (src_v, src_a, _, _) = common::probe(&src);
+    let mut e = engine(&root);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("a", &["publish://ka"]).unwrap();
+    e.add("b", &["publish://kb"]).unwrap();
+    let all: Arc<Mutex<Vec<IngestEvent>>> = Arc::default();
+    let only_a: Arc<Mutex<Vec<IngestEvent>>> = Arc::default();
+    let (a2, o2) = (all.clone(), only_a.clone());
+    e.set_events(Some(Arc::new(move |ev: &IngestEvent| {
+        a2.lock().unwrap().push(ev.clone())
+    })));
+    e.set_stream_events(
+        "a",
+        Some(Arc::new(move |ev: &IngestEvent| {
+            o2.lock().unwrap().push(ev.clone())
+        })),
+    );
+    e.set_packet_events(true);
+    publish_file(&src, &format!("rtmp://{addr}/live/ka"));
+    publish_file(&src, &format!("rtmp://{addr}/live/kb"));
+    let refused = ffmpeg()
+        .arg("-i")
+        .arg(&src)
+        .args(["-t", "1", "-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{addr}/live/nokey"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let done = |v: &Arc<Mutex<Vec<IngestEvent>>>, slot: &str| {
+        v.lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, IngestEvent::Disconnected { slot: s, .. } if s == slot))
+    };
+    wait_for("both pushes to end", Duration::from_secs(10), || {
+        done(&all, "a") && done(&all, "b")
+    });
+    let packets = |v: &[IngestEvent], slot: &str| {
+        v.iter()
+            .filter(|e| matches!(e, IngestEvent::Packet { slot: s, .. } if s == slot))
+            .count() as u64
+    };
+    {
+        let one = only_a.lock().unwrap();
+        assert!(one.iter().all(|e| e.slot() == "a"), "{one:?}");
+        assert!(one
+            .iter()
+            .any(|e| matches!(e, IngestEvent::Connected { .. })));
+        assert!(one.iter().any(|e| matches!(e, IngestEvent::MediaInfo(_))));
+        // Every packet of the push, as ffprobe counts the source.
+        assert_eq!(packets(&one, "a"), src_v + src_a);
+        let all = all.lock().unwrap();
+        assert_eq!(packets(&all, "b"), src_v + src_a);
+        let r = all
+            .iter()
+            .find_map(|e| match e {
+                IngestEvent::Refused {
+                    slot,
+                    input,
+                    reason,
+                } => Some((slot, input, reason)),
+                _ => None,
+            })
+            .expect("the refusal was reported");
+        assert!(r.0.is_empty() && r.1.ends_with("/nokey"), "{r:?}");
+        assert!(!r.2.is_empty());
+    }
+    // Packet events off: the next push reports its connection, not its packets.
+    e.set_packet_events(false);
+    let before = packets(&all.lock().unwrap(), "a");
+    all.lock().unwrap().clear();
+    publish_file(&src, &format!("rtmp://{addr}/live/ka"));
+    wait_for("the push to end", Duration::from_secs(10), || {
+        done(&all, "a")
+    });
+    assert_eq!(packets(&all.lock().unwrap(), "a"), 0);
+    assert_eq!(packets(&only_a.lock().unwrap(), "a"), before);
 }

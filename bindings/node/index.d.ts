@@ -110,9 +110,19 @@ export declare const FOURCC: Record<string, number>;
 export declare const CODEC: Record<string, number>;
 
 export interface IngestEvent {
-  kind: 'connected' | 'disconnected' | 'mediaInfo';
+  kind: 'connected' | 'disconnected' | 'mediaInfo' | 'inputFailed' | 'refused' | 'packet';
+  /** The slot the event is about ('' for a refused unknown key). */
+  slot: string | null;
   input: string | null;
   reason: string | null;
+  /** inputFailed: the input's place in the slot's list (0 = highest priority). */
+  priority: number;
+  /** packet: stream index, payload bytes, keyframe flag, 90 kHz times. */
+  stream: number;
+  size: number;
+  keyframe: boolean;
+  pts: number;
+  dts: number;
   codecs: number[];
   width: number;
   height: number;
@@ -123,6 +133,10 @@ export interface IngestEvent {
 export declare class Ingest extends Handle {
   constructor();
   onEvent(fn: (event: IngestEvent) => void): void;
+  /** The events of one slot, beside onEvent; null stops. */
+  onStreamEvent(slot: string, fn: ((event: IngestEvent) => void) | null): void;
+  /** Failures (inputFailed, refused) and per-packet events on or off. */
+  observe(opts?: { failures?: boolean; packets?: boolean }): void;
   listen(url: string): string;
   /** RTMP play of listeners started afterwards: on/off, the viewer token (`?token=`), caps (0 = none). */
   setPlayAccess(opts?: { enabled?: boolean; token?: string | null; maxPerStream?: number; maxTotal?: number }): void;

@@ -106,6 +106,9 @@ const fc_ingest_event = koffi.struct('fc_ingest_event', {
   struct_size: 'uint32_t', kind: 'uint32_t', input: 'const char *', reason: 'const char *',
   stream_count: 'uint32_t', codecs: koffi.array('uint32_t', 8), width: 'uint32_t',
   height: 'uint32_t', sample_rate: 'uint32_t', channels: 'uint32_t',
+  // Since 0.2.
+  slot: 'const char *', priority: 'uint32_t', stream: 'uint32_t', size: 'uint64_t',
+  pts: 'int64_t', dts: 'int64_t', keyframe: 'uint32_t',
 });
 const fc_ingest_stats = koffi.struct('fc_ingest_stats', {
   struct_size: 'uint32_t', connected: 'uint32_t', bytes: 'uint64_t', packets: 'uint64_t',
@@ -160,6 +163,8 @@ const C = {
   ingestCreate: lib.func('int fc_ingest_create(_Out_ fc_ingest **out)'),
   ingestDestroy: lib.func('void fc_ingest_destroy(fc_ingest *e)'),
   ingestSetCallback: lib.func('int fc_ingest_set_callback(fc_ingest *e, fc_ingest_event_fn *cb, void *user)'),
+  ingestSetStreamCallback: lib.func('int fc_ingest_set_stream_callback(fc_ingest *e, const char *slot, fc_ingest_event_fn *cb, void *user)'),
+  ingestObserve: lib.func('int fc_ingest_observe(fc_ingest *e, uint32_t kinds)'),
   ingestListen: lib.func('int fc_ingest_listen(fc_ingest *e, const char *url, _Out_ uint8_t *bound, size_t bound_len)'),
   ingestRegisterKey: lib.func('int fc_ingest_register_key(fc_ingest *e, const char *key, const char *slot, const char *passphrase)'),
   ingestUnregisterKey: lib.func('int fc_ingest_unregister_key(fc_ingest *e, const char *key)'),
@@ -467,7 +472,20 @@ class PacketWriter extends Handle {
   }
 }
 
-const INGEST_EVENTS = { 1: 'connected', 2: 'disconnected', 3: 'mediaInfo' };
+const INGEST_EVENTS = {
+  1: 'connected', 2: 'disconnected', 3: 'mediaInfo', 4: 'inputFailed', 5: 'refused', 6: 'packet',
+};
+
+/** An `fc_ingest_event` as a plain object (valid after the callback returns). */
+function ingestEvent(ev) {
+  const e = koffi.decode(ev, fc_ingest_event);
+  return {
+    kind: INGEST_EVENTS[e.kind] || e.kind, slot: e.slot, input: e.input, reason: e.reason,
+    codecs: Array.from(e.codecs).slice(0, e.stream_count), width: e.width, height: e.height,
+    sampleRate: e.sample_rate, channels: e.channels, priority: e.priority, stream: e.stream,
+    size: Number(e.size), pts: Number(e.pts), dts: Number(e.dts), keyframe: e.keyframe === 1,
+  };
+}
 
 function bound(buf) {
   const n = buf.indexOf(0);
@@ -485,20 +503,40 @@ class Ingest extends Handle {
     check(C.ingestCreate(out));
     super(out[0], C.ingestDestroy);
     this._cb = null;
+    this._streamCbs = new Map();
   }
-  /** Calls `fn(event)` for each event: {kind, input, reason, streams}. */
+  /**
+   * Calls `fn(event)` for each event of every slot: {kind, slot, input, reason, ...}. Kinds:
+   * connected, disconnected, mediaInfo; with `observe()`, also inputFailed, refused, packet.
+   */
   onEvent(fn) {
-    const cb = koffi.register((user, ev) => {
-      const e = koffi.decode(ev, fc_ingest_event);
-      fn({
-        kind: INGEST_EVENTS[e.kind] || e.kind, input: e.input, reason: e.reason,
-        codecs: Array.from(e.codecs).slice(0, e.stream_count), width: e.width, height: e.height,
-        sampleRate: e.sample_rate, channels: e.channels,
-      });
-    }, koffi.pointer(IngestEventFn));
+    const cb = koffi.register((user, ev) => fn(ingestEvent(ev)), koffi.pointer(IngestEventFn));
     check(C.ingestSetCallback(this._handle(), cb, null));
     if (this._cb) koffi.unregister(this._cb);
     this._cb = cb;
+  }
+  /** Calls `fn(event)` for the events of `slot` alone (beside `onEvent`); `null` stops. */
+  onStreamEvent(slot, fn) {
+    const cb = fn ? koffi.register((user, ev) => fn(ingestEvent(ev)), koffi.pointer(IngestEventFn)) : null;
+    try {
+      check(C.ingestSetStreamCallback(this._handle(), slot, cb, null));
+    } catch (e) {
+      if (cb) koffi.unregister(cb);
+      throw e;
+    }
+    if (this._streamCbs.has(slot)) koffi.unregister(this._streamCbs.get(slot));
+    if (cb) this._streamCbs.set(slot, cb); else this._streamCbs.delete(slot);
+  }
+  /**
+   * Which events the callbacks get beyond connected/disconnected/mediaInfo: `failures`
+   * (inputFailed, refused) and `packets` (one event per published packet: {slot, stream, size,
+   * keyframe, pts, dts}; off again with `packets: false`).
+   */
+  observe({ failures = false, packets = false } = {}) {
+    let kinds = (1 << 1) | (1 << 2) | (1 << 3);
+    if (failures) kinds |= (1 << 4) | (1 << 5);
+    if (packets) kinds |= 1 << 6;
+    check(C.ingestObserve(this._handle(), kinds));
   }
   /** Starts a listener; returns the bound address (port 0 picks one). */
   listen(url) {
@@ -530,6 +568,8 @@ class Ingest extends Handle {
   close() {
     super.close(); // stops the engine's threads first: no event can come after this
     if (this._cb) { koffi.unregister(this._cb); this._cb = null; }
+    for (const cb of this._streamCbs.values()) koffi.unregister(cb);
+    this._streamCbs.clear();
   }
 }
 

@@ -20,7 +20,14 @@ abi_structs! {
 /// functions on one engine may be called from any thread (they serialise on a lock).
 pub struct fc_ingest {
     inner: Mutex<framecache_ingest::Engine>,
+    /// The event kinds the host's callbacks receive (bit `1 << kind`); 0.1 hosts get the
+    /// three kinds they know.
+    observed: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// The kinds a host gets unless it asks for more with [`fc_ingest_observe`].
+const OBSERVED_BY_DEFAULT: u32 =
+    1 << FC_INGEST_CONNECTED | 1 << FC_INGEST_DISCONNECTED | 1 << FC_INGEST_MEDIA_INFO;
 
 /// `fc_ingest_event.kind`: an input connected or a pusher was accepted.
 pub const FC_INGEST_CONNECTED: u32 = 1;
@@ -28,6 +35,16 @@ pub const FC_INGEST_CONNECTED: u32 = 1;
 pub const FC_INGEST_DISCONNECTED: u32 = 2;
 /// `fc_ingest_event.kind`: a slot was created with the streams described.
 pub const FC_INGEST_MEDIA_INFO: u32 = 3;
+/// `fc_ingest_event.kind`: a pull input failed before it delivered media (did not open or
+/// connect, was refused, ended empty); `input`, `priority` and `reason` say which and why.
+/// Delivered after [`fc_ingest_observe`] asks for it. Since 0.2.
+pub const FC_INGEST_INPUT_FAILED: u32 = 4;
+/// `fc_ingest_event.kind`: a pusher was refused (unknown key, key in use, wrong mode);
+/// `slot` is empty for an unknown key. Delivered after [`fc_ingest_observe`]. Since 0.2.
+pub const FC_INGEST_REFUSED: u32 = 5;
+/// `fc_ingest_event.kind`: a packet was published (`stream`, `size`, `keyframe`, `pts`,
+/// `dts`). Delivered after [`fc_ingest_observe`] asks for it: a callback per packet. Since 0.2.
+pub const FC_INGEST_PACKET: u32 = 6;
 
 /// An event of the ingest engine, valid only during the callback.
 #[repr(C)]
@@ -52,6 +69,21 @@ pub struct fc_ingest_event {
     pub sample_rate: u32,
     /// First audio stream's channels.
     pub channels: u32,
+    /// The slot the event is about, NUL-terminated (empty for a refused unknown key). Since
+    /// 0.2: read it only when `struct_size` covers it.
+    pub slot: *const c_char,
+    /// `FC_INGEST_INPUT_FAILED`: the input's place in the slot's list (0 = highest priority).
+    pub priority: u32,
+    /// `FC_INGEST_PACKET`: stream index in the slot.
+    pub stream: u32,
+    /// `FC_INGEST_PACKET`: payload bytes.
+    pub size: u64,
+    /// `FC_INGEST_PACKET`: presentation time, 90 kHz (`FC_NOPTS` = none).
+    pub pts: i64,
+    /// `FC_INGEST_PACKET`: decoding time, 90 kHz.
+    pub dts: i64,
+    /// `FC_INGEST_PACKET`: 1 for a keyframe.
+    pub keyframe: u32,
 }
 
 /// Receives engine events; called on the engine's threads, keep it short.
@@ -117,6 +149,7 @@ pub unsafe extern "C" fn fc_ingest_create(out: *mut *mut fc_ingest) -> c_int {
         let e = framecache_ingest::Engine::new()?;
         *out = Box::into_raw(Box::new(fc_ingest {
             inner: Mutex::new(e),
+            observed: std::sync::Arc::new(OBSERVED_BY_DEFAULT.into()),
         }));
         Ok(())
     })
@@ -133,8 +166,99 @@ pub unsafe extern "C" fn fc_ingest_destroy(engine: *mut fc_ingest) {
     unsafe { free_handle(engine) }
 }
 
-/// Sets the event callback for listeners and ingests started afterwards (NULL = none).
-/// `user` is passed back as is; both must stay valid until `fc_ingest_destroy`.
+/// An engine event as C sees it, handed to `cb` if its kind is in `observed`.
+fn deliver(
+    ev: &framecache_ingest::IngestEvent,
+    observed: &std::sync::atomic::AtomicU32,
+    cb: unsafe extern "C" fn(*mut c_void, *const fc_ingest_event),
+    user: *mut c_void,
+) {
+    use framecache_ingest::IngestEvent as E;
+    let (kind, input, reason) = match ev {
+        E::Connected { input, .. } => (FC_INGEST_CONNECTED, input.as_str(), ""),
+        E::Disconnected { input, reason, .. } => {
+            (FC_INGEST_DISCONNECTED, input.as_str(), reason.as_str())
+        }
+        E::MediaInfo(_) => (FC_INGEST_MEDIA_INFO, "", ""),
+        E::InputFailed { input, reason, .. } => {
+            (FC_INGEST_INPUT_FAILED, input.as_str(), reason.as_str())
+        }
+        E::Refused { input, reason, .. } => (FC_INGEST_REFUSED, input.as_str(), reason.as_str()),
+        E::Packet { .. } => (FC_INGEST_PACKET, "", ""),
+    };
+    if observed.load(std::sync::atomic::Ordering::Relaxed) & (1 << kind) == 0 {
+        return;
+    }
+    let text = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+    let (input, reason, slot) = (text(input), text(reason), text(ev.slot()));
+    let mut c = fc_ingest_event {
+        struct_size: std::mem::size_of::<fc_ingest_event>() as u32,
+        kind,
+        input: input.as_ptr(),
+        reason: reason.as_ptr(),
+        stream_count: 0,
+        codecs: [0; 8],
+        width: 0,
+        height: 0,
+        sample_rate: 0,
+        channels: 0,
+        slot: slot.as_ptr(),
+        priority: 0,
+        stream: 0,
+        size: 0,
+        pts: framecache_shm::packet::FC_NOPTS,
+        dts: framecache_shm::packet::FC_NOPTS,
+        keyframe: 0,
+    };
+    match ev {
+        E::MediaInfo(mi) => {
+            c.stream_count = mi.streams.len() as u32;
+            for (d, s) in c.codecs.iter_mut().zip(&mi.streams) {
+                *d = s.codec;
+            }
+            if let Some(v) = mi.streams.iter().find(|s| s.width > 0) {
+                (c.width, c.height) = (v.width, v.height);
+            }
+            if let Some(a) = mi.streams.iter().find(|s| s.sample_rate > 0) {
+                (c.sample_rate, c.channels) = (a.sample_rate, a.channels);
+            }
+        }
+        E::InputFailed { priority, .. } => c.priority = *priority as u32,
+        E::Packet {
+            stream,
+            size,
+            keyframe,
+            pts,
+            dts,
+            ..
+        } => {
+            (c.stream, c.size, c.pts, c.dts) = (*stream, *size as u64, *pts, *dts);
+            c.keyframe = u32::from(*keyframe);
+        }
+        _ => {}
+    }
+    // No panic of ours crosses into C here; a C callback cannot unwind into Rust.
+    // SAFETY: the caller's callback with the caller's pointer and a valid event.
+    unsafe { cb(user, &c) };
+}
+
+/// The engine callback that hands events to a C callback.
+fn c_callback(
+    e: &fc_ingest,
+    cb: unsafe extern "C" fn(*mut c_void, *const fc_ingest_event),
+    user: *mut c_void,
+) -> framecache_ingest::EventCallback {
+    let user = UserPtr(user);
+    let observed = e.observed.clone();
+    std::sync::Arc::new(move |ev: &framecache_ingest::IngestEvent| {
+        deliver(ev, &observed, cb, user.get())
+    })
+}
+
+/// Sets the engine-wide event callback (NULL = none): every listener, pusher and pull ingest,
+/// those running included, reports to it. `user` is passed back as is; both must stay valid
+/// until `fc_ingest_destroy` (or until replaced). It gets `FC_INGEST_CONNECTED`,
+/// `_DISCONNECTED` and `_MEDIA_INFO`; [`fc_ingest_observe`] adds the others.
 ///
 /// # Safety
 /// `engine` valid; `callback` callable from any thread.
@@ -145,54 +269,60 @@ pub unsafe extern "C" fn fc_ingest_set_callback(
     user: *mut c_void,
 ) -> c_int {
     boundary(|| {
-        let mut e = self::engine(engine)?;
-        let Some(cb) = callback else {
-            e.set_events(None);
-            return Ok(());
-        };
-        let user = UserPtr(user);
-        e.set_events(Some(std::sync::Arc::new(
-            move |ev: &framecache_ingest::IngestEvent| {
-                use framecache_ingest::IngestEvent as E;
-                let (kind, input, reason) = match ev {
-                    E::Connected { input } => (FC_INGEST_CONNECTED, input.as_str(), ""),
-                    E::Disconnected { input, reason } => {
-                        (FC_INGEST_DISCONNECTED, input.as_str(), reason.as_str())
-                    }
-                    E::MediaInfo(_) => (FC_INGEST_MEDIA_INFO, "", ""),
-                    E::Packet { .. } => return,
-                };
-                let input = CString::new(input.replace('\0', " ")).unwrap_or_default();
-                let reason = CString::new(reason.replace('\0', " ")).unwrap_or_default();
-                let mut c = fc_ingest_event {
-                    struct_size: std::mem::size_of::<fc_ingest_event>() as u32,
-                    kind,
-                    input: input.as_ptr(),
-                    reason: reason.as_ptr(),
-                    stream_count: 0,
-                    codecs: [0; 8],
-                    width: 0,
-                    height: 0,
-                    sample_rate: 0,
-                    channels: 0,
-                };
-                if let E::MediaInfo(mi) = ev {
-                    c.stream_count = mi.streams.len() as u32;
-                    for (d, s) in c.codecs.iter_mut().zip(&mi.streams) {
-                        *d = s.codec;
-                    }
-                    if let Some(v) = mi.streams.iter().find(|s| s.width > 0) {
-                        (c.width, c.height) = (v.width, v.height);
-                    }
-                    if let Some(a) = mi.streams.iter().find(|s| s.sample_rate > 0) {
-                        (c.sample_rate, c.channels) = (a.sample_rate, a.channels);
-                    }
-                }
-                // No panic of ours crosses into C here; a C callback cannot unwind into Rust.
-                // SAFETY: the caller's callback with the caller's pointer and a valid event.
-                unsafe { cb(user.get(), &c) };
-            },
-        )));
+        let h = arg(engine as *const fc_ingest, "engine")?;
+        let cb = callback.map(|cb| c_callback(h, cb, user));
+        self::engine(engine)?.set_events(cb);
+        Ok(())
+    })
+}
+
+/// Sets a callback for the events of slot `slot` alone (NULL removes it), beside the
+/// engine-wide one; same rules. Since 0.2.
+///
+/// # Safety
+/// `engine` valid; `slot` NUL-terminated; `callback` callable from any thread; `user` valid
+/// until the callback is removed or the engine destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_set_stream_callback(
+    engine: *mut fc_ingest,
+    slot: *const c_char,
+    callback: fc_ingest_event_fn,
+    user: *mut c_void,
+) -> c_int {
+    boundary(|| {
+        let h = arg(engine as *const fc_ingest, "engine")?;
+        let slot = c_str(slot, "slot")?;
+        framecache_shm::slot::validate_id(slot)?;
+        let cb = callback.map(|cb| c_callback(h, cb, user));
+        self::engine(engine)?.set_stream_events(slot, cb);
+        Ok(())
+    })
+}
+
+/// Chooses the event kinds the callbacks receive: a mask of `1 << FC_INGEST_*` bits.
+/// Connected, disconnected and media-info are on by default; `1 << FC_INGEST_INPUT_FAILED`
+/// and `1 << FC_INGEST_REFUSED` add failures, `1 << FC_INGEST_PACKET` a callback per
+/// published packet (off again when the bit is cleared). Unknown bits: `FC_ERR_INVALID_ARG`.
+/// Since 0.2.
+///
+/// # Safety
+/// `engine` valid.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_observe(engine: *mut fc_ingest, kinds: u32) -> c_int {
+    boundary(|| {
+        let known = OBSERVED_BY_DEFAULT
+            | 1 << FC_INGEST_INPUT_FAILED
+            | 1 << FC_INGEST_REFUSED
+            | 1 << FC_INGEST_PACKET;
+        if kinds & !known != 0 {
+            return Err(Error::InvalidArg(format!(
+                "kinds {kinds:#x}: bits other than 1 << FC_INGEST_* ({known:#x})"
+            )));
+        }
+        let h = arg(engine as *const fc_ingest, "engine")?;
+        h.observed
+            .store(kinds, std::sync::atomic::Ordering::Relaxed);
+        self::engine(engine)?.set_packet_events(kinds & 1 << FC_INGEST_PACKET != 0);
         Ok(())
     })
 }

@@ -25,6 +25,20 @@ static void on_log(void *user, int level, const char *target, const char *messag
 }
 #endif
 
+#ifdef FC_INGEST_PACKET /* after 0.1 */
+static atomic_int stream_packets, stream_wrong;
+
+static void on_stream_event(void *user, const fc_ingest_event *ev) {
+  (void)user;
+  if (ev->struct_size < sizeof(fc_ingest_event)) return;
+  if (strcmp(ev->slot, "cslot") != 0) atomic_fetch_add(&stream_wrong, 1);
+  if (ev->kind == FC_INGEST_PACKET) {
+    if (ev->size == 0 || ev->stream > 1) atomic_fetch_add(&stream_wrong, 1);
+    atomic_fetch_add(&stream_packets, 1);
+  }
+}
+#endif
+
 static void on_event(void *user, const fc_ingest_event *ev) {
   (void)user;
   if (ev->struct_size < sizeof(fc_ingest_event)) return;
@@ -100,6 +114,15 @@ int main(int argc, char **argv) {
   EXPECT(fc_ingest_get_stats(e, "ckey", &st), FC_ERR_NOT_FOUND);
 
   EXPECT(fc_ingest_set_callback(e, on_event, NULL), FC_OK);
+#ifdef FC_INGEST_PACKET
+  EXPECT(fc_ingest_observe(NULL, 0), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_observe(e, 1u << 20), FC_ERR_INVALID_ARG);
+  EXPECT(fc_ingest_set_stream_callback(e, "bad slot", on_stream_event, NULL), FC_ERR_BAD_SLOT_ID);
+  EXPECT(fc_ingest_set_stream_callback(e, "cslot", on_stream_event, NULL), FC_OK);
+  EXPECT(fc_ingest_observe(e, 1u << FC_INGEST_CONNECTED | 1u << FC_INGEST_DISCONNECTED |
+                                  1u << FC_INGEST_MEDIA_INFO | 1u << FC_INGEST_PACKET),
+         FC_OK);
+#endif
   EXPECT(fc_ingest_register_key(e, "ckey", "cslot", NULL), FC_OK);
   /* Publishers read every 50 ms instead of 20: the push below must arrive just the same. */
   EXPECT(fc_ingest_set_rtmp_read_interval(e, 50), FC_OK);
@@ -125,6 +148,15 @@ int main(int argc, char **argv) {
 #ifdef FC_LOG_INFO
   /* Uninstalled before exit, so no engine thread can call it afterwards. */
   EXPECT(fc_set_log_callback(0, NULL, NULL), FC_OK);
+#endif
+#ifdef FC_INGEST_PACKET
+  /* Every packet of the push reached the stream's own callback, each naming its slot. */
+  if ((unsigned long long)atomic_load(&stream_packets) != (unsigned long long)st.packets ||
+      atomic_load(&stream_wrong) != 0) {
+    printf("stream callback: %d packets of %llu, %d wrong\n", atomic_load(&stream_packets),
+           (unsigned long long)st.packets, atomic_load(&stream_wrong));
+    return 1;
+  }
 #endif
   return st.packets > 0 && atomic_load(&connected) == 1 && atomic_load(&media) == 1 &&
                  atomic_load(&disconnected) == 1 && (!with_log || atomic_load(&ended) >= 1)

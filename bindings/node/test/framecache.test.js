@@ -149,6 +149,11 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   const ing = new fc.Ingest();
   const events = [];
   ing.onEvent((e) => events.push(e));
+  // The stream's own observer, with one event per packet.
+  const camEvents = [];
+  assert.throws(() => ing.onStreamEvent('bad slot', () => {}), { code: 'FC_ERR_BAD_SLOT_ID' });
+  ing.onStreamEvent('agentcam', (e) => camEvents.push(e));
+  ing.observe({ failures: true, packets: true });
   ing.registerKey('agentcam', 'agentcam');
   assert.throws(() => ing.setPlayAccess({ token: '' }), { code: 'FC_ERR_INVALID_ARG' });
   ing.setPlayAccess({ token: 'agent-viewer', maxPerStream: 4 }); // play needs ?token=agent-viewer
@@ -184,6 +189,15 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   assert.strictEqual(await pushed, 0);
   await until('disconnect', () => events.some((e) => e.kind === 'disconnected'));
   assert.ok(ing.stats('agentcam').packets > 50);
+  // Every packet reached the stream's observer, in order, naming its slot.
+  const pk = camEvents.filter((e) => e.kind === 'packet');
+  assert.strictEqual(pk.length, ing.stats('agentcam').packets);
+  assert.ok(camEvents.every((e) => e.slot === 'agentcam'));
+  assert.ok(pk[0].keyframe && pk[0].size > 0);
+  // A push to an unknown key is reported as refused.
+  const bad = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'quiet', '-i', src, '-t', '1', '-c', 'copy', '-f', 'flv', `rtmp://${addr}/live/nokey`], { stdio: 'ignore' });
+  await new Promise((r) => bad.on('exit', r));
+  await until('refusal', () => events.some((e) => e.kind === 'refused' && /nokey/.test(e.input)));
   assert.ok(logs.some((l) => l.level === 3 && /publish ended/.test(l.message)), JSON.stringify(logs));
   r.close();
   whep.close();

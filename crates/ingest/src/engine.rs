@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::failover::{Failover, Next};
+use crate::observe::Observers;
 use crate::pull::{run_input, InputTimeouts, InputUrl, Locations, Mounts, StopFlag};
 use crate::push::PushConfig;
 use crate::registry::{KeyConfig, KeyRegistry};
@@ -357,6 +358,7 @@ fn worker(
                 stats.connected.store(true, Ordering::Relaxed);
                 if let Some(cb) = &events {
                     cb(&IngestEvent::Connected {
+                        slot: cfg.slot.clone(),
                         input: name.clone(),
                     });
                 }
@@ -386,7 +388,17 @@ fn worker(
         if was_connected {
             if let Some(cb) = &cfg.events {
                 cb(&IngestEvent::Disconnected {
+                    slot: cfg.slot.clone(),
                     input: name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        } else if target.is_none() && r.is_err() {
+            if let Some(cb) = &cfg.events {
+                cb(&IngestEvent::InputFailed {
+                    slot: cfg.slot.clone(),
+                    input: name.clone(),
+                    priority: cfg.shared.as_ref().map_or(current, |(_, p)| p[current]),
                     reason: reason.clone(),
                 });
             }
@@ -420,6 +432,7 @@ pub struct Engine {
     play_tokens: rtmp::PlayTokens,
     tls: Option<Arc<rustls::ServerConfig>>,
     hls_hosts: Vec<String>,
+    observers: Arc<Observers>,
 }
 
 impl Engine {
@@ -442,6 +455,7 @@ impl Engine {
                     let _ = rx.await;
                 })
             })?;
+        let observers = Observers::new();
         Ok(Engine {
             rt,
             shutdown: Some(tx),
@@ -449,12 +463,16 @@ impl Engine {
             registry: KeyRegistry::new(),
             streams: Streams::new(),
             mounts: Mounts::new(),
-            events: None,
+            events: Some(observers.callback()),
             root: None,
             rtmp: Vec::new(),
             srt: Vec::new(),
             pulls: HashMap::new(),
-            sink: SinkOptions::default(),
+            sink: SinkOptions {
+                packet_events: Some(observers.packet_switch()),
+                ..SinkOptions::default()
+            },
+            observers,
             rtmp_read_interval: rtmp::DEFAULT_READ_INTERVAL,
             rtmp_play: true,
             rtmp_play_access: rtmp::PlayAccess::default(),
@@ -471,7 +489,10 @@ impl Engine {
 
     /// Options of the slots the engine creates (source type is set per protocol).
     pub fn set_sink_options(&mut self, s: SinkOptions) {
-        self.sink = s;
+        self.sink = SinkOptions {
+            packet_events: Some(self.observers.packet_switch()),
+            ..s
+        };
     }
 
     /// How often RTMP servers started afterwards read their publishers (see
@@ -505,9 +526,22 @@ impl Engine {
         Ok(())
     }
 
-    /// Reports events of everything started afterwards to `cb`.
+    /// Reports the events of every listener, pusher and pull ingest to `cb` (None = none),
+    /// from now on, including those already running.
     pub fn set_events(&mut self, cb: Option<EventCallback>) {
-        self.events = cb;
+        self.observers.set_all(cb);
+    }
+
+    /// Reports the events of slot `slot` to `cb` as well (None removes it): an observer of
+    /// one stream beside the engine-wide one.
+    pub fn set_stream_events(&mut self, slot: &str, cb: Option<EventCallback>) {
+        self.observers.set_slot(slot, cb);
+    }
+
+    /// Switches per-packet events ([`IngestEvent::Packet`]) on or off for every slot, at
+    /// once. Off by default: they cost a callback per packet.
+    pub fn set_packet_events(&mut self, on: bool) {
+        self.observers.set_packets(on);
     }
 
     /// The key registry of the listeners.

@@ -11,6 +11,7 @@
 //!
 //! - [`sink`]: source-neutral media → packet slot ([`SlotSink`]), events and counters.
 //! - [`input`]: what every pull input shares (media out, stop flag, time limits).
+//! - [`observe`]: the engine's callbacks (engine-wide, per slot) and the packet-event switch.
 //! - [`registry`]: stream keys of the push listeners, one pusher per key.
 //! - [`push`]: what the push listeners share: settings, the life of one accepted pusher.
 //! - [`rtmp`]: the RTMP server (publish and play).
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod failover;
 pub mod http;
 pub mod input;
+pub mod observe;
 pub mod pull;
 pub(crate) mod pump;
 pub mod push;

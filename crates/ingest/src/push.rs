@@ -86,6 +86,7 @@ impl PushSession {
         stats.connected.store(true, Ordering::Relaxed);
         if let Some(cb) = &cfg.events {
             cb(&IngestEvent::Connected {
+                slot: slot.clone(),
                 input: input.clone(),
             });
         }
@@ -150,6 +151,7 @@ impl PushSession {
         self.stats.connected.store(false, Ordering::Relaxed);
         if let Some(cb) = &self.events {
             cb(&IngestEvent::Disconnected {
+                slot: self.guard.config().slot.clone(),
                 input: self.input.clone(),
                 reason,
             });

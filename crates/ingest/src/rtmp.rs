@@ -25,6 +25,7 @@ use crate::pump::{
 };
 use crate::push::{PushConfig, PushSession};
 use crate::registry::KeyRegistry;
+use crate::sink::IngestEvent;
 use crate::Streams;
 use framecache_media::flv;
 use framecache_shm::error::{Error, Result};
@@ -575,6 +576,14 @@ fn on_event(
             {
                 Ok(g) => g,
                 Err(e) => {
+                    if let Some(cb) = &ctx.cfg.push.events {
+                        let reg = &ctx.cfg.push.registry;
+                        cb(&IngestEvent::Refused {
+                            slot: reg.lookup(&stream_key).map(|c| c.slot).unwrap_or_default(),
+                            input: format!("rtmp://{peer}/{stream_key}"),
+                            reason: e.to_string(),
+                        });
+                    }
                     let r = session
                         .reject_request(request_id, "NetStream.Publish.BadName", &e.to_string())
                         .map_err(proto)?;

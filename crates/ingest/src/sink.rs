@@ -20,36 +20,84 @@ use framecache_shm::slot;
 /// Stream properties reported once a slot is created (or re-created).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaInfo {
+    /// The slot.
+    pub slot: String,
     /// The streams as declared in the slot.
     pub streams: Vec<StreamConfig>,
 }
 
-/// What an ingest reports through its callback.
+/// What an ingest reports through its callback. Every event names its slot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestEvent {
     /// An input connected (or a pusher was accepted); `input` is its URL or peer address.
     Connected {
+        /// The slot it feeds.
+        slot: String,
         /// The input.
         input: String,
     },
     /// The slot was created with these streams.
     MediaInfo(MediaInfo),
-    /// A packet was published (only delivered when packet events were asked for).
+    /// A packet was published (only delivered while packet events are switched on:
+    /// [`crate::Engine::set_packet_events`]).
     Packet {
+        /// The slot.
+        slot: String,
         /// Stream index in the slot.
         stream: u32,
         /// Payload bytes.
         size: usize,
         /// Keyframe flag.
         keyframe: bool,
+        /// Presentation time, 90 kHz (`FC_NOPTS` = none).
+        pts: i64,
+        /// Decoding time, 90 kHz.
+        dts: i64,
     },
     /// The input went away.
     Disconnected {
+        /// The slot it fed.
+        slot: String,
         /// The input.
         input: String,
         /// Why.
         reason: String,
     },
+    /// A pull input failed before it delivered media: it did not open or connect, was
+    /// refused, or ended empty. The ingest retries (with backoff) or fails over.
+    InputFailed {
+        /// The slot it would feed.
+        slot: String,
+        /// Its URL (no password).
+        input: String,
+        /// Its place in the slot's input list (0 = highest priority).
+        priority: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A pusher was refused: unknown key, key in use, wrong mode.
+    Refused {
+        /// The slot of the key, empty when the key is unknown.
+        slot: String,
+        /// The pusher: protocol, peer address and key.
+        input: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl IngestEvent {
+    /// The slot the event is about.
+    pub fn slot(&self) -> &str {
+        match self {
+            IngestEvent::Connected { slot, .. }
+            | IngestEvent::Packet { slot, .. }
+            | IngestEvent::Disconnected { slot, .. }
+            | IngestEvent::InputFailed { slot, .. }
+            | IngestEvent::Refused { slot, .. } => slot,
+            IngestEvent::MediaInfo(m) => &m.slot,
+        }
+    }
 }
 
 /// Receives [`IngestEvent`]s; called on the ingest's own threads, so keep it short.
@@ -144,6 +192,10 @@ pub struct SinkOptions {
     pub keep_on_close: bool,
     /// Buffer at most this many units while waiting for every track's parameters.
     pub max_pending: usize,
+    /// While set, every published packet is reported ([`IngestEvent::Packet`]); the engine
+    /// shares one switch among its sinks. None: packet events as [`SlotSink::set_events`]
+    /// says.
+    pub packet_events: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for SinkOptions {
@@ -153,6 +205,7 @@ impl Default for SinkOptions {
             source_type: "ingest".into(),
             keep_on_close: false,
             max_pending: 600,
+            packet_events: None,
         }
     }
 }
@@ -185,7 +238,7 @@ pub struct SlotSink {
     disc: Vec<bool>,
     stats: Arc<IngestStats>,
     events: Option<EventCallback>,
-    packet_events: bool,
+    packet_events: Arc<std::sync::atomic::AtomicBool>,
     /// Readers are woken by [`SlotSink::flush`], not by every packet.
     defer_wake: bool,
 }
@@ -223,6 +276,7 @@ impl SlotSink {
     ) -> Result<SlotSink> {
         let root = root.map_or_else(slot::root_dir, std::path::Path::to_path_buf);
         slot::validate_id(id)?;
+        let packet_events = opts.packet_events.clone().unwrap_or_default();
         Ok(SlotSink {
             id: id.to_string(),
             root,
@@ -238,15 +292,23 @@ impl SlotSink {
             disc: Vec::new(),
             stats,
             events: None,
-            packet_events: false,
+            packet_events,
             defer_wake: false,
         })
     }
 
-    /// Reports events to `cb`; `packets` also reports every published packet.
+    /// Reports events to `cb`; `packets` also reports every published packet (unless the
+    /// options gave a switch, which then decides).
     pub fn set_events(&mut self, cb: Option<EventCallback>, packets: bool) {
         self.events = cb;
-        self.packet_events = packets;
+        if self.opts.packet_events.is_none() {
+            self.packet_events = Arc::new(packets.into());
+        }
+    }
+
+    /// Reports packets while `on` is set (a switch the host flips at any time).
+    pub fn set_packet_switch(&mut self, on: Arc<std::sync::atomic::AtomicBool>) {
+        self.packet_events = on;
     }
 
     /// The slot id.
@@ -503,7 +565,10 @@ impl SlotSink {
         self.disc = vec![false; self.slot_codecs.len()];
         self.last_dts = None;
         self.writer = Some(w);
-        self.emit(IngestEvent::MediaInfo(MediaInfo { streams: cfgs }));
+        self.emit(IngestEvent::MediaInfo(MediaInfo {
+            slot: self.id.clone(),
+            streams: cfgs,
+        }));
         Ok(())
     }
 
@@ -595,11 +660,14 @@ impl SlotSink {
         match w.publish_gather(stream, pts, dts, flags, &parts) {
             Ok(_) => {
                 self.stats.count(size);
-                if self.packet_events {
+                if self.packet_events.load(Ordering::Relaxed) {
                     self.emit(IngestEvent::Packet {
+                        slot: self.id.clone(),
                         stream,
                         size,
                         keyframe,
+                        pts,
+                        dts,
                     });
                 }
                 Ok(())

@@ -371,13 +371,14 @@ pub fn parse_streamid(id: &str) -> std::result::Result<(String, bool), &'static 
 struct ListenCtx {
     registry: KeyRegistry,
     api: &'static Api,
+    events: Option<crate::sink::EventCallback>,
 }
 
 unsafe extern "C" fn on_listen(
     opaque: *mut c_void,
     ns: Sock,
     _hsversion: c_int,
-    _peer: *const libc::sockaddr,
+    peer: *const libc::sockaddr,
     streamid: *const c_char,
 ) -> c_int {
     // No panic may unwind into libsrt.
@@ -395,6 +396,27 @@ unsafe extern "C" fn on_listen(
         let reject = |code| {
             // SAFETY: the pending socket libsrt handed us.
             unsafe { (ctx.api.setrejectreason)(ns, code) };
+            if let Some(cb) = &ctx.events {
+                let key = parse_streamid(&id).map(|(k, _)| k).unwrap_or_default();
+                // SAFETY: libsrt passes the caller's address (or NULL).
+                let who = unsafe { sockaddr_text(peer) };
+                cb(&crate::sink::IngestEvent::Refused {
+                    slot: ctx
+                        .registry
+                        .lookup(&key)
+                        .map(|c| c.slot)
+                        .unwrap_or_default(),
+                    input: format!("srt://{who}?streamid={key}"),
+                    reason: match code {
+                        REJECT_NOT_FOUND => "unknown stream key (SRT reject 1404)".into(),
+                        REJECT_CONFLICT => {
+                            "the key is being pushed already (SRT reject 1409)".into()
+                        }
+                        REJECT_BAD_MODE => "not a publish (m=request; SRT reject 1405)".into(),
+                        c => format!("bad request (SRT reject {c})"),
+                    },
+                });
+            }
             -1
         };
         let (key, publish) = match parse_streamid(&id) {
@@ -470,6 +492,7 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
     let ctx = Arc::new(ListenCtx {
         registry: cfg.push.registry.clone(),
         api: s.api,
+        events: cfg.push.events.clone(),
     });
     // SAFETY: ctx outlives the socket (kept in SrtListener and the accept thread).
     if unsafe { (s.api.listen_callback)(s.s, on_listen, Arc::as_ptr(&ctx) as *mut c_void) } < 0 {
@@ -546,22 +569,35 @@ fn accept_loop(
     }
 }
 
-fn peer_name(ss: &libc::sockaddr_storage) -> String {
-    match c_int::from(ss.ss_family) {
+/// The text of an address libsrt passes (sockaddr_in or sockaddr_in6, by its family).
+///
+/// # Safety
+/// `sa` is NULL or points to a valid address of the size its family says.
+unsafe fn sockaddr_text(sa: *const libc::sockaddr) -> String {
+    if sa.is_null() {
+        return "?".into();
+    }
+    // SAFETY: every sockaddr starts with its family.
+    match c_int::from(unsafe { (*sa).sa_family }) {
         libc::AF_INET => {
             // SAFETY: family says sockaddr_in.
-            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a = unsafe { &*sa.cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes());
             format!("{ip}:{}", u16::from_be(a.sin_port))
         }
         libc::AF_INET6 => {
             // SAFETY: family says sockaddr_in6.
-            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             format!("[{ip}]:{}", u16::from_be(a.sin6_port))
         }
         _ => "?".into(),
     }
+}
+
+fn peer_name(ss: &libc::sockaddr_storage) -> String {
+    // SAFETY: a sockaddr_storage holds any address its family says.
+    unsafe { sockaddr_text((ss as *const libc::sockaddr_storage).cast()) }
 }
 
 fn publisher(

@@ -751,6 +751,26 @@ typedef struct fc_ingest_stats {
   uint32_t reserved;
 } fc_ingest_stats;
 
+// What [`fc_ingest_probe`] found. Set `struct_size` to `sizeof(fc_probe_result)`. Since 0.2.
+typedef struct fc_probe_result {
+  // Set by the caller to `sizeof(fc_probe_result)`.
+  uint32_t struct_size;
+  // Tracks the input announced (at most 8 listed in `codecs`).
+  uint32_t stream_count;
+  // `FC_CODEC_*` of each track.
+  uint32_t codecs[8];
+  // Picture size of the first H.264 track (0 = unknown or none).
+  uint32_t width;
+  // Its height.
+  uint32_t height;
+  // Sample rate of the first AAC track (0 = unknown or none).
+  uint32_t sample_rate;
+  // Its channels.
+  uint32_t channels;
+  // Milliseconds from the start of the probe to the first access unit.
+  uint64_t first_media_ms;
+} fc_probe_result;
+
 // Settings of `fc_cuframes_publisher_create`. Zero fields take the default named.
 // Required fields (what the least `struct_size` must cover): `format`, `width`, `height`.
 typedef struct fc_cuframes_publisher_config {
@@ -1781,6 +1801,20 @@ int fc_ingest_remove(struct fc_ingest *engine, const char *slot);
 // # Safety
 // `engine` valid; `name` NUL-terminated; `out` valid with `struct_size` set.
 int fc_ingest_get_stats(struct fc_ingest *engine, const char *name, struct fc_ingest_stats *out);
+
+// Probes a pull URL (what `fc_ingest_add` takes, not a listener or `publish://`): opens it
+// with the engine's mounts, root and allowed HLS hosts, reads until every track delivered a
+// unit or `timeout_ms` passed, and fills `out`. Blocks the calling thread meanwhile; the
+// engine's other calls wait too. An input that delivered no media gives its error (e.g.
+// `FC_ERR_REJECTED` for refused credentials, `FC_ERR_TIMEOUT`), and `fc_last_error` says
+// why. Since 0.2.
+//
+// # Safety
+// `engine` valid; `url` NUL-terminated; `out` writable, its `struct_size` set.
+int fc_ingest_probe(struct fc_ingest *engine,
+                    const char *url,
+                    uint32_t timeout_ms,
+                    struct fc_probe_result *out);
 
 // Who may play slots over RTMP listeners started afterwards. `enabled` 0 turns play off
 // (`NetStream.Play.Failed`). `token`, when not NULL, is the viewer token every play must carry

@@ -700,6 +700,40 @@ fn failover_to_a_file_and_failback_to_udp() {
     drop(ing);
 }
 
+/// The public probe: a file below a mount reports its tracks, size and audio rate; a silent
+/// UDP port times out; a listener address is not something to probe.
+#[test]
+fn probe_reports_what_an_input_delivers() {
+    let root = TempRoot::new("ing-probe");
+    let vod = root.path().join("vod");
+    std::fs::create_dir_all(&vod).unwrap();
+    source(&vod, "a.ts", 2);
+    let e = engine(&root);
+    e.mounts().add("vod", &vod).unwrap();
+    let r = e.probe("file://vod/a.ts", Duration::from_secs(5)).unwrap();
+    assert_eq!(r.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert_eq!(
+        (r.width, r.height, r.sample_rate, r.channels),
+        (640, 360, 44100, 1)
+    );
+    let port = free_udp_port();
+    let err = e
+        .probe(
+            &format!("udp://127.0.0.1:{port}"),
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err}");
+    assert!(matches!(
+        e.probe("rtmp://127.0.0.1:1935", Duration::from_millis(100)),
+        Err(Error::BadUrl(_))
+    ));
+    assert!(matches!(
+        e.probe("file://vod/missing.ts", Duration::from_millis(500)),
+        Err(_)
+    ));
+}
+
 /// copy:// under a root that is not the default one: a file pull fills slot `src` and a second
 /// pull relays it with `copy://src` into slot `copy`, both under the engine's root. A reader of
 /// the copy sees the source's streams, its parameter sets on keyframes and its AAC

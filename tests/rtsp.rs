@@ -356,3 +356,35 @@ fn hostile_rtsp_servers_give_errors_not_crashes() {
         assert!(!said.contains("panicked"), "{said}");
     }
 }
+
+/// The public probe against the camera: codecs, size and audio rate; wrong credentials are
+/// the camera's refusal, not a timeout.
+#[test]
+fn probe_of_an_rtsp_camera() {
+    if !common::gst_rtsp_available() {
+        return;
+    }
+    let (_srv, port) = common::rtsp_server(&[
+        "--audio",
+        "aac",
+        "--user",
+        "u",
+        "--password",
+        "pw-right",
+        "--auth",
+        "digest",
+    ]);
+    let e = framecache::ingest::Engine::new().unwrap();
+    let good = format!("rtsp://u:pw-right@127.0.0.1:{port}/cam");
+    let r = e.probe(&good, Duration::from_secs(10)).unwrap();
+    assert_eq!(r.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert_eq!(
+        (r.width, r.height, r.sample_rate, r.channels),
+        (640, 360, 48000, 2)
+    );
+    assert!(r.first_media < Duration::from_secs(10));
+    let bad = format!("rtsp://u:nope@127.0.0.1:{port}/cam");
+    let err = e.probe(&bad, Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(err, Error::Rejected(_)), "{err}");
+    assert!(!err.to_string().contains("nope"), "{err}");
+}

@@ -10,6 +10,29 @@ use crate::*;
 
 abi_structs! {
     fc_ingest_stats => (std::mem::size_of::<fc_ingest_stats>(), std::mem::size_of::<fc_ingest_stats>()),
+    fc_probe_result => (std::mem::size_of::<fc_probe_result>(), std::mem::size_of::<fc_probe_result>()),
+}
+
+/// What [`fc_ingest_probe`] found. Set `struct_size` to `sizeof(fc_probe_result)`. Since 0.2.
+#[repr(C)]
+#[derive(Default)]
+pub struct fc_probe_result {
+    /// Set by the caller to `sizeof(fc_probe_result)`.
+    pub struct_size: u32,
+    /// Tracks the input announced (at most 8 listed in `codecs`).
+    pub stream_count: u32,
+    /// `FC_CODEC_*` of each track.
+    pub codecs: [u32; 8],
+    /// Picture size of the first H.264 track (0 = unknown or none).
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+    /// Sample rate of the first AAC track (0 = unknown or none).
+    pub sample_rate: u32,
+    /// Its channels.
+    pub channels: u32,
+    /// Milliseconds from the start of the probe to the first access unit.
+    pub first_media_ms: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,6 +601,44 @@ pub unsafe extern "C" fn fc_ingest_get_stats(
             current_input: s.current_input as u32,
             reserved: 0,
         };
+        write_out(out, &o, "out")
+    })
+}
+
+/// Probes a pull URL (what `fc_ingest_add` takes, not a listener or `publish://`): opens it
+/// with the engine's mounts, root and allowed HLS hosts, reads until every track delivered a
+/// unit or `timeout_ms` passed, and fills `out`. Blocks the calling thread meanwhile; the
+/// engine's other calls wait too. An input that delivered no media gives its error (e.g.
+/// `FC_ERR_REJECTED` for refused credentials, `FC_ERR_TIMEOUT`), and `fc_last_error` says
+/// why. Since 0.2.
+///
+/// # Safety
+/// `engine` valid; `url` NUL-terminated; `out` writable, its `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_ingest_probe(
+    engine: *mut fc_ingest,
+    url: *const c_char,
+    timeout_ms: u32,
+    out: *mut fc_probe_result,
+) -> c_int {
+    boundary(|| {
+        let url = c_str(url, "url")?;
+        out_size(out, "out")?;
+        let e = self::engine(engine)?;
+        let r = e.probe(url, std::time::Duration::from_millis(u64::from(timeout_ms)))?;
+        let mut o = fc_probe_result {
+            struct_size: std::mem::size_of::<fc_probe_result>() as u32,
+            stream_count: r.codecs.len() as u32,
+            width: r.width,
+            height: r.height,
+            sample_rate: r.sample_rate,
+            channels: r.channels,
+            first_media_ms: r.first_media.as_millis() as u64,
+            ..Default::default()
+        };
+        for (d, c) in o.codecs.iter_mut().zip(&r.codecs) {
+            *d = *c;
+        }
         write_out(out, &o, "out")
     })
 }

@@ -99,6 +99,20 @@ int main(int argc, char **argv) {
     EXPECT(fc_ingest_set_hls_hosts(e, hosts, 3), FC_OK);
     EXPECT(fc_ingest_set_hls_hosts(e, NULL, 0), FC_OK);
   }
+  {
+    fc_probe_result pr;
+    memset(&pr, 0, sizeof pr);
+    pr.struct_size = sizeof pr;
+    EXPECT(fc_ingest_probe(NULL, "udp://127.0.0.1:0", 100, &pr), FC_ERR_INVALID_ARG);
+    EXPECT(fc_ingest_probe(e, "gopher://x/y", 100, &pr), FC_ERR_BAD_URL);
+    EXPECT(fc_ingest_probe(e, "rtmp://127.0.0.1:1935", 100, &pr), FC_ERR_BAD_URL); /* a listener */
+    EXPECT(fc_ingest_probe(e, "udp://127.0.0.1:0", 100, NULL), FC_ERR_INVALID_ARG);
+    /* Nothing sends to this port: a timeout, with the struct left as it was. */
+    EXPECT(fc_ingest_probe(e, "udp://127.0.0.1:0", 300, &pr), FC_ERR_TIMEOUT);
+    CHECK(pr.stream_count == 0);
+    pr.struct_size = 4;
+    EXPECT(fc_ingest_probe(e, "udp://127.0.0.1:0", 100, &pr), FC_ERR_INVALID_ARG);
+  }
 #endif
   EXPECT(fc_ingest_add(e, "s", bad_urls, 1), FC_ERR_BAD_URL);
   EXPECT(fc_ingest_add(e, "s", escape, 1), FC_ERR_BAD_URL);

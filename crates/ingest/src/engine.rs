@@ -726,6 +726,20 @@ impl Engine {
         self.hls_hosts = hosts.iter().map(|h| h.to_string()).collect();
     }
 
+    /// Probes a pull URL with this engine's mounts, root and allowed HLS hosts: does it open
+    /// and deliver media within `timeout`, and what (see [`crate::probe::probe`]).
+    pub fn probe(&self, url: &str, timeout: Duration) -> Result<crate::probe::ProbeReport> {
+        let at = Locations {
+            mounts: self.mounts.clone(),
+            root: self
+                .root
+                .clone()
+                .unwrap_or_else(framecache_shm::slot::root_dir),
+            hls_hosts: self.hls_hosts.clone(),
+        };
+        crate::probe::probe(url, &at, timeout)
+    }
+
     /// Stops the pull ingest of `slot` and unregisters keys feeding it. True if anything was
     /// removed.
     pub fn remove(&mut self, slot: &str) -> bool {

@@ -18,6 +18,7 @@
 //! - [`srt`]: SRT through libsrt (loaded at run time): the listener and the caller.
 //! - [`rtsp`]: RTSP pull through retina (URL, stream choice, frames → media).
 //! - [`share`]: one slot fed by a push key and pull inputs by priority.
+//! - [`probe`]: does an input URL open and deliver media, and what.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`failover`]: the failover policy of a pull ingest (sans-IO, driven by `now`).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
@@ -35,6 +36,7 @@ pub mod failover;
 pub mod http;
 pub mod input;
 pub mod observe;
+pub mod probe;
 pub mod pull;
 pub(crate) mod pump;
 pub mod push;

@@ -1069,26 +1069,7 @@ fn hls_pull_over_https_checks_the_certificate() {
     let root = TempRoot::new("ing-https");
     let web = hls_site(&root, false);
     // A CA of this test and a server certificate for 127.0.0.1 signed by it.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "framecache test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let pem = |name: &str, text: String| {
-        let p = root.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let ca_pem = pem("ca.pem", ca_cert.pem());
-    let cert_pem = pem("cert.pem", cert.pem());
-    let key_pem = pem("key.pem", key.serialize_pem());
+    let (ca_pem, cert_pem, key_pem, _) = common::test_ca(root.path());
     let (_server, port) = web_server(&web, Some((&cert_pem, &key_pem)));
     let url = format!("https://127.0.0.1:{port}/index.m3u8");
 

@@ -17,14 +17,27 @@ use framecache::Error;
 
 /// `framecache ingest --slot SLOT URL`, its stderr in `log`.
 fn ingest(root: &TempRoot, slot: &str, url: &str, log: &Path) -> Reaper {
-    Reaper(
-        root.cli()
-            .args(["ingest", "--slot", slot, url])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    ingest_with(root, slot, url, log, &[])
+}
+
+/// As [`ingest`], with environment variables.
+fn ingest_with(
+    root: &TempRoot,
+    slot: &str,
+    url: &str,
+    log: &Path,
+    env: &[(&str, &Path)],
+) -> Reaper {
+    let mut c = root.cli();
+    c.args(["ingest", "--slot", slot, url])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Reaper(c.spawn().unwrap())
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -107,8 +120,20 @@ fn decodes_cleanly(file: &Path) {
 
 /// Pulls `url` into a slot, exports 240 packets and checks codecs, size, rate and decoding.
 fn pull_and_check(root: &TempRoot, slot: &str, url: &str, video: &str, audio: Option<&str>) {
+    pull_and_check_with(root, slot, url, video, audio, &[])
+}
+
+/// As [`pull_and_check`], with environment variables for the ingest.
+fn pull_and_check_with(
+    root: &TempRoot,
+    slot: &str,
+    url: &str,
+    video: &str,
+    audio: Option<&str>,
+    env: &[(&str, &Path)],
+) {
     let log = root.path().join(format!("{slot}.log"));
-    let _ing = ingest(root, slot, url, &log);
+    let _ing = ingest_with(root, slot, url, &log, env);
     let ts = root.path().join(format!("{slot}.ts"));
     export(root, slot, 240, &ts);
     let s = streams(&ts);
@@ -165,6 +190,52 @@ fn rtsp_pull_of_h265() {
         "hevc",
         None,
     );
+}
+
+/// RTSPS (RTSP over TLS) with Digest auth: the camera's certificate is checked (here against
+/// the test's CA through $SSL_CERT_FILE); without that trust the pull is refused with the
+/// TLS reason and no slot is made.
+#[test]
+fn rtsps_pull_checks_the_certificate() {
+    if !common::gst_rtsp_available() {
+        return;
+    }
+    let root = TempRoot::new("rtsps");
+    let (ca, cert, key, _) = common::test_ca(root.path());
+    let (_srv, port) = common::rtsp_server(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--user",
+        "viewer",
+        "--password",
+        "tls-s3cret",
+    ]);
+    let url = format!("rtsps://viewer:tls-s3cret@127.0.0.1:{port}/cam");
+    pull_and_check_with(
+        &root,
+        "camtls",
+        &url,
+        "h264",
+        Some("aac"),
+        &[("SSL_CERT_FILE", &ca)],
+    );
+
+    let log = root.path().join("untrusted.log");
+    let ing = ingest_with(&root, "untrusted", &url, &log, &[]);
+    wait_for("the TLS refusal", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("UnknownIssuer")
+    });
+    drop(ing);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("TLS") && !said.contains("tls-s3cret"),
+        "{said}"
+    );
+    assert!(!root.path().join("untrusted").exists());
 }
 
 /// Right credentials play; wrong ones are refused with a clear error, retried with backoff,

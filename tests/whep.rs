@@ -787,23 +787,7 @@ fn chromium_case(https: bool, src: Src) {
     });
     // A test CA and a certificate for 127.0.0.1, for serve and for the test site.
     let (cert_pem, key_pem, pin) = {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "framecache test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        std::fs::write(root.path().join("ca.pem"), ca_cert.pem()).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let c = root.path().join("cert.pem");
-        let k = root.path().join("key.pem");
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let (_, c, k, key) = common::test_ca(root.path());
         (c, k, spki_pin(&key))
     };
     // With a viewer token: the browser sends it (a CORS preflight for Authorization first).

@@ -235,3 +235,31 @@ pub fn rtsp_server(args: &[&str]) -> (Reaper, u16) {
         .unwrap_or_else(|| panic!("the RTSP server said {line:?}"));
     (Reaper(child), port)
 }
+
+/// A CA of this test and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
+/// (ca.pem, cert.pem, key.pem), and the key (for SPKI pins).
+pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf, rcgen::KeyPair) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "framecache test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let pem = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    (
+        pem("ca.pem", ca_cert.pem()),
+        pem("cert.pem", cert.pem()),
+        pem("key.pem", key.serialize_pem()),
+        key,
+    )
+}

@@ -4,6 +4,7 @@ PyGObject), nobody here wrote it. Prints "PORT <n>" once it listens, then serves
 
   rtsp_server.py [--port N] [--path /cam] [--video h264|h265] [--audio aac|opus|none]
                  [--size 640x360] [--rate 30] [--user U --password P [--auth basic|digest]]
+                 [--tls-cert CERT.pem --tls-key KEY.pem]   (RTSPS: RTSP over TLS)
 """
 import argparse
 import sys
@@ -13,7 +14,8 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def main():
@@ -28,6 +30,8 @@ def main():
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--auth", default="digest", choices=["basic", "digest"])
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     a = ap.parse_args()
 
     Gst.init(None)
@@ -66,8 +70,23 @@ def main():
     factory.set_launch(f"( {video}{audio} )")
     factory.set_shared(True)
 
-    if a.user:
+    auth = None
+    if a.user or a.tls_cert:
         auth = GstRtspServer.RTSPAuth()
+        factory.add_role_from_structure(
+            Gst.Structure.from_string(
+                "cam, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )[0]
+        )
+        server.set_auth(auth)
+    if a.tls_cert:
+        auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(a.tls_cert, a.tls_key))
+        if not a.user:
+            # Anyone may watch; TLS only.
+            anyone = GstRtspServer.RTSPToken()
+            anyone.set_string("media.factory.role", "cam")
+            auth.set_default_token(anyone)
+    if a.user:
         token = GstRtspServer.RTSPToken()
         token.set_string("media.factory.role", "cam")
         if a.auth == "digest":
@@ -76,12 +95,6 @@ def main():
         else:
             auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
             auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
-        server.set_auth(auth)
-        factory.add_role_from_structure(
-            Gst.Structure.from_string(
-                "cam, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
-            )[0]
-        )
 
     server.get_mount_points().add_factory(a.path, factory)
     if server.attach(None) == 0:

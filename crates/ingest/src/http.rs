@@ -69,7 +69,7 @@ pub fn parse_http(url: &str) -> Result<HttpUrl> {
 
 /// The client configuration for `https://`: the system's roots, built once. A store that
 /// fails to load is an error at the first https request, not a panic.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> =
         OnceLock::new();
     CONFIG

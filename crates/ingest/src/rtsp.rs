@@ -51,12 +51,15 @@ pub enum RtspTransport {
     Udp,
 }
 
-/// An `rtsp://` input URL, parsed.
+/// An `rtsp://` or `rtsps://` input URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtspUrl {
     /// The URL without credentials and without framecache's own query parameters: what is
     /// sent to the camera, logged and shown.
     pub url: String,
+    /// `rtsps://`: RTSP over TLS (port 322 by default; media interleaved in the TLS
+    /// connection; the certificate is checked against the system store or `$SSL_CERT_FILE`).
+    pub tls: bool,
     /// User name, percent-decoded.
     pub user: Option<String>,
     /// Password, percent-decoded.
@@ -66,23 +69,17 @@ pub struct RtspUrl {
 }
 
 impl RtspUrl {
-    /// Parses `rtsp://[user[:pass]@]host[:port][/path][?query]`. `transport=tcp|udp` is
+    /// Parses `rtsp[s]://[user[:pass]@]host[:port][/path][?query]`. `transport=tcp|udp` is
     /// framecache's; every other query parameter stays in the URL (cameras use them).
-    /// `rtsps://` is refused: retina speaks plain RTSP only.
     pub fn parse(text: &str) -> Result<RtspUrl> {
         let u = Url::parse(text)?;
         let redacted = redact(text);
         let bad = |why: &str| Error::BadUrl(format!("{redacted}: {why}"));
-        match u.scheme {
-            "rtsp" => {}
-            "rtsps" => {
-                return Err(bad(
-                    "rtsps:// (RTSP over TLS) is not supported by the RTSP client; \
-                     use rtsp:// (on a trusted network) or a TLS tunnel",
-                ))
-            }
+        let tls = match u.scheme {
+            "rtsp" => false,
+            "rtsps" => true,
             _ => return Err(bad("not an rtsp:// URL")),
-        }
+        };
         let (authority, path) = match u.rest.find('/') {
             Some(i) => (&u.rest[..i], &u.rest[i..]),
             None => (u.rest, "/"),
@@ -109,6 +106,12 @@ impl RtspUrl {
         };
         let transport = match u.get("transport") {
             None | Some("tcp") => RtspTransport::Tcp,
+            Some("udp") if tls => {
+                return Err(bad(
+                    "rtsps:// carries the media inside its TLS connection: transport=udp \
+                     cannot be used with it",
+                ))
+            }
             Some("udp") => RtspTransport::Udp,
             Some(t) => return Err(bad(&format!("transport={t}: use tcp or udp"))),
         };
@@ -120,7 +123,7 @@ impl RtspUrl {
             .split('&')
             .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("transport"))
             .collect();
-        let mut url = format!("rtsp://{hostport}{path}");
+        let mut url = format!("{}://{hostport}{path}", u.scheme);
         if !query.is_empty() {
             url.push('?');
             url.push_str(&query.join("&"));
@@ -128,6 +131,7 @@ impl RtspUrl {
         url::Url::parse(&url).map_err(|e| bad(&e.to_string()))?;
         Ok(RtspUrl {
             url,
+            tls,
             user,
             password,
             transport,
@@ -343,6 +347,47 @@ async fn bounded<T>(
     }
 }
 
+/// RTSPS: connects to the camera over TLS (checking its certificate), then relays one local
+/// plain connection to it, so retina (plain RTSP only) runs the session through the TLS
+/// connection. Returns the URL retina opens: the camera's path on the local relay.
+async fn tls_relay(u: &url::Url, name: &str) -> Result<url::Url> {
+    let host = u
+        .host_str()
+        .ok_or_else(|| Error::BadUrl(format!("{name}: no host")))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = u.port().unwrap_or(322);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| Error::Protocol(format!("{name}: connect: {e}")))?;
+    let server = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| Error::BadUrl(format!("{name}: bad host name for TLS")))?;
+    let tls = tokio_rustls::TlsConnector::from(crate::http::tls_config()?)
+        .connect(server, tcp)
+        .await
+        .map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(t) => Error::Protocol(format!("{name}: TLS: {t}")),
+                None => Error::Protocol(format!("{name}: TLS: {e}")),
+            },
+        )?;
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = local.local_addr()?.port();
+    tokio::spawn(async move {
+        // One connection: retina's. Anyone else on the machine who races it gets only the
+        // camera's answers to its own requests, with no credentials of ours.
+        if let Ok((mut plain, _)) = local.accept().await {
+            let mut tls = tls;
+            let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+        }
+    });
+    let mut relay = url::Url::parse(&format!("rtsp://127.0.0.1:{port}/"))
+        .map_err(|e| Error::BadUrl(e.to_string()))?;
+    relay.set_path(u.path());
+    relay.set_query(u.query());
+    Ok(relay)
+}
+
 async fn session(
     u: &RtspUrl,
     t: InputTimeouts,
@@ -350,7 +395,14 @@ async fn session(
     out: MediaOut<'_>,
     group: std::sync::Arc<SessionGroup>,
 ) -> Result<()> {
-    let url = url::Url::parse(&u.url).map_err(|e| Error::BadUrl(format!("{}: {e}", u.url)))?;
+    let mut url = url::Url::parse(&u.url).map_err(|e| Error::BadUrl(format!("{}: {e}", u.url)))?;
+    if u.tls {
+        url = match bounded(stop, t.connect, tls_relay(&url, &u.url)).await {
+            None => return Ok(()),
+            Some(Err(e)) | Some(Ok(Err(e))) => return Err(e),
+            Some(Ok(Ok(relay))) => relay,
+        };
+    }
     let creds = u.user.as_ref().map(|user| Credentials {
         username: user.clone(),
         password: u.password.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
@@ -670,10 +722,12 @@ mod tests {
                 "{bad}"
             );
         }
-        let e = RtspUrl::parse("rtsps://u:secret@h/x")
+        let u = RtspUrl::parse("rtsps://u:secret@cam.example/x").unwrap();
+        assert_eq!((u.url.as_str(), u.tls), ("rtsps://cam.example/x", true));
+        let e = RtspUrl::parse("rtsps://u:secret@h/x?transport=udp")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("rtsps") && !e.contains("secret"), "{e}");
+        assert!(e.contains("TLS") && !e.contains("secret"), "{e}");
         let e = RtspUrl::parse("rtsp://u:secret@h/x?transport=quic")
             .unwrap_err()
             .to_string();

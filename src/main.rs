@@ -465,34 +465,57 @@ pub(crate) fn ago(mono_ns: u64) -> String {
     format!("{:.1}s ago", d as f64 / 1e9)
 }
 
+/// Bytes a slot takes in the root (its file), 0 if unknown.
+pub(crate) fn slot_bytes(root: &std::path::Path, id: &str, kind: slot::SlotKind) -> u64 {
+    slot::slot_path(root, id, kind)
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+/// "474.9M", for the `ls` table.
+pub(crate) fn mib(n: u64) -> String {
+    format!("{:.1}M", n as f64 / (1024.0 * 1024.0))
+}
+
 fn ls(json: bool) -> CliResult {
     let root = slot::root_dir();
     let slots = ring::list_slots(&root)?;
     if json {
         let mut rows: Vec<serde_json::Value> = slots
             .iter()
-            .map(|(id, r)| match r {
-                Ok(i) => serde_json::json!({"kind": "frames", "info": i}),
-                Err(e) => serde_json::json!({"kind": "frames", "id": id, "error": e.to_string(), "code": e.code()}),
+            .map(|(id, r)| {
+                let bytes = slot_bytes(&root, id, slot::SlotKind::Frames);
+                match r {
+                    Ok(i) => serde_json::json!({"kind": "frames", "info": i, "bytes": bytes}),
+                    Err(e) => serde_json::json!({"kind": "frames", "id": id, "bytes": bytes, "error": e.to_string(), "code": e.code()}),
+                }
             })
             .collect();
         rows.extend(packets::ls_rows(&root)?);
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let packet_rows = packets::ls_table(&root)?;
+    let (packet_rows, packet_bytes) = packets::ls_table(&root)?;
+    let space = match slot::fs_space(&root) {
+        Some((free, total)) => format!("{} free of {} on its filesystem", mib(free), mib(total)),
+        None => "free space unknown".into(),
+    };
     if slots.is_empty() && packet_rows.is_empty() {
-        println!("no slots in {}", root.display());
+        println!("no slots in {} ({space})", root.display());
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} LAST",
-        "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "WRITER", "SOURCE"
+        "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:>9} {:<12} {:<8} LAST",
+        "SLOT", "KIND", "FORMAT", "SIZE", "FPS", "DEPTH", "FRAMES", "MEMORY", "WRITER", "SOURCE"
     );
+    let mut total = packet_bytes;
     for (id, r) in &slots {
+        let bytes = slot_bytes(&root, id, slot::SlotKind::Frames);
+        total += bytes;
         match r {
             Ok(i) => println!(
-                "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
+                "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:>9} {:<12} {:<8} {}",
                 i.id,
                 "frames",
                 i.format,
@@ -500,6 +523,7 @@ fn ls(json: bool) -> CliResult {
                 fps_text(i.fps_num, i.fps_den),
                 i.depth,
                 i.frames_written,
+                mib(bytes),
                 writer_text(i),
                 i.source_type,
                 ago(i.last_publish_ns)
@@ -507,9 +531,15 @@ fn ls(json: bool) -> CliResult {
             Err(e) => println!("{id:<24} {:<7} unreadable: {e}", "frames"),
         }
     }
-    for row in packet_rows {
+    for row in &packet_rows {
         println!("{row}");
     }
+    println!(
+        "{} slots, {} in {} ({space})",
+        slots.len() + packet_rows.len(),
+        mib(total),
+        root.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

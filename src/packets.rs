@@ -453,46 +453,56 @@ pub fn ls_rows(root: &std::path::Path) -> Result<Vec<serde_json::Value>, Error> 
     Ok(list_slots(root)?
         .into_iter()
         .map(|(id, r)| match r {
-            Ok(i) => serde_json::json!({"kind": "packets", "info": i}),
+            Ok(i) => {
+                let bytes = crate::slot_bytes(root, &id, framecache::slot::SlotKind::Packets);
+                serde_json::json!({"kind": "packets", "info": i, "bytes": bytes})
+            }
             Err(e) => serde_json::json!({"kind": "packets", "id": id, "error": e.to_string(), "code": e.code()}),
         })
         .collect())
 }
 
-/// One line per packet slot for the `ls` table.
-pub fn ls_table(root: &std::path::Path) -> Result<Vec<String>, Error> {
-    Ok(list_slots(root)?
+/// One line per packet slot for the `ls` table, and the bytes they take.
+pub fn ls_table(root: &std::path::Path) -> Result<(Vec<String>, u64), Error> {
+    let mut total = 0;
+    let rows = list_slots(root)?
         .into_iter()
-        .map(|(id, r)| match r {
-            Ok(i) => {
-                let codecs: Vec<&str> = i.streams.iter().map(|s| s.codec_name).collect();
-                let video = i.streams.iter().find(|s| s.width > 0);
-                format!(
-                    "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:<12} {:<8} {}",
-                    i.id,
-                    "packets",
-                    codecs.join("+"),
-                    video
-                        .map(|v| format!("{}x{}", v.width, v.height))
-                        .unwrap_or_else(|| "-".into()),
-                    video
-                        .filter(|v| v.fps.0 > 0)
-                        .map(|v| format!("{:.2}", f64::from(v.fps.0) / f64::from(v.fps.1)))
-                        .unwrap_or_else(|| "-".into()),
-                    "-",
-                    i.packets_written,
-                    if i.writer_alive {
-                        format!("live {}", i.writer_pid)
-                    } else {
-                        "gone".into()
-                    },
-                    i.source_type,
-                    crate::ago(i.last_publish_ns)
-                )
+        .map(|(id, r)| {
+            let bytes = crate::slot_bytes(root, &id, framecache::slot::SlotKind::Packets);
+            total += bytes;
+            match r {
+                Ok(i) => {
+                    let codecs: Vec<&str> = i.streams.iter().map(|s| s.codec_name).collect();
+                    let video = i.streams.iter().find(|s| s.width > 0);
+                    format!(
+                        "{:<24} {:<7} {:<10} {:>11} {:>9} {:>5} {:>10} {:>9} {:<12} {:<8} {}",
+                        i.id,
+                        "packets",
+                        codecs.join("+"),
+                        video
+                            .map(|v| format!("{}x{}", v.width, v.height))
+                            .unwrap_or_else(|| "-".into()),
+                        video
+                            .filter(|v| v.fps.0 > 0)
+                            .map(|v| format!("{:.2}", f64::from(v.fps.0) / f64::from(v.fps.1)))
+                            .unwrap_or_else(|| "-".into()),
+                        "-",
+                        i.packets_written,
+                        crate::mib(bytes),
+                        if i.writer_alive {
+                            format!("live {}", i.writer_pid)
+                        } else {
+                            "gone".into()
+                        },
+                        i.source_type,
+                        crate::ago(i.last_publish_ns)
+                    )
+                }
+                Err(e) => format!("{id:<24} {:<7} unreadable: {e}", "packets"),
             }
-            Err(e) => format!("{id:<24} {:<7} unreadable: {e}", "packets"),
         })
-        .collect())
+        .collect();
+    Ok((rows, total))
 }
 
 /// Live statistics of a packet slot: per-interval packets/s, bitrate, keyframe interval seen,

@@ -298,3 +298,74 @@ fn fuzz_header_validation_with_mutations() {
         "no mutation kept a valid header: the fuzzer is not reaching the checks"
     );
 }
+
+/// A slot that does not fit its filesystem (a small tmpfs, as Docker's 64 MiB /dev/shm):
+/// FC_ERR_NO_SPACE with the bytes needed and free, from Rust and on the CLI's error line,
+/// and nothing left behind; `ls` shows each slot's memory, the total and the free space.
+#[test]
+fn a_slot_that_does_not_fit_says_how_much_it_needs() {
+    let root = TempRoot::new("nospace");
+    let small = root.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        common::skip("cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&small);
+    let cfg = SlotConfig::new(PixelFormat::Uyvy, 1920, 1080);
+    let err = Producer::create_in(&small, "big", &cfg).unwrap_err();
+    assert_eq!(err.code(), framecache::error::FC_ERR_NO_SPACE, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("needs 474.9 MiB") && text.contains("8.0 MiB (8388608 bytes) free"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&small)
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".create"))
+            .count(),
+        0,
+        "nothing left behind"
+    );
+    let out = root
+        .cli()
+        .env("FC_SHM_DIR", &small)
+        .args(["testsrc", "big", "--size", "1920x1080", "--frames", "1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("--shm-size"),
+        "{said}"
+    );
+    // A slot that fits, and `ls` with its memory and the filesystem's free space.
+    let mut small_cfg = SlotConfig::new(PixelFormat::Uyvy, 320, 240);
+    small_cfg.depth = 8;
+    let _p = Producer::create_in(&small, "fits", &small_cfg).unwrap();
+    let out = root
+        .cli()
+        .env("FC_SHM_DIR", &small)
+        .arg("ls")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("MEMORY") && table.contains("free of 8.0M"),
+        "{table}"
+    );
+    assert!(table.contains("1 slots,"), "{table}");
+}

@@ -291,6 +291,18 @@ pub fn create(
     // Allocate every page now: a full /dev/shm is a clean error here, not a SIGBUS later.
     // SAFETY: valid fd.
     let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    if r == libc::ENOSPC || r == libc::EFBIG {
+        let free = fs_space(root).map_or("unknown".to_string(), |(free, total)| {
+            format!("{} free of {}", bytes_text(free), bytes_text(total))
+        });
+        return Err(Error::NoSpace(format!(
+            "slot {name} needs {} and the filesystem of {} has {free}: make it larger \
+             (Docker: --shm-size or ipc: host), put the slots on a larger tmpfs with \
+             FC_SHM_DIR, or make the slot smaller (depth, size, payload ring)",
+            bytes_text(size),
+            root.display()
+        )));
+    }
     if r != 0 {
         return Err(Error::os("allocate slot", io::Error::from_raw_os_error(r)));
     }
@@ -308,6 +320,29 @@ pub fn create(
         map,
         path: path.to_path_buf(),
     })
+}
+
+/// (bytes free to an unprivileged writer, total bytes) of the filesystem holding `path`.
+pub fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed statvfs is a valid out-parameter; c is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}
+
+/// `n` bytes as people read them: "475.0 MiB (498073600 bytes)".
+pub fn bytes_text(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n >= 1 << 30 {
+        format!("{:.2} GiB ({n} bytes)", n as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.1} MiB ({n} bytes)", n as f64 / MIB)
+    }
 }
 
 struct TmpGuard<'a>(&'a Path);

@@ -217,7 +217,7 @@ enum Cmd {
     /// `rtmps://ADDR:PORT` with --tls-cert/--tls-key,
     /// `srt://0.0.0.0:PORT`) start push listeners routed by stream key; `publish://KEY` accepts
     /// pushes of KEY into --slot; other URLs (udp://, srt://HOST:PORT?streamid=,
-    /// rtmp://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT,
+    /// rtmp[s]://HOST/APP/KEY, http(s)://...m3u8, file://MOUNT/path, copy://SLOT,
     /// rtsp://[USER:PASS@]HOST/PATH[?transport=udp]) are pull inputs of --slot, highest priority
     /// first, with failover and failback.
     Ingest(ingest::IngestOpts),

@@ -472,6 +472,54 @@ fn rtmps_push_and_play_over_tls() {
     assert_played(&play, &mp4, src_v);
 }
 
+/// An RTMPS pull (`rtmps://HOST/APP/KEY` as an input) from an RTMPS server (this engine's,
+/// with a certificate of the test's CA): trusted through $SSL_CERT_FILE it relays the stream;
+/// untrusted it is refused with the TLS reason.
+#[test]
+fn rtmps_pull_checks_the_certificate() {
+    let root = TempRoot::new("ing-rtmps-pull");
+    let src = source(root.path(), "src.flv", 8);
+    let (ca, cert, key, _) = common::test_ca(root.path());
+    let mut e = engine(&root);
+    e.set_tls_identity(&cert, &key).unwrap();
+    let addr = e.listen_rtmps("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("origin", &["publish://cam"]).unwrap();
+    let _pusher = Reaper(push_rtmp(&src, &format!("rtmps://{addr}/live/cam")));
+    wait_for("the publisher", Duration::from_secs(10), || {
+        e.registry().holder("cam").is_some()
+    });
+    let url = format!("rtmps://{addr}/live/origin");
+    let rootp = root.path().to_path_buf();
+    let reader = std::thread::spawn(move || read_slot(&rootp, "relay", Duration::from_secs(3)));
+    let pull = Reaper(
+        root.cli()
+            .args(["ingest", &url, "--slot", "relay", "--seconds", "4"])
+            .env("SSL_CERT_FILE", &ca)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let seen = reader.join().unwrap();
+    drop(pull);
+    assert_eq!(seen.codecs, vec![FC_CODEC_H264, FC_CODEC_AAC]);
+    assert!(seen.video >= 60, "{seen:?}");
+    assert!(seen.first_is_keyframe && seen.aac_params, "{seen:?}");
+
+    let out = root
+        .cli()
+        .args(["ingest", &url, "--slot", "untrusted", "--seconds", "2"])
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("TLS") && said.contains("UnknownIssuer"),
+        "{said}"
+    );
+}
+
 fn srt_available() -> bool {
     if framecache::ingest::srt::available() {
         return true;

@@ -248,7 +248,12 @@ fn url_text(u: &InputUrl) -> String {
     match u {
         InputUrl::Udp { addr, .. } => format!("udp://{addr}"),
         InputUrl::SrtCaller { addr, .. } => format!("srt://{addr}"),
-        InputUrl::RtmpPull { addr, app, key } => format!("rtmp://{addr}/{app}/{key}"),
+        InputUrl::RtmpPull {
+            addr,
+            app,
+            key,
+            tls,
+        } => format!("rtmp{}://{addr}/{app}/{key}", if *tls { "s" } else { "" }),
         InputUrl::Hls { url } => url.clone(),
         InputUrl::File { mount, path } => format!("file://{mount}/{path}"),
         InputUrl::Copy { slot } => format!("copy://{slot}"),

@@ -180,7 +180,7 @@ fn exchange<S: Read + Write>(
 }
 
 /// A TLS failure with its reason (an untrusted certificate, a wrong host name) in the text.
-fn tls_error(url: &str, e: std::io::Error) -> Error {
+pub(crate) fn tls_error(url: &str, e: std::io::Error) -> Error {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(t) => Error::Protocol(format!("{url}: TLS: {t}")),
         None => Error::Io(e),

@@ -47,7 +47,7 @@ pub enum InputUrl {
         /// Latency in ms.
         latency_ms: Option<u32>,
     },
-    /// `rtmp://HOST[:PORT]/APP/KEY`: RTMP play from a server.
+    /// `rtmp://HOST[:PORT]/APP/KEY` (or `rtmps://`, over TLS): RTMP play from a server.
     RtmpPull {
         /// host:port.
         addr: String,
@@ -55,6 +55,8 @@ pub enum InputUrl {
         app: String,
         /// Stream key.
         key: String,
+        /// `rtmps://`: TLS, the server's certificate checked as for `https://`.
+        tls: bool,
     },
     /// `http://HOST[:PORT]/path.m3u8`: HLS.
     Hls {
@@ -118,7 +120,8 @@ impl InputUrl {
                     latency_ms,
                 })
             }
-            "rtmp" => {
+            scheme @ ("rtmp" | "rtmps") => {
+                let tls = scheme == "rtmps";
                 let mut parts = rest.splitn(2, '/');
                 let host = parts.next().unwrap_or("");
                 let path = parts.next().unwrap_or("");
@@ -131,12 +134,13 @@ impl InputUrl {
                 let addr = if host.contains(':') {
                     host.to_string()
                 } else {
-                    format!("{host}:1935")
+                    format!("{host}:{}", if tls { 443 } else { 1935 })
                 };
                 Ok(InputUrl::RtmpPull {
                     addr,
                     app: app.to_string(),
                     key: key.to_string(),
+                    tls,
                 })
             }
             "http" | "https" => Ok(InputUrl::Hls {
@@ -262,7 +266,12 @@ pub fn run_input(
         InputUrl::Copy { slot } => run_copy(&at.root, slot, t, stop, out),
         InputUrl::Rtsp(u) => crate::rtsp::run(u, t, stop, out),
         InputUrl::Hls { url } => run_hls(url, &at.hls_hosts, t, stop, out),
-        InputUrl::RtmpPull { addr, app, key } => run_rtmp(addr, app, key, t, stop, out),
+        InputUrl::RtmpPull {
+            addr,
+            app,
+            key,
+            tls,
+        } => run_rtmp(addr, app, key, *tls, t, stop, out),
         InputUrl::SrtCaller {
             addr,
             streamid,
@@ -644,10 +653,57 @@ fn run_hls(
 // RTMP pull (play from a server)
 // ---------------------------------------------------------------------------------------------
 
+/// The connection of an RTMP pull: plain, or TLS (`rtmps://`).
+enum RtmpStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for RtmpStream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RtmpStream::Plain(s) => s.read(b),
+            RtmpStream::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for RtmpStream {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RtmpStream::Plain(s) => s.write(b),
+            RtmpStream::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            RtmpStream::Plain(s) => s.flush(),
+            RtmpStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 fn run_rtmp(
     addr: &str,
     app: &str,
     key: &str,
+    tls: bool,
+    t: InputTimeouts,
+    stop: &StopFlag,
+    out: MediaOut,
+) -> Result<()> {
+    let url = format!("rtmp{}://{addr}/{app}", if tls { "s" } else { "" });
+    run_rtmp_on(addr, app, key, tls, t, stop, out).map_err(|e| match e {
+        Error::Io(io) => crate::http::tls_error(&url, io),
+        e => e,
+    })
+}
+
+fn run_rtmp_on(
+    addr: &str,
+    app: &str,
+    key: &str,
+    tls: bool,
     t: InputTimeouts,
     stop: &StopFlag,
     out: MediaOut,
@@ -660,9 +716,21 @@ fn run_rtmp(
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| Error::BadUrl(format!("{addr}: host not found")))?;
-    let mut s = TcpStream::connect_timeout(&sa, t.connect)?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let tcp = TcpStream::connect_timeout(&sa, t.connect)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    tcp.set_write_timeout(Some(t.connect))?;
+    let mut s = if tls {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .map_err(|_| Error::BadUrl(format!("rtmps://{addr}: bad host name for TLS")))?;
+        let conn = rustls::ClientConnection::new(crate::http::tls_config()?, name)
+            .map_err(|e| Error::Protocol(format!("rtmps://{addr}: TLS: {e}")))?;
+        RtmpStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    } else {
+        RtmpStream::Plain(tcp)
+    };
     let mut hs = Handshake::new(PeerType::Client);
     let p0 = hs
         .generate_outbound_p0_and_p1()
@@ -670,7 +738,7 @@ fn run_rtmp(
     s.write_all(&p0)?;
     let mut buf = vec![0u8; 65536];
     let begin = Instant::now();
-    let read = |s: &mut TcpStream, buf: &mut [u8]| -> Result<Option<usize>> {
+    let read = |s: &mut RtmpStream, buf: &mut [u8]| -> Result<Option<usize>> {
         match s.read(buf) {
             Ok(0) => Err(Error::Protocol("connection closed".into())),
             r => timed_read(r),
@@ -700,7 +768,7 @@ fn run_rtmp(
         }
     };
     let mut cfg = ClientSessionConfig::new();
-    cfg.tc_url = Some(format!("rtmp://{addr}/{app}"));
+    cfg.tc_url = Some(format!("rtmp{}://{addr}/{app}", if tls { "s" } else { "" }));
     let proto = |e| Error::Protocol(format!("{e:?}"));
     let (mut session, init) = ClientSession::new(cfg).map_err(proto)?;
     let mut results: VecDeque<ClientSessionResult> = init.into();
@@ -785,7 +853,17 @@ mod tests {
             InputUrl::RtmpPull {
                 addr: "h:1935".into(),
                 app: "live".into(),
-                key: "cam".into()
+                key: "cam".into(),
+                tls: false,
+            }
+        );
+        assert_eq!(
+            InputUrl::parse("rtmps://cdn.example/live/cam").unwrap(),
+            InputUrl::RtmpPull {
+                addr: "cdn.example:443".into(),
+                app: "live".into(),
+                key: "cam".into(),
+                tls: true,
             }
         );
         assert!(matches!(

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use framecache::packet::*;
-use framecache::ts::{self, Codec, Demuxer, Event, MuxStream, Muxer};
+use framecache::ts::{self, Codec, Demuxer, Event};
 use framecache::{testsrc, Error};
 
 use crate::{CliResult, STOP};
@@ -191,53 +191,21 @@ pub fn export(
     } else {
         PacketStart::Keyframe
     };
-    let r = PacketReader::open(id, PacketReaderConfig { start })?;
-    let streams = r.streams();
-    let mut mux_streams = Vec::new();
-    for s in &streams {
-        if s.codec == FC_CODEC_AAC {
-            let (_, asc) = r
-                .codec_params(s.index, 0)
-                .map_err(|e| format!("stream {}: {e}", s.index))?;
-            mux_streams.push(MuxStream::aac(&asc));
-        } else {
-            mux_streams.push(MuxStream::new(Codec::from_fc_codec(s.codec)));
-        }
-    }
-    let mut mux = Muxer::new(&mux_streams);
+    let mut r = framecache::ingest::egress::SlotTs::open(&framecache::slot::root_dir(), id, start)?;
     let mut file =
         std::io::BufWriter::new(std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?);
     let mut written = 0u64;
     let timeout = Duration::from_millis(timeout_ms);
-    let mut buf = Vec::new();
-    // Codec parameters travel in-band in TS (on keyframes, as the slot keeps them).
-    let mut r = Follower::new(r);
     let end = loop {
         if limit.is_some_and(|n| written >= n) || STOP.load(Ordering::Relaxed) {
             break "limit";
         }
-        let info = match r.next(&mut buf, timeout) {
-            Ok(f) => f.info,
+        let bytes = match r.next(timeout) {
+            Ok(b) => b,
             Err(Error::WriterGone) => break "writer gone",
             Err(Error::Timeout) => break "timeout",
             Err(e) => return Err(e.into()),
         };
-        let s = &streams[info.stream as usize];
-        // Timestamps to 90 kHz (the muxer's clock).
-        let pts = rescale(info.pts, s.timebase, 90_000);
-        let dts = if info.dts == FC_NOPTS {
-            pts
-        } else {
-            rescale(info.dts, s.timebase, 90_000)
-        };
-        let keyframe = info.flags & FC_PACKET_KEYFRAME != 0;
-        let bytes = mux.mux(
-            info.stream as usize,
-            &buf[..info.size as usize],
-            pts,
-            dts,
-            keyframe,
-        );
         // Live: each packet leaves at once (a pipe reader such as serve's transcoder would
         // otherwise wait for 8 KiB, tens of ms of a small stream).
         match file.write_all(&bytes).and_then(|_| file.flush()) {
@@ -251,7 +219,7 @@ pub fn export(
     if end != "reader gone" {
         file.flush()?;
     }
-    let st = r.reader().stats();
+    let st = r.stats();
     eprintln!(
         "framecache: exported {written} packets of {id} to {out} ({} skipped, ended by {end})",
         st.packets_skipped

@@ -594,6 +594,105 @@ fn srt_push_from_ffmpeg_with_and_without_passphrase() {
     assert_eq!(e.registry().holder("locked"), None);
 }
 
+/// SRT play (egress): readers ask `#!::r=SLOT,m=request` and get the slot as MPEG-TS from its
+/// last keyframe. The viewer token is the SRT passphrase (wrong or missing: refused by the
+/// handshake); a cap per stream refuses one reader too many; two readers (ffmpeg and
+/// srt-live-transmit) and the pusher share the port. What the readers wrote is checked by
+/// ffprobe and decoded by ffmpeg.
+#[test]
+fn srt_play_to_ffmpeg_and_srt_live_transmit() {
+    if !srt_available() {
+        return;
+    }
+    let root = TempRoot::new("ing-srt-play");
+    let src = source(root.path(), "src.ts", 12);
+    let mut e = engine(&root);
+    e.set_play_access(
+        true,
+        framecache::ingest::rtmp::PlayAccess {
+            token: Some("viewer-pass-1234".into()),
+            max_per_stream: 2,
+            max_total: 0,
+        },
+    );
+    let addr = e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.registry().register("cam", KeyConfig::new("cam")).unwrap();
+    let pusher = ffmpeg()
+        .args(["-re", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(format!(
+            "srt://{addr}?streamid=#!::r=cam,m=publish&latency=200000"
+        ))
+        .spawn()
+        .unwrap();
+    let _pusher = Reaper(pusher);
+    wait_for("the stream", Duration::from_secs(15), || {
+        e.stats("cam").is_some_and(|s| s.packets > 60)
+    });
+    let url =
+        |pass: &str| format!("srt://{addr}?streamid=#!::r=cam,m=request&latency=200000{pass}");
+    let good = "&passphrase=viewer-pass-1234";
+    // Reader 1: ffmpeg, 4 s.
+    let out1 = root.path().join("r1.ts");
+    let r1 = ffmpeg()
+        .args(["-i", &url(good), "-t", "4", "-c", "copy", "-y"])
+        .arg(&out1)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reader 2: srt-live-transmit to stdout, 4 s.
+    let out2 = root.path().join("r2.ts");
+    let slt = Command::new("srt-live-transmit")
+        .arg(url(good).replace("%23", "#"))
+        .arg("file://con")
+        .stdout(std::fs::File::create(&out2).unwrap())
+        .stderr(Stdio::null())
+        .spawn();
+    std::thread::sleep(Duration::from_secs(1));
+    // A third reader of the stream: over the cap of 2 (when srt-live-transmit runs).
+    let third = ffmpeg()
+        .args(["-i", &url(good), "-t", "1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    // Wrong and missing passphrases: the handshake fails.
+    for pass in ["&passphrase=not-the-token", ""] {
+        let o = ffmpeg()
+            .args(["-i", &url(pass), "-t", "1", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "a reader with {pass:?} was served");
+    }
+    assert_success(&r1.wait_with_output().unwrap());
+    let check = |f: &Path| {
+        let (v, a, w, h) = common::probe(f);
+        assert_eq!((w, h), (640, 360), "{}", f.display());
+        assert!(v >= 60 && a > 0, "{}: {v} video, {a} audio", f.display());
+        let d = ffmpeg()
+            .args(["-v", "warning", "-i"])
+            .arg(f)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&d.stderr);
+        assert!(d.status.success(), "{said}");
+    };
+    check(&out1);
+    match slt {
+        Ok(mut c) => {
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = c.kill();
+            let _ = c.wait();
+            check(&out2);
+            assert!(
+                !third.status.success(),
+                "a third reader got past the cap of 2"
+            );
+        }
+        Err(_) => common::skip("srt-live-transmit is not installed (apt install srt-tools)"),
+    }
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -641,6 +641,16 @@ impl Engine {
         let cfg = SrtListenerConfig {
             push: self.push_config("srt"),
             latency_ms: None,
+            // Readers play slots with RTMP play's settings: on/off, viewer tokens (the SRT
+            // passphrase), caps.
+            play: self.rtmp_play.then(|| srt::SrtPlay {
+                root: self
+                    .root
+                    .clone()
+                    .unwrap_or_else(framecache_shm::slot::root_dir),
+                access: self.rtmp_play_access.clone(),
+                tokens: self.play_tokens.clone(),
+            }),
         };
         let l = srt::listen(addr, cfg, self.streams.clone())?;
         let bound = l.local_addr();

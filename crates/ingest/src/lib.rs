@@ -21,6 +21,7 @@
 //! - [`probe`]: does an input URL open and deliver media, and what.
 //! - [`pull`]: pull inputs (UDP, SRT, RTMP, HLS, files, other slots).
 //! - [`failover`]: the failover policy of a pull ingest (sans-IO, driven by `now`).
+//! - [`egress`]: a packet slot as MPEG-TS (export, `cat`, SRT play).
 //! - [`engine`]: listeners, keys, mounts and pull ingests with failover, in one [`Engine`].
 
 #![warn(missing_docs)]
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 pub use framecache_media::{chunk, flv, mp4};
 
+pub mod egress;
 pub mod engine;
 pub mod failover;
 pub mod http;

@@ -23,6 +23,7 @@ type ListenCb =
     unsafe extern "C" fn(*mut c_void, Sock, c_int, *const libc::sockaddr, *const c_char) -> c_int;
 
 const SRTO_LINGER: c_int = 7;
+const SRTO_SNDTIMEO: c_int = 13;
 const SRTO_RCVTIMEO: c_int = 14;
 const SRTO_LATENCY: c_int = 23;
 const SRTO_PASSPHRASE: c_int = 26;
@@ -41,6 +42,10 @@ pub const REJECT_CONFLICT: c_int = 1409;
 pub const REJECT_BAD_MODE: c_int = 1405;
 /// Malformed stream id.
 pub const REJECT_BAD_REQUEST: c_int = 1400;
+/// A play limit is reached (SRT_REJX_OVERLOAD).
+pub const REJECT_OVERLOAD: c_int = 1402;
+/// Play refused by configuration (SRT_REJX_FORBIDDEN).
+pub const REJECT_FORBIDDEN: c_int = 1403;
 
 struct Api {
     startup: unsafe extern "C" fn() -> c_int,
@@ -372,6 +377,43 @@ struct ListenCtx {
     registry: KeyRegistry,
     api: &'static Api,
     events: Option<crate::sink::EventCallback>,
+    play: Option<SrtPlay>,
+    /// Plays running, by slot.
+    plays: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl ListenCtx {
+    /// The slot a play of `key` reads: a registered key's slot, otherwise the key itself.
+    fn play_slot(&self, key: &str) -> String {
+        self.registry
+            .lookup(key)
+            .map_or(key.to_string(), |c| c.slot)
+    }
+
+    /// Whether another play of `slot` fits the caps.
+    fn play_fits(&self, a: &crate::rtmp::PlayAccess, slot: &str) -> bool {
+        let m = self.plays.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = m.values().sum();
+        !(a.max_total != 0 && total >= a.max_total
+            || a.max_per_stream != 0 && m.get(slot).copied().unwrap_or(0) >= a.max_per_stream)
+    }
+
+    /// The passphrase a play of `slot` must use: its own viewer token, else the global one.
+    fn play_passphrase(&self, play: &SrtPlay, slot: &str) -> Option<String> {
+        play.tokens.get(slot).or_else(|| play.access.token.clone())
+    }
+}
+
+/// SRT play (egress): who may read which slot, with RTMP play's credentials and caps.
+#[derive(Clone)]
+pub struct SrtPlay {
+    /// Root of the slots played.
+    pub root: std::path::PathBuf,
+    /// The viewer token (the SRT passphrase a reader must use: 10..=79 characters) and the
+    /// caps per stream and in total.
+    pub access: crate::rtmp::PlayAccess,
+    /// Viewer tokens of single slots (a slot's own passphrase, instead of the global one).
+    pub tokens: crate::rtmp::PlayTokens,
 }
 
 unsafe extern "C" fn on_listen(
@@ -412,7 +454,11 @@ unsafe extern "C" fn on_listen(
                         REJECT_CONFLICT => {
                             "the key is being pushed already (SRT reject 1409)".into()
                         }
-                        REJECT_BAD_MODE => "not a publish (m=request; SRT reject 1405)".into(),
+                        REJECT_BAD_MODE => "play is off (m=request; SRT reject 1405)".into(),
+                        REJECT_OVERLOAD => "a play limit is reached (SRT reject 1402)".into(),
+                        REJECT_FORBIDDEN => {
+                            "play refused by configuration (SRT reject 1403)".into()
+                        }
                         c => format!("bad request (SRT reject {c})"),
                     },
                 });
@@ -424,7 +470,35 @@ unsafe extern "C" fn on_listen(
             Err(_) => return reject(REJECT_BAD_REQUEST),
         };
         if !publish {
-            return reject(REJECT_BAD_MODE);
+            // A reader (m=request): SRT play of a live slot.
+            let Some(play) = &ctx.play else {
+                return reject(REJECT_BAD_MODE);
+            };
+            let slot = ctx.play_slot(&key);
+            if framecache_shm::packet::slot_info(&play.root, &slot).is_err() {
+                return reject(REJECT_NOT_FOUND);
+            }
+            if !ctx.play_fits(&play.access, &slot) {
+                return reject(REJECT_OVERLOAD);
+            }
+            if let Some(p) = ctx.play_passphrase(play, &slot) {
+                if !(10..=79).contains(&p.len()) {
+                    log::warn!(
+                        "srt: play of {slot} refused: its viewer token is the SRT passphrase \
+                         and must be 10..79 characters"
+                    );
+                    return reject(REJECT_FORBIDDEN);
+                }
+                // A reader without it, or with another, fails the handshake (libsrt).
+                // SAFETY: setting an option on the pending socket is what the callback is for.
+                let r = unsafe {
+                    (ctx.api.setsockflag)(ns, SRTO_PASSPHRASE, p.as_ptr().cast(), p.len() as c_int)
+                };
+                if r < 0 {
+                    return reject(REJECT_BAD_REQUEST);
+                }
+            }
+            return 0;
         }
         let Some(cfg) = ctx.registry.lookup(&key) else {
             return reject(REJECT_NOT_FOUND);
@@ -453,6 +527,8 @@ pub struct SrtListenerConfig {
     pub push: PushConfig,
     /// Receiver latency in ms (default 120, libsrt's).
     pub latency_ms: Option<u32>,
+    /// Readers (`m=request`) play slots as MPEG-TS; None: refused with 1405.
+    pub play: Option<SrtPlay>,
 }
 
 /// A running SRT listener; dropping it stops accepting (connections already accepted end when
@@ -493,6 +569,8 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
         registry: cfg.push.registry.clone(),
         api: s.api,
         events: cfg.push.events.clone(),
+        play: cfg.play.clone(),
+        plays: Default::default(),
     });
     // SAFETY: ctx outlives the socket (kept in SrtListener and the accept thread).
     if unsafe { (s.api.listen_callback)(s.s, on_listen, Arc::as_ptr(&ctx) as *mut c_void) } < 0 {
@@ -533,7 +611,7 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
 
 fn accept_loop(
     sock: Arc<SrtSocket>,
-    _ctx: Arc<ListenCtx>,
+    ctx: Arc<ListenCtx>,
     cfg: SrtListenerConfig,
     streams: Streams,
 ) {
@@ -559,10 +637,15 @@ fn accept_loop(
         let peer = peer_name(&ss);
         let cfg = cfg.clone();
         let streams = streams.clone();
+        let ctx = ctx.clone();
         let _ = std::thread::Builder::new()
             .name("srt-conn".into())
             .spawn(move || {
-                if let Err(e) = publisher(conn, &peer, &cfg, &streams) {
+                let r = match parse_streamid(&conn.stream_id()) {
+                    Ok((key, false)) => player(conn, &peer, &key, &ctx),
+                    _ => publisher(conn, &peer, &cfg, &streams),
+                };
+                if let Err(e) = r {
                     log::info!("srt: {peer}: {e}");
                 }
             });
@@ -598,6 +681,77 @@ unsafe fn sockaddr_text(sa: *const libc::sockaddr) -> String {
 fn peer_name(ss: &libc::sockaddr_storage) -> String {
     // SAFETY: a sockaddr_storage holds any address its family says.
     unsafe { sockaddr_text((ss as *const libc::sockaddr_storage).cast()) }
+}
+
+/// A place among the plays of a slot, freed when dropped.
+struct PlaySeat<'a> {
+    ctx: &'a ListenCtx,
+    slot: String,
+}
+
+impl Drop for PlaySeat<'_> {
+    fn drop(&mut self) {
+        let mut m = self.ctx.plays.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.slot) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.slot);
+            }
+        }
+    }
+}
+
+/// Plays the slot of `key` to an accepted reader as MPEG-TS from its last keyframe, until the
+/// reader leaves or the slot's writer does. A reader too slow for the stream is dropped when a
+/// send cannot complete within a second; the writer never waits for it (the ring overwrites,
+/// and a reader that fell behind skips to a keyframe).
+fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()> {
+    let play = ctx
+        .play
+        .as_ref()
+        .ok_or_else(|| Error::Rejected("SRT play is off".into()))?;
+    let slot = ctx.play_slot(key);
+    let _seat = {
+        // The handshake checked the caps; two readers racing for the last place: one goes.
+        if !ctx.play_fits(&play.access, &slot) {
+            return Err(Error::Rejected(format!(
+                "play of {slot}: a limit is reached"
+            )));
+        }
+        let mut m = ctx.plays.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(slot.clone()).or_insert(0) += 1;
+        PlaySeat {
+            ctx,
+            slot: slot.clone(),
+        }
+    };
+    conn.set_i32(SRTO_SNDTIMEO, 1000)?;
+    conn.set_i32(SRTO_LINGER, 0).ok();
+    let mut ts = crate::egress::SlotTs::open(
+        &play.root,
+        &slot,
+        framecache_shm::packet::PacketStart::Keyframe,
+    )?;
+    log::info!("srt: {peer} plays slot {slot}");
+    loop {
+        let bytes = match ts.next(Duration::from_millis(500)) {
+            Ok(b) => b,
+            Err(Error::Timeout) => continue,
+            Err(Error::WriterGone) => {
+                log::info!("srt: {peer}: play of {slot} ended (the stream ended)");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        // Messages of whole TS packets, 7 at most (1316 bytes, SRT's live payload).
+        for chunk in bytes.chunks(1316) {
+            conn.send(chunk).map_err(|e| {
+                Error::Protocol(format!(
+                    "play of {slot}: the reader left or fell behind ({e})"
+                ))
+            })?;
+        }
+    }
 }
 
 fn publisher(

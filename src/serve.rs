@@ -310,7 +310,7 @@ pub fn run(o: ServeOpts) -> CliResult {
     if let Some(a) = srt {
         match ingest.listen_srt(a) {
             Ok(b) => {
-                println!("listening srt srt://{b}?streamid=KEY");
+                println!("listening srt srt://{b}?streamid=KEY (publish; play: streamid=#!::r=STREAM,m=request)");
                 listeners.push(b);
             }
             Err(e) => eprintln!("framecache: serve: SRT listener not started: {e}"),

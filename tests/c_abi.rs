@@ -369,18 +369,7 @@ fn c_packet_reader_verifies_synthetic_and_real_packets_under_asan() {
         .status()
         .expect("ffmpeg (CI installs it: see .ci/run)");
     assert!(st.success());
-    let imp = root
-        .cli()
-        .arg("import")
-        .arg(&ts)
-        .args(["real", "--keep"])
-        .output()
-        .unwrap();
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
+    common::import(&root, &ts, "real");
     let out = run_c(&root, &exe, &["real", "100", "media"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

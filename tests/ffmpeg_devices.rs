@@ -293,14 +293,7 @@ fn packet_slots_stream_copy_through_ffmpeg_into_mp4_ts_and_flv() {
     for (label, bin) in builds {
         // The ingest side of framecache fills one slot (`framecache import` of the TS file);
         // ffmpeg's output device fills another from the MP4 (converting to Annex B / raw AAC).
-        let imp = root
-            .cli()
-            .arg("import")
-            .arg(&ts)
-            .args(["imported", "--keep"])
-            .output()
-            .unwrap();
-        ok(imp, "framecache import");
+        common::import(&root, &ts, "imported");
         ok(
             ffmpeg(&bin, &root)
                 .arg("-i")

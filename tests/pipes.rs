@@ -237,18 +237,7 @@ fn cat_of_a_packet_slot_is_mpeg_ts() {
         .status()
         .unwrap();
     assert!(st.success());
-    let imp = root
-        .cli()
-        .arg("import")
-        .arg(&src)
-        .args(["pk", "--keep"])
-        .output()
-        .unwrap();
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
+    common::import(&root, &src, "pk");
     let mut cat = root
         .cli()
         .args(["cat", "pk", "--oldest", "--timeout-ms", "500"])

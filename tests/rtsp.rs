@@ -68,41 +68,6 @@ fn export(root: &TempRoot, slot: &str, packets: u32, out: &Path) {
     }
 }
 
-/// ffprobe's streams of `file`: (codec name, width, height, sample rate, packets).
-fn streams(file: &Path) -> Vec<(String, u64, u64, u64, u64)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries"])
-        .args([
-            "stream=codec_name,width,height,sample_rate,nb_read_packets",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
-    let num = |v: &serde_json::Value| {
-        v.as_u64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .unwrap_or(0)
-    };
-    j["streams"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            (
-                s["codec_name"].as_str().unwrap_or("").to_string(),
-                num(&s["width"]),
-                num(&s["height"]),
-                num(&s["sample_rate"]),
-                num(&s["nb_read_packets"]),
-            )
-        })
-        .collect()
-}
-
 /// ffmpeg decodes every packet of `file` without a warning or an error.
 fn decodes_cleanly(file: &Path) {
     let o = Command::new("ffmpeg")
@@ -136,7 +101,7 @@ fn pull_and_check_with(
     let _ing = ingest_with(root, slot, url, &log, env);
     let ts = root.path().join(format!("{slot}.ts"));
     export(root, slot, 240, &ts);
-    let s = streams(&ts);
+    let s = common::ffprobe_streams(&ts);
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         s.len(),
@@ -144,16 +109,16 @@ fn pull_and_check_with(
         "{s:?}; ingest said: {said}"
     );
     assert_eq!(
-        (s[0].0.as_str(), s[0].1, s[0].2),
+        (s[0].codec.as_str(), s[0].width, s[0].height),
         (video, 640, 360),
         "{s:?}"
     );
     if let Some(a) = audio {
-        assert_eq!((s[1].0.as_str(), s[1].3), (a, 48000), "{s:?}");
+        assert_eq!((s[1].codec.as_str(), s[1].sample_rate), (a, 48000), "{s:?}");
         // 30 video frames and ~47 AAC frames a second: both streams are there, in proportion.
-        assert!(s[0].4 >= 60 && s[1].4 >= 60, "{s:?}");
+        assert!(s[0].packets >= 60 && s[1].packets >= 60, "{s:?}");
     } else {
-        assert_eq!(s[0].4, 240, "{s:?}");
+        assert_eq!(s[0].packets, 240, "{s:?}");
     }
     decodes_cleanly(&ts);
 }
@@ -372,9 +337,9 @@ fn rtsp_streams_framecache_cannot_take() {
     let _ing = ingest(&root, "camopus", &url, &log);
     let ts = root.path().join("opus.ts");
     export(&root, "camopus", 90, &ts);
-    let s = streams(&ts);
+    let s = common::ffprobe_streams(&ts);
     assert_eq!(s.len(), 1, "{s:?}");
-    assert_eq!(s[0].0, "h264");
+    assert_eq!(s[0].codec, "h264");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.to_lowercase().contains("audio/opus"), "{said}");
 }

@@ -154,12 +154,26 @@ pub fn check_rtmp_play(url: &str, mp4: &Path) {
     }
 }
 
-/// (video packets, audio packets, width, height) as ffprobe counts them.
-pub fn probe(file: &Path) -> (u64, u64, u64, u64) {
+/// One stream as ffprobe lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// `video`, `audio`, ...
+    pub kind: String,
+    /// ffprobe's codec name (`h264`, `hevc`, `aac`, ...).
+    pub codec: String,
+    pub width: u64,
+    pub height: u64,
+    pub sample_rate: u64,
+    /// Packets counted by reading the file.
+    pub packets: u64,
+}
+
+/// The streams of `file` as ffprobe lists them, with their packet counts.
+pub fn ffprobe_streams(file: &Path) -> Vec<Probed> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_packets", "-show_entries"])
         .args([
-            "stream=codec_type,codec_name,width,height,nb_read_packets",
+            "stream=codec_type,codec_name,width,height,sample_rate,nb_read_packets",
             "-of",
             "json",
         ])
@@ -167,28 +181,62 @@ pub fn probe(file: &Path) -> (u64, u64, u64, u64) {
         .output()
         .expect("ffprobe runs");
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let num = |v: &serde_json::Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    j["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| Probed {
+            kind: text(&s["codec_type"]),
+            codec: text(&s["codec_name"]),
+            width: num(&s["width"]),
+            height: num(&s["height"]),
+            sample_rate: num(&s["sample_rate"]),
+            packets: num(&s["nb_read_packets"]),
+        })
+        .collect()
+}
+
+/// (video packets, audio packets, width, height) as ffprobe counts them; the video must be
+/// H.264 and the audio AAC.
+pub fn probe(file: &Path) -> (u64, u64, u64, u64) {
     let (mut v, mut a, mut w, mut h) = (0, 0, 0, 0);
-    for s in j["streams"].as_array().cloned().unwrap_or_default() {
-        let n: u64 = s["nb_read_packets"]
-            .as_str()
-            .unwrap_or("0")
-            .parse()
-            .unwrap();
-        match s["codec_type"].as_str() {
-            Some("video") => {
-                assert_eq!(s["codec_name"], "h264");
-                v = n;
-                w = s["width"].as_u64().unwrap_or(0);
-                h = s["height"].as_u64().unwrap_or(0);
+    for s in ffprobe_streams(file) {
+        match s.kind.as_str() {
+            "video" => {
+                assert_eq!(s.codec, "h264");
+                (v, w, h) = (s.packets, s.width, s.height);
             }
-            Some("audio") => {
-                assert_eq!(s["codec_name"], "aac");
-                a = n;
+            "audio" => {
+                assert_eq!(s.codec, "aac");
+                a = s.packets;
             }
             _ => {}
         }
     }
     (v, a, w, h)
+}
+
+/// `framecache import FILE SLOT --keep` under `root`; it must succeed.
+pub fn import(root: &TempRoot, file: &Path, slot: &str) {
+    let imp = root
+        .cli()
+        .arg("import")
+        .arg(file)
+        .args([slot, "--keep"])
+        .output()
+        .unwrap();
+    assert!(
+        imp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imp.stderr)
+    );
 }
 
 const RTSP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/rtsp_server.py");

@@ -272,6 +272,12 @@
 // Malformed stream id.
 #define REJECT_BAD_REQUEST 1400
 
+// A play limit is reached (SRT_REJX_OVERLOAD).
+#define REJECT_OVERLOAD 1402
+
+// Play refused by configuration (SRT_REJX_FORBIDDEN).
+#define REJECT_FORBIDDEN 1403
+
 // Wire-protocol version of the packet ring. Bumped only on incompatible changes.
 #define FC_PACKET_PROTO_VERSION 1
 

@@ -164,26 +164,21 @@ fn play_token(play_name: &str) -> Option<&str> {
     query.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
 
-/// The plays running now, by slot.
+/// The plays running now, by slot (RTMP and SRT play each keep one per listener).
 #[derive(Default)]
-struct Plays {
+pub(crate) struct Plays {
     by_slot: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// One running play; frees its place when dropped.
-struct PlaySeat {
-    ctx: Arc<Ctx>,
+pub(crate) struct PlaySeat {
+    plays: Arc<Plays>,
     slot: String,
 }
 
 impl Drop for PlaySeat {
     fn drop(&mut self) {
-        let mut m = self
-            .ctx
-            .plays
-            .by_slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self.plays.lock();
         if let Some(n) = m.get_mut(&self.slot) {
             *n -= 1;
             if *n == 0 {
@@ -193,23 +188,48 @@ impl Drop for PlaySeat {
     }
 }
 
-/// Takes a place for a play of `slot`, or says which cap is reached.
-fn take_seat(ctx: &Arc<Ctx>, slot: &str) -> std::result::Result<PlaySeat, &'static str> {
-    let a = &ctx.cfg.access;
-    let mut m = ctx.plays.by_slot.lock().unwrap_or_else(|e| e.into_inner());
-    let total: usize = m.values().sum();
-    if a.max_total != 0 && total >= a.max_total {
-        return Err("the server's play limit is reached");
+impl Plays {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        self.by_slot.lock().unwrap_or_else(|e| e.into_inner())
     }
-    let n = m.entry(slot.to_string()).or_insert(0);
-    if a.max_per_stream != 0 && *n >= a.max_per_stream {
-        return Err("the stream's play limit is reached");
+
+    /// Which cap another play of `slot` would pass, if any.
+    fn over(
+        m: &std::collections::HashMap<String, usize>,
+        a: &PlayAccess,
+        slot: &str,
+    ) -> Option<&'static str> {
+        let total: usize = m.values().sum();
+        if a.max_total != 0 && total >= a.max_total {
+            return Some("the server's play limit is reached");
+        }
+        if a.max_per_stream != 0 && m.get(slot).copied().unwrap_or(0) >= a.max_per_stream {
+            return Some("the stream's play limit is reached");
+        }
+        None
     }
-    *n += 1;
-    Ok(PlaySeat {
-        ctx: ctx.clone(),
-        slot: slot.to_string(),
-    })
+
+    /// Whether another play of `slot` fits the caps of `a` (nothing taken).
+    pub(crate) fn fits(&self, a: &PlayAccess, slot: &str) -> bool {
+        Self::over(&self.lock(), a, slot).is_none()
+    }
+
+    /// Takes a place for a play of `slot`, or says which cap is reached.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        a: &PlayAccess,
+        slot: &str,
+    ) -> std::result::Result<PlaySeat, &'static str> {
+        let mut m = self.lock();
+        if let Some(why) = Self::over(&m, a, slot) {
+            return Err(why);
+        }
+        *m.entry(slot.to_string()).or_insert(0) += 1;
+        Ok(PlaySeat {
+            plays: self.clone(),
+            slot: slot.to_string(),
+        })
+    }
 }
 
 struct Ctx {
@@ -218,7 +238,7 @@ struct Ctx {
     conn_ids: AtomicU64,
     /// Reads the publishers (None with a zero read interval).
     pump: Option<Pump>,
-    plays: Plays,
+    plays: Arc<Plays>,
 }
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
@@ -239,7 +259,7 @@ pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Stream
         streams,
         conn_ids: AtomicU64::new(0),
         pump,
-        plays: Plays::default(),
+        plays: Arc::default(),
     });
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -652,7 +672,7 @@ fn on_event(
                     );
                 }
             }
-            let seat = match take_seat(ctx, &slot) {
+            let seat = match ctx.plays.take(&ctx.cfg.access, &slot) {
                 Ok(s) => s,
                 Err(why) => return refuse(session, "NetStream.Play.Failed", why.into()),
             };

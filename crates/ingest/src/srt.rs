@@ -379,7 +379,7 @@ struct ListenCtx {
     events: Option<crate::sink::EventCallback>,
     play: Option<SrtPlay>,
     /// Plays running, by slot.
-    plays: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    plays: Arc<crate::rtmp::Plays>,
 }
 
 impl ListenCtx {
@@ -388,14 +388,6 @@ impl ListenCtx {
         self.registry
             .lookup(key)
             .map_or(key.to_string(), |c| c.slot)
-    }
-
-    /// Whether another play of `slot` fits the caps.
-    fn play_fits(&self, a: &crate::rtmp::PlayAccess, slot: &str) -> bool {
-        let m = self.plays.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = m.values().sum();
-        !(a.max_total != 0 && total >= a.max_total
-            || a.max_per_stream != 0 && m.get(slot).copied().unwrap_or(0) >= a.max_per_stream)
     }
 
     /// The passphrase a play of `slot` must use: its own viewer token, else the global one.
@@ -478,7 +470,7 @@ unsafe extern "C" fn on_listen(
             if framecache_shm::packet::slot_info(&play.root, &slot).is_err() {
                 return reject(REJECT_NOT_FOUND);
             }
-            if !ctx.play_fits(&play.access, &slot) {
+            if !ctx.plays.fits(&play.access, &slot) {
                 return reject(REJECT_OVERLOAD);
             }
             if let Some(p) = ctx.play_passphrase(play, &slot) {
@@ -683,24 +675,6 @@ fn peer_name(ss: &libc::sockaddr_storage) -> String {
     unsafe { sockaddr_text((ss as *const libc::sockaddr_storage).cast()) }
 }
 
-/// A place among the plays of a slot, freed when dropped.
-struct PlaySeat<'a> {
-    ctx: &'a ListenCtx,
-    slot: String,
-}
-
-impl Drop for PlaySeat<'_> {
-    fn drop(&mut self) {
-        let mut m = self.ctx.plays.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.slot) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.slot);
-            }
-        }
-    }
-}
-
 /// Plays the slot of `key` to an accepted reader as MPEG-TS from its last keyframe, until the
 /// reader leaves or the slot's writer does. A reader too slow for the stream is dropped when a
 /// send cannot complete within a second; the writer never waits for it (the ring overwrites,
@@ -711,20 +685,11 @@ fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()>
         .as_ref()
         .ok_or_else(|| Error::Rejected("SRT play is off".into()))?;
     let slot = ctx.play_slot(key);
-    let _seat = {
-        // The handshake checked the caps; two readers racing for the last place: one goes.
-        if !ctx.play_fits(&play.access, &slot) {
-            return Err(Error::Rejected(format!(
-                "play of {slot}: a limit is reached"
-            )));
-        }
-        let mut m = ctx.plays.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(slot.clone()).or_insert(0) += 1;
-        PlaySeat {
-            ctx,
-            slot: slot.clone(),
-        }
-    };
+    // The handshake checked the caps; of two readers racing for the last place, one goes.
+    let _seat = ctx
+        .plays
+        .take(&play.access, &slot)
+        .map_err(|why| Error::Rejected(format!("play of {slot}: {why}")))?;
     conn.set_i32(SRTO_SNDTIMEO, 1000)?;
     conn.set_i32(SRTO_LINGER, 0).ok();
     let mut ts = crate::egress::SlotTs::open(

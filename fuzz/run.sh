@@ -3,7 +3,7 @@
 # instrumentation flags cargo-fuzz passes (sancov), without its nightly-only sanitizer option.
 #   fuzz/run.sh [SECONDS] [TARGET]     (default 60 s, frame_header; also packet_header, cuframes_tlv,
 #                                       flv_tag, ts_media, hls_http, rtmp_chunks, fmp4,
-#                                       mp4_file, rtsp_session)
+#                                       mp4_file, rtsp_session, whip_rtp)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}

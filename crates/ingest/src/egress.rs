@@ -30,6 +30,14 @@ impl SlotTs {
                     .codec_params(s.index, 0)
                     .map_err(|e| Error::NoCodecParams(format!("stream {}: {e}", s.index)))?;
                 mux_streams.push(MuxStream::aac(&asc));
+            } else if s.codec == FC_CODEC_OPUS {
+                // Raw packets with an OpusHead (the ring's form) get the TS control header;
+                // a TS-demuxed stream without one carries it already.
+                let head = r.codec_params(s.index, 0).ok().map(|(_, h)| h);
+                mux_streams.push(MuxStream {
+                    codec: Codec::Opus,
+                    asc: head,
+                });
             } else {
                 mux_streams.push(MuxStream::new(Codec::from_fc_codec(s.codec)));
             }

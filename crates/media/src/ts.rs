@@ -1340,8 +1340,9 @@ pub struct MuxStream {
     /// stream type 0x06 (Opus payloads must carry the TS control headers, as demuxed).
     pub codec: Codec,
     /// AAC: the AudioSpecificConfig, from which each frame's ADTS header is made. Without it
-    /// AAC data must already be ADTS. Opus: an `OpusHead` may be given for its channel count
-    /// (stereo is assumed otherwise). Ignored for other codecs.
+    /// AAC data must already be ADTS. Opus: with an `OpusHead` (its channel count is used) the
+    /// data are raw Opus packets and get the TS control header; without one they must carry
+    /// it already (as demuxed) and stereo is assumed. Ignored for other codecs.
     pub asc: Option<Vec<u8>>,
 }
 
@@ -1521,6 +1522,23 @@ impl Muxer {
                 if let Some(h) = es.asc.as_deref().and_then(|a| adts_header(a, data.len())) {
                     prefix.extend_from_slice(&h);
                 }
+            }
+            // Raw Opus packets (the packet ring's form, known by their OpusHead) get the TS
+            // control header (ETSI TS 103 491, as ffmpeg's muxer writes it):
+            // 0x7FE0, then the size as 0xFF bytes and a remainder.
+            Codec::Opus
+                if es
+                    .asc
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with(b"OpusHead")) =>
+            {
+                prefix.extend_from_slice(&[0x7F, 0xE0]);
+                let mut n = data.len();
+                while n >= 255 {
+                    prefix.push(0xFF);
+                    n -= 255;
+                }
+                prefix.push(n as u8);
             }
             // Access unit delimiters, as ffmpeg adds them: some decoders need them in TS.
             Codec::H264 if first_nal_type(data).is_some_and(|h| h & 0x1F != 9) => {
@@ -2308,6 +2326,29 @@ mod tests {
             );
             assert_eq!(got[k]["sample_rate"], "48000");
         }
+    }
+
+    /// Raw Opus packets with an `OpusHead` (the packet ring's form) get the TS control header,
+    /// sized in 0xFF steps; demuxed, the unit is the header and the packet.
+    #[test]
+    fn raw_opus_gets_the_control_header() {
+        let mut head = b"OpusHead".to_vec();
+        head.extend_from_slice(&[1, 1, 0, 0, 0x80, 0xBB, 0, 0, 0, 0, 0]);
+        let mut m = Muxer::new(&[MuxStream {
+            codec: Codec::Opus,
+            asc: Some(head),
+        }]);
+        let small = vec![0xFC, 1, 2, 3];
+        let big: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut ts = m.mux(0, &small, 0, 0, true);
+        ts.extend(m.mux(0, &big, 1800, 1800, true));
+        ts.extend(m.mux(0, &small, 3600, 3600, true));
+        let ev = demux(&ts, ts.len());
+        assert!(errors(&ev).is_empty(), "{:?}", errors(&ev));
+        let u = units_of(&ev, Codec::Opus);
+        assert!(u.len() >= 2, "{u:?}");
+        assert_eq!(u[0].data, [&[0x7F, 0xE0, 4][..], &small].concat());
+        assert_eq!(u[1].data, [&[0x7F, 0xE0, 0xFF, 45][..], &big].concat());
     }
 
     #[test]

@@ -582,6 +582,13 @@ impl Engine {
         }
     }
 
+    /// Admits pushers of `protocol` (e.g. `whip`) to the engine's keys, as the RTMP and SRT
+    /// listeners do: hand it to an engine that takes pushes in a protocol of its own (the WHEP
+    /// engine's WHIP). Settings are taken now; keys are looked up at each push.
+    pub fn push_gate(&self, protocol: &str) -> framecache_media::PushGate {
+        crate::push::gate(self.push_config(protocol), self.streams.clone())
+    }
+
     /// Starts the RTMP server (publish by key, play of slots) on `addr`; returns the bound
     /// address (port 0 picks one).
     pub fn listen_rtmp(&mut self, addr: SocketAddr) -> Result<SocketAddr> {

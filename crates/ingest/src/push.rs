@@ -9,8 +9,9 @@ use crate::registry::{KeyRegistry, PushGuard};
 use crate::share::SharedFeed;
 use crate::sink::{EventCallback, IngestEvent, IngestStats, SinkOptions, SlotSink};
 use crate::Streams;
-use framecache_media::{FrameRef, Media};
+use framecache_media::{FrameRef, Media, PushGate, PushRefusal, PushRequest};
 use framecache_shm::error::Result;
+use framecache_shm::slot;
 
 /// Settings of a push listener.
 #[derive(Clone)]
@@ -157,4 +158,62 @@ impl PushSession {
             });
         }
     }
+}
+
+impl framecache_media::PushSink for PushSession {
+    fn push(&mut self, m: Media) -> Result<()> {
+        PushSession::push(self, m)
+    }
+
+    fn finish(self: Box<Self>, reason: String) {
+        PushSession::finish(*self, reason)
+    }
+}
+
+/// A [`PushGate`] over `cfg`'s key registry, for pushers of a protocol the ingest engine does
+/// not speak itself (WHIP in the WHEP engine): a key with a passphrase needs it as the
+/// credential; one pusher per key; refusals are reported as [`IngestEvent::Refused`].
+pub fn gate(cfg: PushConfig, streams: Streams) -> PushGate {
+    Arc::new(move |req: &PushRequest<'_>| {
+        let input = format!("{}://{}/{}", req.protocol, req.peer, req.key);
+        let refuse = |r: PushRefusal| {
+            if let Some(cb) = &cfg.events {
+                cb(&IngestEvent::Refused {
+                    slot: cfg
+                        .registry
+                        .lookup(req.key)
+                        .map(|c| c.slot)
+                        .unwrap_or_default(),
+                    input: input.clone(),
+                    reason: r.to_string(),
+                });
+            }
+            log::info!("{input} refused: {r}");
+            r
+        };
+        let key = crate::registry::normalize_key(req.key);
+        match cfg.registry.lookup(key) {
+            Some(k) => {
+                let want = k.passphrase.as_deref();
+                if want.is_some() && !framecache_media::credential::admits(req.credential, &[want])
+                {
+                    return Err(refuse(PushRefusal::Credential(key.into())));
+                }
+            }
+            None if cfg.registry.allow_any() && slot::validate_id(key).is_ok() => {}
+            None => return Err(refuse(PushRefusal::UnknownKey(key.into()))),
+        }
+        let guard = cfg.registry.acquire(key, req.peer).map_err(|e| {
+            refuse(match cfg.registry.holder(key) {
+                Some(holder) => PushRefusal::Busy {
+                    key: key.into(),
+                    holder,
+                },
+                None => PushRefusal::Failed(e.to_string()),
+            })
+        })?;
+        let session = PushSession::start(&cfg, &streams, guard, input.clone())
+            .map_err(|e| refuse(PushRefusal::Failed(e.to_string())))?;
+        Ok(Box::new(session) as Box<dyn framecache_media::PushSink>)
+    })
 }

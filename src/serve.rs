@@ -80,6 +80,9 @@ pub struct ServeConfig {
     /// Their H.264 encoder: `auto` (default: NVENC or VA-API when ffmpeg has it and a test
     /// encode works here, else libx264), `libx264`, `h264_nvenc`, `h264_vaapi`.
     pub transcode_encoder: Option<String>,
+    /// Take WHIP publishers (`POST /whip/KEY`, OBS 30+ and browsers) into the stream keys, as
+    /// RTMP and SRT pushes. Default true.
+    pub whip: Option<bool>,
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
     /// when ingest needs keys, watching needs the token.
     pub public_view: Option<bool>,
@@ -316,6 +319,12 @@ pub fn run(o: ServeOpts) -> CliResult {
             Err(e) => eprintln!("framecache: serve: SRT listener not started: {e}"),
         }
     }
+    // WHIP publishers come in over the HTTP listener: it counts as a push listener.
+    let whip = cfg.whip.unwrap_or(true);
+    if whip {
+        listeners.push(http);
+    }
+    let whip_gate = ingest.push_gate("whip");
     if ingest.registry().keys().is_empty() {
         if cfg.any_key.unwrap_or(false) || listeners.iter().all(|a| a.ip().is_loopback()) {
             ingest.registry().set_allow_any(true);
@@ -433,6 +442,9 @@ pub fn run(o: ServeOpts) -> CliResult {
     for (stream, t) in &stream_tokens {
         whep.set_stream_token(stream, Some(t));
     }
+    if whip {
+        whep.set_push_gate(Some(whip_gate));
+    }
     let routes = routes(
         root.clone(),
         whep.clone(),
@@ -465,7 +477,10 @@ pub fn run(o: ServeOpts) -> CliResult {
         ))
     };
     let scheme = if https { "https" } else { "http" };
-    println!("listening http {scheme}://{bound}/ (page, WHEP at /whep/STREAM, /metrics, /health)");
+    let whip_at = if whip { ", WHIP at /whip/KEY" } else { "" };
+    println!(
+        "listening http {scheme}://{bound}/ (page, WHEP at /whep/STREAM{whip_at}, /metrics, /health)"
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 

@@ -275,8 +275,9 @@ where
     to_hyper(respond(engine, routes, r).await)
 }
 
-/// The WHEP HTTP semantics, independent of any HTTP server: routing of `/whep/STREAM` (POST an
-/// offer) and `/whep/STREAM/RESOURCE` (PATCH trickle or ICE restart, DELETE), OPTIONS with the
+/// The WHEP and WHIP HTTP semantics, independent of any HTTP server: routing of `/whep/STREAM`
+/// and `/whip/KEY` (POST an offer) and `/whep/STREAM/RESOURCE`, `/whip/KEY/RESOURCE` (PATCH
+/// trickle or ICE restart, DELETE), OPTIONS with the
 /// accepted types, CORS against the allowed origins, bearer authorization, 404/405/413 with
 /// their headers, and `routes` for any other GET. Both the hyper server and `fc_whep_handle`
 /// answer through it.
@@ -331,6 +332,7 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
     let retry = engine.config().retry_after_s;
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let whep = segs.first() == Some(&"whep") && (segs.len() == 2 || segs.len() == 3);
+    let whip = segs.first() == Some(&"whip") && (segs.len() == 2 || segs.len() == 3);
     let method = req.method.as_str();
     if method == "OPTIONS" {
         let mut r = resp(204, None, Bytes::new());
@@ -343,11 +345,14 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
             "Authorization, Content-Type, If-Match",
         );
         r.set("access-control-max-age", "600");
-        if whep {
+        if whep || whip {
             r.set("accept-post", "application/sdp");
             r.set("accept-patch", "application/trickle-ice-sdpfrag");
         }
         return r;
+    }
+    if whip {
+        return route_whip(engine, req, &segs, retry).await;
     }
     if !whep {
         if method == "GET" || method == "HEAD" {
@@ -422,6 +427,78 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
             r
         }
         _ => resp(405, Some("text/plain"), "method not allowed\n"),
+    }
+}
+
+/// `/whip/KEY` (POST an offer) and `/whip/KEY/RESOURCE` (PATCH, DELETE): the publisher's
+/// bearer token is its key's credential, checked by the engine's push gate.
+async fn route_whip(
+    engine: &WhepEngine,
+    req: HttpRequest,
+    segs: &[&str],
+    retry: u32,
+) -> HttpResponse {
+    let key = segs[1];
+    let too_large = req.body_too_large || req.body.len() > MAX_BODY;
+    match (req.method.as_str(), segs.len()) {
+        ("POST", 2) | ("PATCH", 3) if too_large => {
+            resp(413, Some("text/plain"), "request body too large\n")
+        }
+        ("POST", 2) => match engine
+            .publish(
+                key,
+                req.authorization.as_deref(),
+                req.content_type.as_deref(),
+                &req.body,
+            )
+            .await
+        {
+            Ok(a) => {
+                let mut r = resp(201, Some("application/sdp"), a.sdp);
+                r.set("location", &format!("/whip/{key}/{}", a.resource));
+                r.set("etag", &a.etag);
+                r.set("accept-patch", "application/trickle-ice-sdpfrag");
+                r
+            }
+            Err(e) => error(&e, retry),
+        },
+        ("PATCH", 3) => match engine
+            .patch_publisher(
+                key,
+                segs[2],
+                req.content_type.as_deref(),
+                req.if_match.as_deref(),
+                &req.body,
+            )
+            .await
+        {
+            Ok(PatchOutcome::Applied) => resp(204, None, Bytes::new()),
+            Ok(PatchOutcome::Restarted { sdpfrag, etag }) => {
+                let mut r = resp(200, Some("application/trickle-ice-sdpfrag"), sdpfrag);
+                r.set("etag", &etag);
+                r
+            }
+            Err(e) => error(&e, retry),
+        },
+        ("DELETE", 3) => {
+            if engine.unpublish(key, segs[2]) {
+                resp(200, None, Bytes::new())
+            } else {
+                resp(204, None, Bytes::new())
+            }
+        }
+        (_, n) => {
+            let mut r = resp(405, Some("text/plain"), "method not allowed here\n");
+            r.set(
+                "allow",
+                if n == 2 {
+                    "POST, OPTIONS"
+                } else {
+                    "PATCH, DELETE, OPTIONS"
+                },
+            );
+            r
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod feed;
 pub mod http;
 pub mod sdp;
 pub mod viewer;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -149,6 +150,9 @@ pub enum WhepError {
     /// `409`: the stream is known but not live yet.
     #[error("{0}")]
     NotLive(String),
+    /// `409`: a WHIP publisher's key is being pushed by someone else.
+    #[error("{0}")]
+    Conflict(String),
     /// `412`: `If-Match` does not match the resource's ETag.
     #[error("If-Match does not match the resource's current ETag")]
     PreconditionFailed,
@@ -188,7 +192,7 @@ impl WhepError {
             WhepError::Unauthorized => 401,
             WhepError::NotFound(_) => 404,
             WhepError::NotAcceptable(_) => 406,
-            WhepError::NotLive(_) => 409,
+            WhepError::NotLive(_) | WhepError::Conflict(_) => 409,
             WhepError::PreconditionFailed => 412,
             WhepError::UnsupportedMediaType(_) => 415,
             WhepError::Unprocessable(_) => 422,
@@ -259,6 +263,8 @@ pub struct WhepStreamStats {
 pub struct WhepStats {
     /// Viewers in total.
     pub viewers: usize,
+    /// WHIP publishers.
+    pub publishers: usize,
     /// Viewer tasks alive (a removed viewer's task ends shortly after).
     pub tasks: usize,
     /// Peer connections not yet closed.
@@ -289,6 +295,8 @@ struct StreamState {
 #[derive(Default)]
 struct State {
     streams: HashMap<String, StreamState>,
+    /// WHIP publishers by resource id.
+    publishers: HashMap<String, whip::Publisher>,
     total: usize,
     closed: bool,
 }
@@ -304,6 +312,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Viewer tokens of single streams (beside the global `token`).
     stream_tokens: std::sync::RwLock<HashMap<String, String>>,
+    /// Admits WHIP publishers (none: WHIP is off).
+    push_gate: std::sync::RwLock<Option<framecache_media::PushGate>>,
 }
 
 /// The WHEP core. Cheap to clone; all clones share one engine.
@@ -360,6 +370,7 @@ impl WhepEngine {
                 offers: AtomicU64::new(0),
                 next_id: AtomicU64::new(1),
                 stream_tokens: Default::default(),
+                push_gate: Default::default(),
             }),
             handle,
             _rt: None,
@@ -444,6 +455,72 @@ impl WhepEngine {
             .unwrap_or_else(|e| Err(WhepError::Internal(format!("offer task failed: {e}"))))
     }
 
+    /// Takes WHIP publishers (`POST /whip/KEY`) through `gate` (the ingest engine's
+    /// [`push_gate`](framecache_media::PushGate)); `None` turns WHIP off (404). Publishers
+    /// already in stay.
+    pub fn set_push_gate(&self, gate: Option<framecache_media::PushGate>) {
+        *self
+            .inner
+            .push_gate
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = gate;
+    }
+
+    /// Handles `POST /whip/{key}`: `authorization` is the publisher's `Authorization` header
+    /// (its bearer token is the key's credential). Returns the answer once ICE gathering
+    /// completed; the publisher's media go into the key's slot until it is deleted, its
+    /// connection fails or its media stop.
+    pub async fn publish(
+        &self,
+        key: &str,
+        authorization: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<WhepAnswer, WhepError> {
+        let inner = self.inner.clone();
+        let key = key.to_string();
+        let cred = framecache_media::credential::bearer(authorization).map(str::to_string);
+        let ct = content_type.map(str::to_string);
+        let body = body.to_vec();
+        self.handle
+            .spawn(async move { whip::publish(inner, key, cred, ct, body).await })
+            .await
+            .unwrap_or_else(|e| Err(WhepError::Internal(format!("publish task failed: {e}"))))
+    }
+
+    /// Handles `PATCH /whip/{key}/{resource}` as [`WhepEngine::patch`] does for viewers.
+    pub async fn patch_publisher(
+        &self,
+        key: &str,
+        resource: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        body: &[u8],
+    ) -> Result<PatchOutcome, WhepError> {
+        let inner = self.inner.clone();
+        let (key, resource) = (key.to_string(), resource.to_string());
+        let ct = content_type.map(str::to_string);
+        let im = if_match.map(str::to_string);
+        let body = body.to_vec();
+        self.handle
+            .spawn(async move { patch(inner, Peer::Publisher(key), resource, ct, im, body).await })
+            .await
+            .unwrap_or_else(|e| Err(WhepError::Internal(format!("patch task failed: {e}"))))
+    }
+
+    /// Handles `DELETE /whip/{key}/{resource}`: ends the publisher (its slot closes, the key
+    /// is free). Returns whether it existed.
+    pub fn unpublish(&self, key: &str, resource: &str) -> bool {
+        let st = lock(&self.inner.state);
+        match st.publishers.get(resource).filter(|p| p.key == key) {
+            Some(p) => {
+                p.peer.cancel.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Handles `PATCH /whep/{stream}/{resource}`: trickled candidates (`Applied`) or an ICE
     /// restart when the fragment carries new credentials (`Restarted`).
     pub async fn patch(
@@ -460,7 +537,7 @@ impl WhepEngine {
         let im = if_match.map(str::to_string);
         let body = body.to_vec();
         self.handle
-            .spawn(async move { patch(inner, stream, resource, ct, im, body).await })
+            .spawn(async move { patch(inner, Peer::Viewer(stream), resource, ct, im, body).await })
             .await
             .unwrap_or_else(|e| Err(WhepError::Internal(format!("patch task failed: {e}"))))
     }
@@ -483,11 +560,14 @@ impl WhepEngine {
             .count()
     }
 
-    /// Removes every viewer and refuses new offers.
+    /// Removes every viewer and publisher and refuses new offers.
     pub fn shutdown(&self) {
         let all: Vec<(String, String)> = {
             let mut st = lock(&self.inner.state);
             st.closed = true;
+            for p in st.publishers.values() {
+                p.peer.cancel.notify_one();
+            }
             st.streams
                 .iter()
                 .flat_map(|(s, v)| v.viewers.keys().map(move |r| (s.clone(), r.clone())))
@@ -526,6 +606,7 @@ impl WhepEngine {
         streams.sort_by(|a, b| a.stream.cmp(&b.stream));
         WhepStats {
             viewers: st.total,
+            publishers: st.publishers.len(),
             tasks: self.inner.tasks.load(Ordering::SeqCst),
             peer_connections: self.inner.pcs.load(Ordering::SeqCst),
             feeds: self.inner.feed_threads.load(Ordering::SeqCst),
@@ -1157,20 +1238,42 @@ async fn send_media(
     }
 }
 
+/// Whose resource a PATCH is for.
+enum Peer {
+    /// A viewer of this stream.
+    Viewer(String),
+    /// A WHIP publisher to this key.
+    Publisher(String),
+}
+
+impl State {
+    fn peer_mut(&mut self, who: &Peer, resource: &str) -> Option<&mut Viewer> {
+        match who {
+            Peer::Viewer(stream) => self
+                .streams
+                .get_mut(stream)
+                .and_then(|s| s.viewers.get_mut(resource)),
+            Peer::Publisher(key) => self
+                .publishers
+                .get_mut(resource)
+                .filter(|p| &p.key == key)
+                .map(|p| &mut p.peer),
+        }
+    }
+}
+
 async fn patch(
     inner: Arc<Inner>,
-    stream: String,
+    who: Peer,
     resource: String,
     ct: Option<String>,
     if_match: Option<String>,
     body: Vec<u8>,
 ) -> Result<PatchOutcome, WhepError> {
     let (pc, etag, remote_sdp, gather_rx) = {
-        let st = lock(&inner.state);
+        let mut st = lock(&inner.state);
         let v = st
-            .streams
-            .get(&stream)
-            .and_then(|s| s.viewers.get(&resource))
+            .peer_mut(&who, &resource)
             .ok_or_else(|| WhepError::NotFound(format!("no resource {resource}")))?;
         (
             v.pc.clone(),
@@ -1251,11 +1354,7 @@ async fn patch(
     let new_etag = format!("\"{:016x}\"", random_u64());
     {
         let mut st = lock(&inner.state);
-        if let Some(v) = st
-            .streams
-            .get_mut(&stream)
-            .and_then(|s| s.viewers.get_mut(&resource))
-        {
+        if let Some(v) = st.peer_mut(&who, &resource) {
             v.etag = new_etag.clone();
             v.remote_sdp = new_remote;
         }

@@ -17,7 +17,8 @@ pub struct OfferedCodec {
 /// The media sections of an offer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Offer {
-    /// Codecs of the first video section that is not `a=inactive`/`sendonly`.
+    /// Codecs of the first video section that is usable (not `a=inactive`, nor one-way in
+    /// the wrong direction).
     pub video: Vec<OfferedCodec>,
     /// Codecs of the first audio section likewise.
     pub audio: Vec<OfferedCodec>,
@@ -27,8 +28,18 @@ pub struct Offer {
     pub has_audio: bool,
 }
 
-/// Parses an offer far enough to choose codecs. `Err` says why the body is not an SDP offer.
+/// Parses a viewer's offer far enough to choose codecs (sections the viewer only sends from
+/// are not usable). `Err` says why the body is not an SDP offer.
 pub fn parse_offer(sdp: &str) -> Result<Offer, String> {
+    parse(sdp, "a=sendonly")
+}
+
+/// Parses a WHIP publisher's offer likewise (sections it only receives on are not usable).
+pub fn parse_publish_offer(sdp: &str) -> Result<Offer, String> {
+    parse(sdp, "a=recvonly")
+}
+
+fn parse(sdp: &str, unusable: &str) -> Result<Offer, String> {
     let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
     match lines.next() {
         Some("v=0") => {}
@@ -57,7 +68,7 @@ pub fn parse_offer(sdp: &str) -> Result<Offer, String> {
         let Some((_, codecs, usable)) = sections.last_mut() else {
             continue;
         };
-        if l == "a=inactive" || l == "a=sendonly" {
+        if l == "a=inactive" || l == unusable {
             *usable = false;
         } else if let Some(r) = l.strip_prefix("a=rtpmap:") {
             let (pt, rest) = r.split_once(' ').unwrap_or((r, ""));

@@ -1065,6 +1065,8 @@ typedef struct fc_whep_stats {
   uint64_t ring_skipped;
   // Units viewers skipped because they fell behind (likewise).
   uint64_t viewer_skipped;
+  // WHIP publishers (engine). Since 0.2.
+  uint64_t publishers;
 } fc_whep_stats;
 
 // The frame ring's header at offset 0 of the slot file (1024 bytes).
@@ -2035,6 +2037,20 @@ int fc_whep_close_stream(struct fc_whep *whep, const char *stream, size_t *remov
 // # Safety
 // `whep` valid; `stream` NUL-terminated; `token` NULL or NUL-terminated.
 int fc_whep_set_stream_token(struct fc_whep *whep, const char *stream, const char *token);
+
+// Takes WHIP publishers (`POST /whip/KEY` through `fc_whep_listen` or `fc_whep_handle`) into
+// the stream keys of `ingest`, as its RTMP and SRT listeners do: an unknown key is answered
+// 404, a key with a passphrase needs it as the bearer token (401 otherwise), a key already
+// being pushed 409; the publisher's H.264 and Opus go into the key's packet slot, and
+// `ingest`'s callbacks see it connect, leave or be refused (`FC_INGEST_REFUSED`). `ingest`
+// NULL turns WHIP off again (404); publishers already in stay until they leave. The engine
+// keeps what it needs of `ingest`, but its callbacks are still called while publishers are
+// in: turn WHIP off and close them (`fc_whep_destroy`) before the callbacks' data goes.
+// Since 0.2.
+//
+// # Safety
+// `whep` valid; `ingest` valid or NULL.
+int fc_whep_set_ingest(struct fc_whep *whep, struct fc_ingest *ingest);
 
 // Fills `*out` with the engine's counters; with `stream` non-NULL, the viewer and feed
 // counters are that stream's (zero when nobody watches it).

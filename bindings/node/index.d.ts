@@ -151,6 +151,10 @@ export declare class Whep extends Handle {
   constructor(opts?: { ingest?: Ingest | null; token?: string | null; allowedOrigins?: string | null; maxViewersPerStream?: number; maxViewersTotal?: number });
   listen(addr: string): string;
   closeStream(stream: string): number;
+  /** The viewer token of one stream (beside the engine's token); `null` removes it. */
+  setStreamToken(stream: string, token: string | null): void;
+  /** Takes WHIP publishers (`POST /whip/KEY`) into `ingest`'s stream keys; `null` turns WHIP off. */
+  acceptWhip(ingest: Ingest | null): void;
   stats(stream?: string | null): Record<string, number>;
 }
 

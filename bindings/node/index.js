@@ -124,7 +124,7 @@ const fc_whep_config = koffi.struct('fc_whep_config', {
 const fc_whep_stats = koffi.struct('fc_whep_stats', {
   struct_size: 'uint32_t', reserved: 'uint32_t', viewers: 'uint64_t', peer_connections: 'uint64_t',
   feeds: 'uint64_t', offers: 'uint64_t', units: 'uint64_t', bytes: 'uint64_t',
-  ring_skipped: 'uint64_t', viewer_skipped: 'uint64_t',
+  ring_skipped: 'uint64_t', viewer_skipped: 'uint64_t', publishers: 'uint64_t',
 });
 const IngestEventFn = koffi.proto('void fc_ingest_event_fn(void *user, const fc_ingest_event *event)');
 const LogFn = koffi.proto('void fc_log_fn(void *user, int level, const char *target, const char *message)');
@@ -179,6 +179,7 @@ const C = {
   whepCloseStream: lib.func('int fc_whep_close_stream(fc_whep *w, const char *stream, _Out_ size_t *removed)'),
   whepSetStreamToken: lib.func('int fc_whep_set_stream_token(fc_whep *w, const char *stream, const char *token)'),
   whepGetStats: lib.func('int fc_whep_get_stats(fc_whep *w, const char *stream, _Inout_ fc_whep_stats *out)'),
+  whepSetIngest: lib.func('int fc_whep_set_ingest(fc_whep *w, fc_ingest *ingest)'),
   setLogCallback: lib.func('int fc_set_log_callback(int min_level, fc_log_fn *cb, void *user)'),
 };
 
@@ -593,6 +594,12 @@ class Whep extends Handle {
   closeStream(stream) { const n = [0]; check(C.whepCloseStream(this._handle(), stream, n)); return Number(n[0]); }
   /** The viewer token of one stream (beside the engine's token); `null` removes it. */
   setStreamToken(stream, token) { check(C.whepSetStreamToken(this._handle(), stream, token)); }
+  /**
+   * Takes WHIP publishers (`POST /whip/KEY`, OBS and browsers) into `ingest`'s stream keys, as
+   * its RTMP and SRT listeners do (unknown key 404, passphrase as bearer token or 401, one
+   * publisher per key or 409); `null` turns WHIP off.
+   */
+  acceptWhip(ingest) { check(C.whepSetIngest(this._handle(), ingest ? ingest._handle() : null)); }
   stats(stream = null) {
     const s = { struct_size: koffi.sizeof(fc_whep_stats) };
     check(C.whepGetStats(this._handle(), stream, s));

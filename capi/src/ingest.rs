@@ -42,7 +42,7 @@ pub struct fc_probe_result {
 /// An ingest engine: push listeners, stream keys, mounts and pull ingests. Opaque. All
 /// functions on one engine may be called from any thread (they serialise on a lock).
 pub struct fc_ingest {
-    inner: Mutex<framecache_ingest::Engine>,
+    pub(crate) inner: Mutex<framecache_ingest::Engine>,
     /// The event kinds the host's callbacks receive (bit `1 << kind`); 0.1 hosts get the
     /// three kinds they know.
     observed: std::sync::Arc<std::sync::atomic::AtomicU32>,

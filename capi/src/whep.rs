@@ -158,6 +158,8 @@ pub struct fc_whep_stats {
     pub ring_skipped: u64,
     /// Units viewers skipped because they fell behind (likewise).
     pub viewer_skipped: u64,
+    /// WHIP publishers (engine). Since 0.2.
+    pub publishers: u64,
 }
 
 fn opt(p: *const c_char, what: &str) -> Result<Option<String>> {
@@ -479,6 +481,37 @@ pub unsafe extern "C" fn fc_whep_set_stream_token(
     })
 }
 
+/// Takes WHIP publishers (`POST /whip/KEY` through `fc_whep_listen` or `fc_whep_handle`) into
+/// the stream keys of `ingest`, as its RTMP and SRT listeners do: an unknown key is answered
+/// 404, a key with a passphrase needs it as the bearer token (401 otherwise), a key already
+/// being pushed 409; the publisher's H.264 and Opus go into the key's packet slot, and
+/// `ingest`'s callbacks see it connect, leave or be refused (`FC_INGEST_REFUSED`). `ingest`
+/// NULL turns WHIP off again (404); publishers already in stay until they leave. The engine
+/// keeps what it needs of `ingest`, but its callbacks are still called while publishers are
+/// in: turn WHIP off and close them (`fc_whep_destroy`) before the callbacks' data goes.
+/// Since 0.2.
+///
+/// # Safety
+/// `whep` valid; `ingest` valid or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn fc_whep_set_ingest(
+    whep: *mut fc_whep,
+    ingest: *mut crate::ingest::fc_ingest,
+) -> c_int {
+    boundary(|| {
+        let w = arg(whep, "whep")?;
+        let gate = if ingest.is_null() {
+            None
+        } else {
+            let i = arg(ingest, "ingest")?;
+            let e = i.inner.lock().unwrap_or_else(|e| e.into_inner());
+            Some(e.push_gate("whip"))
+        };
+        w.engine.set_push_gate(gate);
+        Ok(())
+    })
+}
+
 /// Fills `*out` with the engine's counters; with `stream` non-NULL, the viewer and feed
 /// counters are that stream's (zero when nobody watches it).
 ///
@@ -509,6 +542,7 @@ pub unsafe extern "C" fn fc_whep_get_stats(
             peer_connections: s.peer_connections as u64,
             feeds: s.feeds as u64,
             offers: s.offers,
+            publishers: s.publishers as u64,
             ..Default::default()
         };
         for st in s

@@ -150,6 +150,34 @@ int main(int argc, char **argv) {
   CHECK(request("POST", "/whep/cam", "text/plain", "Bearer camtok", NULL, NULL, offer, NULL) ==
         401);
 #endif
+#ifdef FC_LOG_INFO /* after 0.1: WHIP publishers into the ingest engine's keys */
+  {
+    char *pub = strdup(offer), *d;
+    const char *ploc;
+    while ((d = strstr(pub, "a=recvonly")) != NULL) memcpy(d, "a=sendonly", 10);
+    CHECK(request("POST", "/whip/pub1", sdp, NULL, NULL, NULL, pub, NULL) == 404); /* off */
+    EXPECT(fc_whep_set_ingest(NULL, ing), FC_ERR_INVALID_ARG);
+    EXPECT(fc_ingest_register_key(ing, "pub1", "pub1", "pubpass-1234"), FC_OK);
+    EXPECT(fc_whep_set_ingest(w, ing), FC_OK);
+    CHECK(request("POST", "/whip/nokey", sdp, NULL, NULL, NULL, pub, NULL) == 404);
+    CHECK(request("POST", "/whip/pub1", sdp, NULL, NULL, NULL, pub, NULL) == 401);
+    CHECK(request("POST", "/whip/pub1", sdp, "Bearer pubpass-1234", NULL, NULL, pub, &resp) ==
+          201);
+    ploc = fc_whep_response_header(resp, "location");
+    CHECK(ploc && strncmp(ploc, "/whip/pub1/", 11) == 0);
+    CHECK(request("POST", "/whip/pub1", sdp, "Bearer pubpass-1234", NULL, NULL, pub, NULL) ==
+          409);
+    st.struct_size = sizeof st;
+    EXPECT(fc_whep_get_stats(w, NULL, &st), FC_OK);
+    CHECK(st.publishers == 1);
+    CHECK(request("DELETE", ploc, NULL, NULL, NULL, NULL, NULL, NULL) == 200);
+    fc_whep_response_free(resp);
+    EXPECT(fc_whep_set_ingest(w, NULL), FC_OK);
+    CHECK(request("POST", "/whip/pub1", sdp, "Bearer pubpass-1234", NULL, NULL, pub, NULL) ==
+          404);
+    free(pub);
+  }
+#endif
   CHECK(request("POST", "/whep/cam", "text/plain", auth, NULL, NULL, offer, NULL) == 415);
   CHECK(request("POST", "/whep/nope", sdp, auth, NULL, NULL, offer, NULL) == 404);
   CHECK(request("POST", "/whep/later", sdp, auth, NULL, NULL, offer, &resp) == 409);

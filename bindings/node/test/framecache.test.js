@@ -172,6 +172,16 @@ test('a Node agent sees the connect of an ffmpeg RTMP push, reads its packets an
   }).then((res) => res.status);
   assert.strictEqual(await post('nope'), 401);
   assert.strictEqual(await post('agent-watch'), 415); // admitted: on to the Content-Type check
+  // WHIP publishers into the keys, once asked for: off (404), then the key's rules.
+  const whip = (key, tok) => fetch(`http://${waddr}/whip/${key}`, {
+    method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${tok}` }, body: 'v=0\r\n',
+  }).then((res) => res.status);
+  assert.strictEqual(await whip('agentcam', 'x'), 404);
+  whep.acceptWhip(ing);
+  assert.strictEqual(await whip('agentcam', 'x'), 400); // admitted as far as the offer, which is no SDP
+  assert.strictEqual(whep.stats().publishers, 0);
+  whep.acceptWhip(null);
+  assert.strictEqual(await whip('agentcam', 'x'), 404);
   const push = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re', '-i', src, '-c', 'copy', '-f', 'flv', `rtmp://${addr}/live/agentcam`], { stdio: 'ignore' });
   const pushed = new Promise((r) => push.on('exit', r));
   const until = async (what, f) => {

@@ -170,6 +170,11 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
 /// A browser-like offer (recvonly H.264 constrained baseline + Opus) with no candidates: the
 /// server answers it and keeps the resource until its connect timeout.
 fn offer(h264: bool, opus: bool) -> String {
+    offer_dir(h264, opus, "recvonly")
+}
+
+/// As [`offer`], a publisher's (`sendonly`) or a viewer's (`recvonly`).
+fn offer_dir(h264: bool, opus: bool, dir: &str) -> String {
     let mut s = String::from(
         "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
          a=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n",
@@ -181,27 +186,31 @@ fn offer(h264: bool, opus: bool) -> String {
     if h264 {
         s.push_str("m=video 9 UDP/TLS/RTP/SAVPF 102\r\n");
         s.push_str(common);
-        s.push_str(
-            "a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\n\
+        s.push_str(&format!(
+            "a=mid:0\r\na={dir}\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\n\
              a=rtcp-fb:102 nack\r\na=rtcp-fb:102 nack pli\r\n\
-             a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
-        );
+             a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n"
+        ));
     } else {
         s.push_str("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
         s.push_str(common);
-        s.push_str("a=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n");
+        s.push_str(&format!(
+            "a=mid:0\r\na={dir}\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
+        ));
     }
     if opus {
         s.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
         s.push_str(common);
-        s.push_str(
-            "a=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n\
-             a=fmtp:111 minptime=10;useinbandfec=1\r\n",
-        );
+        s.push_str(&format!(
+            "a=mid:1\r\na={dir}\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=fmtp:111 minptime=10;useinbandfec=1\r\n"
+        ));
     } else {
         s.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\n");
         s.push_str(common);
-        s.push_str("a=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n");
+        s.push_str(&format!(
+            "a=mid:1\r\na={dir}\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n"
+        ));
     }
     s
 }
@@ -1528,4 +1537,395 @@ fn serve_pulls_an_rtsp_camera_from_its_config_and_aiortc_watches_it() {
         "{said}"
     );
     assert!(!said.contains("c4m-s3cret"), "{said}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// WHIP ingest
+// ---------------------------------------------------------------------------------------------
+
+/// POST a WHIP offer to `/whip/{key}`.
+fn post_whip(s: &Serve, key: &str, auth: &[(&str, &str)], body: &str) -> Resp {
+    let mut h = vec![SDP];
+    h.extend_from_slice(auth);
+    http(
+        &s.http,
+        "POST",
+        &format!("/whip/{key}"),
+        &h,
+        body.as_bytes(),
+    )
+}
+
+/// WHIP's HTTP answers with the key registry behind them: unknown key, credentials, one
+/// publisher per key, codecs, trickle, DELETE freeing the key, CORS preflight.
+#[test]
+fn whip_error_matrix_keys_and_delete() {
+    let root = TempRoot::new("whip-matrix");
+    let s = serve(
+        &root,
+        "whip-matrix",
+        "[whep]\ntoken = \"v13wer\"\n\n[[keys]]\nkey = \"cam9\"\npassphrase = \"pub-s3cret-99\"\n\n\
+         [[keys]]\nkey = \"open1\"\n",
+        false,
+    );
+    let good = [("Authorization", "Bearer pub-s3cret-99")];
+    let pubo = offer_dir(true, true, "sendonly");
+
+    let r = http(&s.http, "OPTIONS", "/whip/cam9", &[], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("accept-post"), Some("application/sdp"));
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("PATCH"));
+
+    let r = post_whip(&s, "nokey", &[], &pubo);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("unknown stream key"), "{}", r.body);
+    let r = post_whip(&s, "cam9", &[], &pubo);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = post_whip(&s, "cam9", &[("Authorization", "Bearer wrong")], &pubo);
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The viewer token is not a publisher's credential.
+    let r = post_whip(&s, "cam9", &[("Authorization", "Bearer v13wer")], &pubo);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = post_whip(&s, "cam9", &good, &offer_dir(false, true, "sendonly"));
+    assert_eq!(r.status, 406, "{}", r.body);
+    assert!(
+        r.body.contains("VP8"),
+        "the body names the codecs: {}",
+        r.body
+    );
+    let r = http(
+        &s.http,
+        "POST",
+        "/whip/cam9",
+        &[("Content-Type", "text/plain"), good[0]],
+        pubo.as_bytes(),
+    );
+    assert_eq!(r.status, 415);
+    let r = post_whip(&s, "cam9", &good, "v=0\r\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http(&s.http, "GET", "/whip/cam9", &[], b"");
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST, OPTIONS")));
+
+    // Admitted: 201 with the resource; the key is held (no candidates: the publisher never
+    // connects, and stays until deleted or its connect timeout).
+    let r = post_whip(&s, "cam9", &good, &pubo);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    assert!(
+        r.body.contains("a=recvonly"),
+        "a receive-only answer: {}",
+        r.body
+    );
+    assert!(r.body.contains("H264"), "{}", r.body);
+    let loc = r.header("location").unwrap().to_string();
+    assert!(loc.starts_with("/whip/cam9/"), "{loc}");
+    let etag = r.header("etag").unwrap().to_string();
+    let r = post_whip(&s, "cam9", &good, &pubo);
+    assert_eq!(r.status, 409, "one publisher per key: {}", r.body);
+    assert!(r.body.contains("already being pushed"), "{}", r.body);
+    // A key without a passphrase takes a publisher without a credential.
+    let r = post_whip(&s, "open1", &[], &pubo);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let open_loc = r.header("location").unwrap().to_string();
+
+    // Trickle, with and without the right ETag; unknown resources.
+    let frag = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let trickle = |path: &str, etag: &str| {
+        http(
+            &s.http,
+            "PATCH",
+            path,
+            &[
+                ("Content-Type", "application/trickle-ice-sdpfrag"),
+                ("If-Match", etag),
+            ],
+            frag.as_bytes(),
+        )
+    };
+    assert_eq!(trickle(&loc, &etag).status, 204);
+    assert_eq!(trickle(&loc, "\"other\"").status, 412);
+    assert_eq!(trickle("/whip/cam9/nope", "*").status, 404);
+    assert_eq!(
+        trickle(&open_loc.replace("open1", "cam9"), "*").status,
+        404,
+        "resource of another key"
+    );
+
+    // DELETE frees the key for the next publisher; a second DELETE is a no-op.
+    assert_eq!(http(&s.http, "DELETE", &loc, &[], b"").status, 200);
+    wait_for("cam9 free again", Duration::from_secs(10), || {
+        let r = post_whip(&s, "cam9", &good, &pubo);
+        if r.status == 201 {
+            let l = r.header("location").unwrap().to_string();
+            assert_eq!(http(&s.http, "DELETE", &l, &[], b"").status, 200);
+        }
+        r.status == 201
+    });
+    assert_eq!(http(&s.http, "DELETE", &loc, &[], b"").status, 204);
+    assert_eq!(http(&s.http, "DELETE", &open_loc, &[], b"").status, 200);
+    // Refusals never show the credential.
+    let said = s.said.lock().unwrap().clone();
+    assert!(!said.contains("pub-s3cret-99"), "{said}");
+    assert!(said.contains("WHIP at /whip/KEY"), "{said}");
+}
+
+/// A test site on loopback: `pages` by path; `/report?…` queries come out of the receiver.
+fn test_site(pages: Vec<(&'static str, String)>) -> (String, mpsc::Receiver<String>) {
+    let site = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = site.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel::<String>();
+    let pages = Arc::new(pages);
+    std::thread::spawn(move || {
+        for c in site.incoming() {
+            let Ok(mut c) = c else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let (tx, pages) = (tx.clone(), pages.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let n = c.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split(' ').nth(1).unwrap_or("/").to_string();
+                let body = match path.strip_prefix("/report?") {
+                    Some(q) => {
+                        let _ = tx.send(q.to_string());
+                        String::new()
+                    }
+                    None => pages
+                        .iter()
+                        .find(|(p, _)| *p == path)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Headless Chromium on `url`, with a fake camera and microphone.
+fn chromium_at(chromium: &str, url: &str, profile: &Path) -> Reaper {
+    Reaper(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+            ])
+            .args(["--no-first-run", "--disable-background-networking"])
+            .args(["--disable-component-update", "--disable-sync"])
+            .args(["--autoplay-policy=no-user-gesture-required"])
+            .args([
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromium"),
+    )
+}
+
+/// A report's `k=v&…` pairs.
+fn report_kv(report: &str) -> std::collections::HashMap<String, String> {
+    report
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The next report of `who` (`who=pub`/`who=watch`), waiting at most `secs`.
+fn next_report(
+    rx: &mpsc::Receiver<String>,
+    secs: u64,
+) -> std::collections::HashMap<String, String> {
+    let r = rx
+        .recv_timeout(Duration::from_secs(secs))
+        .expect("the page reported");
+    eprintln!("page report: {r}");
+    report_kv(&r)
+}
+
+/// Chromium publishes its fake camera and microphone over WHIP into a key; another Chromium
+/// watches the key over WHEP and decodes video and audio; `framecache export` of the slot is
+/// read by ffprobe (H.264 + Opus) and decodes cleanly; DELETE ends the publish.
+#[test]
+fn chromium_publishes_over_whip_and_chromium_watches_over_whep() {
+    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| have(c))
+    else {
+        skip("no chromium installed (apt install chromium)");
+        return;
+    };
+    if !have("ffprobe") {
+        skip("no ffprobe (apt install ffmpeg)");
+        return;
+    }
+    let root = TempRoot::new("whip-chromium");
+    let s = serve(
+        &root,
+        "whip-chromium",
+        "[whep]\ntoken = \"v13wer\"\n\n[[keys]]\nkey = \"cam9\"\npassphrase = \"pub-s3cret-99\"\n",
+        false,
+    );
+    let publish_ms = 40_000;
+    let publisher = format!(
+        r#"<!doctype html><html><body><script>
+(async () => {{
+  const rep = (o) => fetch('/report?' + new URLSearchParams(Object.assign({{who: 'pub'}}, o)));
+  const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+  try {{
+    const ms = await navigator.mediaDevices.getUserMedia({{
+      video: {{ width: 640, height: 360, frameRate: 30 }}, audio: true }});
+    const pc = new RTCPeerConnection();
+    for (const t of ms.getTracks()) pc.addTransceiver(t, {{ direction: 'sendonly' }});
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise(r => {{
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r();
+      setTimeout(r, 2000);
+    }});
+    const res = await fetch('http://{h}/whip/cam9', {{ method: 'POST',
+      headers: {{ 'Content-Type': 'application/sdp', Authorization: 'Bearer pub-s3cret-99' }},
+      body: pc.localDescription.sdp }});
+    const answer = await res.text();
+    if (res.status !== 201) throw new Error('POST ' + res.status + ': ' + answer);
+    const loc = new URL(res.headers.get('Location'), 'http://{h}/').href;
+    await pc.setRemoteDescription({{ type: 'answer', sdp: answer }});
+    for (let i = 0; i < 150 && pc.connectionState !== 'connected'; i++) await sleep(100);
+    await rep({{ state: pc.connectionState }});
+    await sleep({publish_ms});
+    let frames = 0, audio = 0, codec = '', plis = 0;
+    const st = await pc.getStats();
+    st.forEach(s => {{
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {{
+        frames = s.framesEncoded; plis = s.pliCount;
+        const c = st.get(s.codecId); codec = c ? c.mimeType : '';
+      }}
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') audio = s.packetsSent;
+    }});
+    const del = await fetch(loc, {{ method: 'DELETE' }});
+    await rep({{ done: 1, frames, audio, codec, plis, deleted: del.status }});
+    pc.close();
+  }} catch (e) {{ await rep({{ error: String(e.message || e) }}); }}
+}})();
+</script></body></html>"#,
+        h = s.http,
+    );
+    let watcher = format!(
+        r#"<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
+<script src="http://{h}/whep.js"></script>
+<script>
+(async () => {{
+  const rep = (o) => fetch('/report?' + new URLSearchParams(Object.assign({{who: 'watch'}}, o)));
+  try {{
+    const s = await FcWhep.play('http://{h}/whep/cam9', document.getElementById('v'), {{ token: 'v13wer' }});
+    let first = null, at1 = null;
+    const t = performance.now();
+    while (performance.now() - t < 30000) {{
+      const st = await s.stats();
+      if (st.framesDecoded > 0 && first === null) first = performance.now();
+      if (first !== null && at1 === null && performance.now() - first >= 1000) at1 = st;
+      if (first !== null && performance.now() - first >= 10000) {{
+        await rep({{ ok: 1, frames: st.framesDecoded, recv: st.framesReceived, w: st.width,
+                     h: st.height, audio: st.audioPackets, samples: st.audioSamples,
+                     freezes_after_1s: st.freezeCount - at1.freezeCount }});
+        await s.stop();
+        return;
+      }}
+      await new Promise(r => setTimeout(r, 100));
+    }}
+    const st = await s.stats();
+    await rep({{ ok: 0, frames: st.framesDecoded, state: st.state }});
+  }} catch (e) {{ await rep({{ error: String(e.message || e) }}); }}
+}})();
+</script></body></html>"#,
+        h = s.http,
+    );
+    let (site, rx) = test_site(vec![("/pub", publisher), ("/watch", watcher)]);
+    let pub_profile = root.path().with_extension("whip-pub-profile");
+    let _pub = chromium_at(chromium, &format!("http://{site}/pub"), &pub_profile);
+    let r = next_report(&rx, 60);
+    assert_eq!(
+        r.get("state").map(String::as_str),
+        Some("connected"),
+        "{r:?}"
+    );
+    wait_live(&s, "cam9");
+
+    // The slot as a file: H.264 and Opus, decoded cleanly.
+    let ts = root.path().join("whip.ts");
+    let o = root
+        .cli()
+        .args(["export", "cam9"])
+        .arg(&ts)
+        .args(["--packets", "400", "--timeout-ms", "8000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let streams = common::ffprobe_streams(&ts);
+    let video = streams.iter().find(|p| p.kind == "video").expect("video");
+    let audio = streams.iter().find(|p| p.kind == "audio").expect("audio");
+    assert_eq!(
+        (video.codec.as_str(), video.width, video.height),
+        ("h264", 640, 360)
+    );
+    assert_eq!((audio.codec.as_str(), audio.sample_rate), ("opus", 48000));
+    assert!(video.packets >= 30 && audio.packets >= 50, "{streams:?}");
+    let dec = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(&ts)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&dec.stderr);
+    assert!(
+        dec.status.success() && said.trim().is_empty(),
+        "decoding said: {said}"
+    );
+
+    // Another browser watches the key over WHEP.
+    let watch_profile = root.path().with_extension("whip-watch-profile");
+    let _watch = chromium_at(chromium, &format!("http://{site}/watch"), &watch_profile);
+    let w = next_report(&rx, 60);
+    let num = |m: &std::collections::HashMap<String, String>, k: &str| {
+        m.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(w.get("ok").map(String::as_str), Some("1"), "{w:?}");
+    assert!(
+        num(&w, "frames") >= 150.0,
+        "10 s at 30 fps, half at least: {w:?}"
+    );
+    assert!(num(&w, "frames") >= 0.9 * num(&w, "recv"), "{w:?}");
+    assert_eq!((num(&w, "w"), num(&w, "h")), (640.0, 360.0), "{w:?}");
+    assert!(
+        num(&w, "audio") >= 100.0 && num(&w, "samples") > 0.0,
+        "{w:?}"
+    );
+    assert_eq!(num(&w, "freezes_after_1s"), 0.0, "{w:?}");
+
+    // The publisher ends with DELETE: the slot's writer leaves.
+    let p = next_report(&rx, 60);
+    assert_eq!(p.get("deleted").map(String::as_str), Some("200"), "{p:?}");
+    assert!(p["codec"].contains("H264"), "{p:?}");
+    assert!(
+        num(&p, "plis") >= 1.0,
+        "the server asks for keyframes: {p:?}"
+    );
+    wait_not_live(&s, "cam9");
+    let _ = std::fs::remove_dir_all(&pub_profile);
+    let _ = std::fs::remove_dir_all(&watch_profile);
 }

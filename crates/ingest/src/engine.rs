@@ -253,7 +253,10 @@ fn url_text(u: &InputUrl) -> String {
             app,
             key,
             tls,
-        } => format!("rtmp{}://{addr}/{app}/{key}", if *tls { "s" } else { "" }),
+        } => crate::url::redact(&format!(
+            "rtmp{}://{addr}/{app}/{key}",
+            if *tls { "s" } else { "" }
+        )),
         InputUrl::Hls { url } => url.clone(),
         InputUrl::File { mount, path } => format!("file://{mount}/{path}"),
         InputUrl::Copy { slot } => format!("copy://{slot}"),
@@ -675,7 +678,24 @@ impl Engine {
     /// its old keys go). Every URL is checked first: a bad one, a listener address, or a key
     /// that feeds another slot changes nothing.
     pub fn add(&mut self, slot: &str, urls: &[&str]) -> Result<()> {
+        self.add_with_timeouts(slot, urls, InputTimeouts::default())
+    }
+
+    /// As [`Engine::add`], with the pull inputs' connect and idle limits: a live relay from
+    /// another server (an origin) can be declared failed after one silent second, so its
+    /// backup takes over quickly, where the default (5 s) suits cameras that stall.
+    pub fn add_with_timeouts(
+        &mut self,
+        slot: &str,
+        urls: &[&str],
+        timeouts: InputTimeouts,
+    ) -> Result<()> {
         framecache_shm::slot::validate_id(slot)?;
+        if timeouts.connect.is_zero() || timeouts.idle.is_zero() {
+            return Err(Error::InvalidArg(
+                "input timeouts must be above zero".into(),
+            ));
+        }
         let (mut keys, mut inputs) = (Vec::new(), Vec::new());
         for (prio, u) in urls.iter().enumerate() {
             match Endpoint::parse(u)? {
@@ -734,6 +754,7 @@ impl Engine {
         cfg.root = self.root.clone();
         cfg.shared = share.map(|s| (s, prios));
         cfg.hls_hosts = self.hls_hosts.clone();
+        cfg.timeouts = timeouts;
         let stats = self.streams.stats_for(slot);
         let p = PullIngest::start(cfg, self.mounts.clone(), stats)?;
         self.pulls.insert(slot.to_string(), p);

@@ -136,10 +136,16 @@ impl InputUrl {
                 } else {
                     format!("{host}:{}", if tls { 443 } else { 1935 })
                 };
+                // The query goes with the stream name, as RTMP servers read it (a viewer
+                // token: `rtmp://HOST/live/cam1?token=…`).
+                let key = match u.text.split_once('?') {
+                    Some((_, q)) if !q.is_empty() => format!("{key}?{q}"),
+                    _ => key.to_string(),
+                };
                 Ok(InputUrl::RtmpPull {
                     addr,
                     app: app.to_string(),
-                    key: key.to_string(),
+                    key,
                     tls,
                 })
             }

@@ -59,19 +59,40 @@ impl<'a> Url<'a> {
     }
 }
 
-/// `text` with the password of its user info replaced by `***`, for messages.
+/// Query keys whose values are secrets (SRT passphrases, viewer tokens).
+const SECRET_KEYS: [&str; 5] = ["passphrase", "token", "password", "pwd", "secret"];
+
+/// `text` with the password of its user info and the values of secret query keys
+/// (`passphrase`, `token`, ...) replaced by `***`, for messages.
 pub fn redact(text: &str) -> String {
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_string();
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rsplit_once('@') {
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
         Some((ui, hp)) => {
             let user = ui.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{hp}{}", &rest[end..])
+            format!("{user}:***@{hp}")
         }
-        None => text.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if SECRET_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// `%XX` escapes decoded; malformed escapes are kept as they are.
@@ -107,6 +128,14 @@ mod tests {
             "an @ in the path is not user info"
         );
         assert_eq!(redact("plain"), "plain");
+        assert_eq!(
+            redact("srt://h:1?streamid=a&passphrase=s3cret-pass&latency=400"),
+            "srt://h:1?streamid=a&passphrase=***&latency=400"
+        );
+        assert_eq!(
+            redact("rtmp://u:p@h/live/cam1?token=abc"),
+            "rtmp://u:***@h/live/cam1?token=***"
+        );
     }
 
     #[test]

@@ -662,6 +662,36 @@ impl Inner {
     }
 }
 
+/// The WebRTC stack's settings. Remote `.local` (mDNS) candidates are resolved where the
+/// host can send multicast; where it cannot (a container or network namespace without a
+/// multicast route), the stack's mDNS socket would fail every peer connection with ENODEV, so
+/// mDNS is off there: browsers' mDNS-hidden addresses are then learnt from their connectivity
+/// checks (peer-reflexive candidates) instead.
+fn setting_engine() -> rtc::peer_connection::configuration::setting_engine::SettingEngine {
+    use rtc::ice::mdns::MulticastDnsMode;
+    use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+    static MULTICAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let multicast = *MULTICAST.get_or_init(|| {
+        let ok = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| {
+                s.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 251), &Ipv4Addr::UNSPECIFIED)
+            })
+            .is_ok();
+        if !ok {
+            log::info!("no multicast route: mDNS candidates of browsers are not resolved");
+        }
+        ok
+    });
+    let mode = if multicast {
+        MulticastDnsMode::QueryOnly
+    } else {
+        MulticastDnsMode::Disabled
+    };
+    SettingEngineBuilder::new()
+        .with_multicast_dns_mode(mode)
+        .build()
+}
+
 fn content_type_is(ct: Option<&str>, want: &str) -> bool {
     ct.and_then(|c| c.split(';').next())
         .is_some_and(|c| c.trim().eq_ignore_ascii_case(want))
@@ -1003,6 +1033,7 @@ async fn build_viewer(
         gather_tx,
     });
     let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(setting_engine())
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)
         .with_interceptor_registry(registry)

@@ -272,6 +272,7 @@ async fn build(
         tx,
     });
     let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(super::setting_engine())
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)
         .with_interceptor_registry(registry)

@@ -20,11 +20,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # builds of ffmpeg-patches/build.sh; it fetches the sources through deb-src),
 # libffmpeg-nvenc-dev (CUDA headers, no SDK: the cuframes filters of the 5.1 build), and
 # srt-tools (srt-live-transmit, an SRT play reader), and GStreamer's RTSP server with its
-# encoders and payloaders (the RTSP cameras of tests/rtsp.rs).
+# encoders and payloaders (the RTSP cameras of tests/rtsp.rs), and iproute2 (`ip netns`: the
+# origin and edge hosts of tests/edge.rs, which need root and skip without it).
 packages=(gcc libc6-dev libasan8 libubsan1 pkgconf ca-certificates curl ffmpeg
   nginx-light libnginx-mod-rtmp python3 python3-venv chromium libopus0 make nasm xz-utils
   libffmpeg-nvenc-dev srt-tools gir1.2-gst-rtsp-server-1.0 python3-gst-1.0 gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  iproute2)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -131,6 +131,9 @@ pub struct InputEntry {
     pub transcode: Option<bool>,
     /// A viewer token of this stream alone, as in `[[keys]]`.
     pub view_token: Option<String>,
+    /// An input that does not connect, or sends nothing, for this many ms has failed and the
+    /// next one takes over. Default 5000; an edge relaying an origin sets about 1000.
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[whep]`.
@@ -363,8 +366,13 @@ pub fn run(o: ServeOpts) -> CliResult {
         if urls.is_empty() {
             return Err(format!("[[inputs]] {}: urls is empty", i.slot).into());
         }
+        let mut t = framecache::ingest::InputTimeouts::default();
+        if let Some(ms) = i.timeout_ms {
+            t.connect = Duration::from_millis(ms);
+            t.idle = Duration::from_millis(ms);
+        }
         ingest
-            .add(&i.slot, &urls)
+            .add_with_timeouts(&i.slot, &urls, t)
             .map_err(|e| format!("[[inputs]] {}: {e}", i.slot))?;
         let shown: Vec<String> = urls
             .iter()

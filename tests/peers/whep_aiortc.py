@@ -4,7 +4,8 @@
 usage: whep_aiortc.py URL [--viewers N] [--seconds S] [--no-delete] [--token T] [--sequential]
 (--sequential: the viewers join one after another, each watching S seconds.)
 Prints one JSON object: per viewer the HTTP status, decoded video frames, size, audio frames,
-and seconds from POST to the first decoded frame.
+seconds from POST to the first decoded frame, and the longest wait between decoded frames after
+the first second (`max_gap_after_1s`).
 """
 import argparse
 import asyncio
@@ -38,7 +39,8 @@ async def viewer(url, seconds, delete):
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     out = {"status": 0, "frames": 0, "width": 0, "height": 0, "audio_frames": 0,
-           "first_frame_s": None, "location": None}
+           "first_frame_s": None, "location": None, "max_gap_after_1s": 0.0}
+    last = {"t": None}
     tasks = []
     t0 = None
 
@@ -47,10 +49,16 @@ async def viewer(url, seconds, delete):
             while True:
                 f = await track.recv()
                 if track.kind == "video":
+                    now = time.monotonic()
                     out["frames"] += 1
                     out["width"], out["height"] = f.width, f.height
                     if out["first_frame_s"] is None:
-                        out["first_frame_s"] = time.monotonic() - t0
+                        out["first_frame_s"] = now - t0
+                    # The longest wait between decoded frames once the first second is over
+                    # (a freeze shows here).
+                    elif now - t0 - out["first_frame_s"] > 1.0 and last["t"] is not None:
+                        out["max_gap_after_1s"] = max(out["max_gap_after_1s"], now - last["t"])
+                    last["t"] = now
                 else:
                     out["audio_frames"] += 1
         except MediaStreamError:

@@ -705,12 +705,24 @@ fn metrics(root: &Path, whep: &WhepEngine, streams: &Streams, tc: &Transcoder) -
     let stream = |n: &str| format!("stream=\"{}\"", esc(n));
     let slot = |n: &str, kind: &str| format!("slot=\"{}\",kind=\"{kind}\"", esc(n));
     let mut m = String::new();
-    let totals: [(&str, &str, &str, usize); 5] = [
+    let totals: [(&str, &str, &str, usize); 7] = [
         (
             "framecache_whep_viewers",
             "gauge",
             "WebRTC viewers in total.",
             ws.viewers,
+        ),
+        (
+            "framecache_whip_publishers",
+            "gauge",
+            "WHIP publishers in total.",
+            ws.publishers,
+        ),
+        (
+            "framecache_ingest_connected",
+            "gauge",
+            "Streams whose ingest (push or pull) is connected.",
+            ingest.iter().filter(|(_, s)| s.connected).count(),
         ),
         (
             "framecache_whep_peer_connections",

@@ -693,6 +693,49 @@ fn srt_play_to_ffmpeg_and_srt_live_transmit() {
     }
 }
 
+/// SRT play switched off (`play = false`): a reader with the right passphrase is refused, while
+/// pushing on the same port goes on.
+#[test]
+fn srt_play_off_refuses_readers() {
+    if !srt_available() {
+        return;
+    }
+    let root = TempRoot::new("ing-srt-play-off");
+    let src = source(root.path(), "src.ts", 8);
+    let mut e = engine(&root);
+    e.set_play_access(
+        false,
+        framecache::ingest::rtmp::PlayAccess {
+            token: Some("viewer-pass-1234".into()),
+            ..Default::default()
+        },
+    );
+    let addr = e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.registry().register("cam", KeyConfig::new("cam")).unwrap();
+    let _pusher = Reaper(
+        ffmpeg()
+            .args(["-re", "-i"])
+            .arg(&src)
+            .args(["-c", "copy", "-f", "mpegts"])
+            .arg(format!("srt://{addr}?streamid=cam&latency=200000"))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the stream", Duration::from_secs(15), || {
+        e.stats("cam").is_some_and(|s| s.packets > 30)
+    });
+    let o = ffmpeg()
+        .arg("-i")
+        .arg(format!(
+            "srt://{addr}?streamid=#!::r=cam,m=request&latency=200000&passphrase=viewer-pass-1234"
+        ))
+        .args(["-t", "1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a reader was served with play off");
+    assert!(e.stats("cam").unwrap().connected, "the push goes on");
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()

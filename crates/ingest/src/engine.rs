@@ -364,6 +364,7 @@ fn worker(
                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 stats.connected.store(true, Ordering::Relaxed);
+                stats.connected_input(&name);
                 if let Some(cb) = &events {
                     cb(&IngestEvent::Connected {
                         slot: cfg.slot.clone(),

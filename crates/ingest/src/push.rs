@@ -85,6 +85,7 @@ impl PushSession {
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         stats.connected.store(true, Ordering::Relaxed);
+        stats.connected_input(&input);
         if let Some(cb) = &cfg.events {
             cb(&IngestEvent::Connected {
                 slot: slot.clone(),
@@ -111,8 +112,19 @@ impl PushSession {
         &self.stats
     }
 
+    /// Fails once the operator kicked the pusher ([`KeyRegistry::kick`]).
+    fn check_kicked(&self) -> Result<()> {
+        if self.guard.kicked() {
+            return Err(framecache_shm::error::Error::Rejected(
+                "the operator ended this publish".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// One media item of the pusher (see [`SlotSink::push`]).
     pub fn push(&mut self, m: Media) -> Result<()> {
+        self.check_kicked()?;
         match &mut self.feed {
             Feed::Own(s) => s.push(m),
             Feed::Shared(f) => f.share.offer(f.priority, m),
@@ -121,6 +133,7 @@ impl PushSession {
 
     /// One borrowed access unit (see [`SlotSink::push_frame`]); a shared slot takes a copy.
     pub fn push_frame(&mut self, fr: FrameRef<'_>) -> Result<()> {
+        self.check_kicked()?;
         match &mut self.feed {
             Feed::Own(s) => s.push_frame(fr),
             Feed::Shared(f) => f.share.offer(f.priority, fr.to_media()),

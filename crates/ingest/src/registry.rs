@@ -34,6 +34,8 @@ struct Entry {
     config: KeyConfig,
     /// Peer currently pushing, and a token telling its guard from a later one.
     holder: Option<(String, u64)>,
+    /// Set to end the current pusher (its guard sees it).
+    kicked: Arc<std::sync::atomic::AtomicBool>,
     /// Created by an allow-any acquire; removed when its pusher leaves.
     implicit: bool,
 }
@@ -59,9 +61,15 @@ pub struct PushGuard {
     key: String,
     token: u64,
     config: KeyConfig,
+    kicked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PushGuard {
+    /// Whether the operator asked this pusher to go ([`KeyRegistry::kick`]).
+    pub fn kicked(&self) -> bool {
+        self.kicked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The key.
     pub fn key(&self) -> &str {
         &self.key
@@ -144,6 +152,7 @@ impl KeyRegistry {
                     Entry {
                         config,
                         holder: None,
+                        kicked: Default::default(),
                         implicit: false,
                     },
                 );
@@ -202,6 +211,7 @@ impl KeyRegistry {
             let entry = Entry {
                 config: KeyConfig::new(&key),
                 holder: None,
+                kicked: Default::default(),
                 implicit: true,
             };
             g.keys.insert(key.clone(), entry);
@@ -213,12 +223,27 @@ impl KeyRegistry {
             )));
         }
         e.holder = Some((peer.to_string(), token));
+        e.kicked = Default::default();
         Ok(PushGuard {
             registry: self.clone(),
             key,
             token,
             config: e.config.clone(),
+            kicked: e.kicked.clone(),
         })
+    }
+
+    /// Ends the current pusher of `key`: its next media item fails, which closes its
+    /// connection and frees the key. False when nobody pushes to it.
+    pub fn kick(&self, key: &str) -> bool {
+        let g = self.lock();
+        match g.keys.get(normalize_key(key)) {
+            Some(e) if e.holder.is_some() => {
+                e.kicked.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -122,11 +122,26 @@ pub struct IngestStats {
     pub current_input: AtomicUsize,
     /// An input is connected and delivering.
     pub connected: AtomicBool,
+    /// `CLOCK_REALTIME` ns when the current input connected (0 = none yet).
+    pub since_ns: AtomicU64,
     window_start_ns: AtomicU64,
     window_bytes: AtomicU64,
+    /// The current input: its URL, or protocol, peer and key for a pusher (no secrets).
+    input: std::sync::Mutex<String>,
 }
 
 impl IngestStats {
+    /// Notes that `input` connected now.
+    pub fn connected_input(&self, input: &str) {
+        self.since_ns.store(slot::realtime_ns(), Ordering::Relaxed);
+        *self.input.lock().unwrap_or_else(|e| e.into_inner()) = input.to_string();
+    }
+
+    /// The input that connected last (see [`IngestStats::connected_input`]).
+    pub fn input(&self) -> String {
+        self.input.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn count(&self, size: usize) {
         self.bytes.fetch_add(size as u64, Ordering::Relaxed);
         self.packets.fetch_add(1, Ordering::Relaxed);

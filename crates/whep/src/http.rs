@@ -29,8 +29,8 @@ pub struct Page {
     pub body: Vec<u8>,
 }
 
-/// Extra GET routes: given the request (path with query, `Authorization`, ...), a page or
-/// `None` for 404.
+/// Extra routes: given the request (method, path with query, `Authorization`, body, ...), a
+/// page or `None` for 404. They see every method: a route that serves only GET checks it.
 pub type Routes = Arc<dyn Fn(&HttpRequest) -> Option<Page> + Send + Sync>;
 
 /// One HTTP request as the WHEP core reads it: no HTTP library's types, so a host's own
@@ -355,10 +355,9 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
         return route_whip(engine, req, &segs, retry).await;
     }
     if !whep {
-        if method == "GET" || method == "HEAD" {
-            if let Some(p) = routes.and_then(|r| r(&req)) {
-                return resp(p.status, Some(p.content_type), p.body);
-            }
+        // The host's routes see every method (its API takes POST and DELETE).
+        if let Some(p) = routes.and_then(|r| r(&req)) {
+            return resp(p.status, Some(p.content_type), p.body);
         }
         return resp(404, Some("text/plain"), "not found\n");
     }

@@ -283,6 +283,25 @@ struct Viewer {
     cancel: Arc<Notify>,
     remote_sdp: String,
     gather_rx: watch::Receiver<bool>,
+    /// When the offer was answered.
+    since: std::time::SystemTime,
+    /// RTP payload bytes sent (viewers) or received (publishers).
+    bytes: Arc<AtomicU64>,
+}
+
+/// One viewer or WHIP publisher, for an operator's list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerInfo {
+    /// The resource id (the last segment of its `Location`).
+    pub id: String,
+    /// The stream watched, or the key published to.
+    pub stream: String,
+    /// `whep` or `whip`.
+    pub protocol: &'static str,
+    /// Unix time in ms when the offer was answered.
+    pub since_ms: u64,
+    /// RTP payload bytes sent to it (viewer) or received from it (publisher).
+    pub bytes: u64,
 }
 
 struct StreamState {
@@ -548,6 +567,54 @@ impl WhepEngine {
         self.inner.remove(stream, resource).is_some()
     }
 
+    /// Every viewer and WHIP publisher, by stream.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let st = lock(&self.inner.state);
+        let mut out: Vec<PeerInfo> = st
+            .streams
+            .iter()
+            .flat_map(|(name, s)| {
+                s.viewers.iter().map(move |(id, v)| PeerInfo {
+                    id: id.clone(),
+                    stream: name.clone(),
+                    protocol: "whep",
+                    since_ms: ms(v.since),
+                    bytes: v.bytes.load(Ordering::Relaxed),
+                })
+            })
+            .chain(st.publishers.iter().map(|(id, p)| PeerInfo {
+                id: id.clone(),
+                stream: p.key.clone(),
+                protocol: "whip",
+                since_ms: ms(p.peer.since),
+                bytes: p.peer.bytes.load(Ordering::Relaxed),
+            }))
+            .collect();
+        out.sort_by(|a, b| (&a.stream, &a.id).cmp(&(&b.stream, &b.id)));
+        out
+    }
+
+    /// Removes the viewer or ends the WHIP publisher with resource id `id`, whatever its
+    /// stream; false when there is none.
+    pub fn kick(&self, id: &str) -> bool {
+        let stream = {
+            let st = lock(&self.inner.state);
+            if let Some(p) = st.publishers.get(id) {
+                p.peer.cancel.notify_one();
+                return true;
+            }
+            st.streams
+                .iter()
+                .find(|(_, s)| s.viewers.contains_key(id))
+                .map(|(n, _)| n.clone())
+        };
+        stream.is_some_and(|s| self.inner.remove(&s, id).is_some())
+    }
+
     /// Removes every viewer of `stream`; returns how many.
     pub fn close_stream(&self, stream: &str) -> usize {
         let ids: Vec<String> = lock(&self.inner.state)
@@ -719,12 +786,15 @@ struct Out {
     pt: u8,
     ssrc: u32,
     seq: u16,
+    /// The viewer's byte counter.
+    bytes: Arc<AtomicU64>,
 }
 
 impl Out {
     async fn send(&mut self, payloads: &[bytes::Bytes], ts: u32) {
         let last = payloads.len().saturating_sub(1);
         for (i, p) in payloads.iter().enumerate() {
+            self.bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
             let pkt = rtp::Packet {
                 header: rtp::header::Header {
                     version: 2,
@@ -1066,6 +1136,7 @@ async fn build_viewer(
         return Err(fail(pc, WhepError::Internal(format!("add video: {e}"))));
     }
     let mut aout = None;
+    let bytes = Arc::new(AtomicU64::new(0));
     if let (Some(o), Some(c)) = (&opus, acodec) {
         let assrc = random_u64() as u32;
         let atrack = Arc::new(TrackLocalStaticRTP::new(track(
@@ -1082,6 +1153,7 @@ async fn build_viewer(
             pt: o.pt,
             ssrc: assrc,
             seq: random_u64() as u16,
+            bytes: bytes.clone(),
         });
     }
     let remote = match RTCSessionDescription::offer(sdp.clone()) {
@@ -1125,6 +1197,7 @@ async fn build_viewer(
         pt: h264.pt,
         ssrc: vssrc,
         seq: random_u64() as u16,
+        bytes: bytes.clone(),
     };
     let run: ViewerRun = Box::pin(run_viewer(
         inner.clone(),
@@ -1150,6 +1223,8 @@ async fn build_viewer(
             cancel,
             remote_sdp: sdp,
             gather_rx,
+            since: std::time::SystemTime::now(),
+            bytes,
         },
         run,
     ))

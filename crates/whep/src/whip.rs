@@ -173,6 +173,7 @@ pub(crate) async fn publish(
         Ok((pc, answer_sdp, rx, state_rx, gather_rx)) => {
             let etag = format!("\"{:016x}\"", random_u64());
             let cancel = Arc::new(Notify::new());
+            let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
             lock(&inner.state).publishers.insert(
                 resource.clone(),
                 Publisher {
@@ -183,6 +184,8 @@ pub(crate) async fn publish(
                         cancel: cancel.clone(),
                         remote_sdp: sdp,
                         gather_rx,
+                        since: std::time::SystemTime::now(),
+                        bytes: bytes.clone(),
                     },
                 },
             );
@@ -197,6 +200,7 @@ pub(crate) async fn publish(
                 rx,
                 state_rx,
                 cancel,
+                bytes,
             ));
             Ok(WhepAnswer {
                 sdp: answer_sdp,
@@ -358,6 +362,7 @@ async fn run(
     mut rx: mpsc::Receiver<Incoming>,
     mut state_rx: watch::Receiver<RTCPeerConnectionState>,
     cancel: Arc<Notify>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
 ) {
     use RTCPeerConnectionState as S;
     let mut out = Vec::new();
@@ -426,6 +431,7 @@ async fn run(
                 Some(Incoming::Rtp(kind, p)) => {
                     let now = Instant::now();
                     last_media = now;
+                    bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                     // One stream per kind: the first SSRC seen (other simulcast layers are
                     // left out; mixing them would corrupt the sequence).
                     let first = match kind {

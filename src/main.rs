@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod api;
 mod cuframes;
 mod ingest;
 mod logger;
@@ -282,13 +283,21 @@ fn block_stop_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        if TAKE_HUP.load(Ordering::Relaxed) {
+            libc::sigaddset(&mut set, libc::SIGHUP);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
+/// `serve` takes SIGHUP as "reload the configuration" (set before [`block_stop_signals`]).
+pub(crate) static TAKE_HUP: AtomicBool = AtomicBool::new(false);
+/// A SIGHUP came and was not handled yet.
+pub(crate) static RELOAD: AtomicBool = AtomicBool::new(false);
+
 /// Waits up to `d` for SIGINT or SIGTERM (blocked by [`block_stop_signals`]); true, with
-/// [`STOP`] set, when one came.
+/// [`STOP`] set, when one came. A SIGHUP (where taken) sets [`RELOAD`] and returns early.
 pub(crate) fn wait_stop(d: Duration) -> bool {
     let set = block_stop_signals();
     let ts = libc::timespec {
@@ -297,7 +306,9 @@ pub(crate) fn wait_stop(d: Duration) -> bool {
     };
     // SAFETY: `set` and `ts` are valid for the call; no siginfo is asked for.
     let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-    if r > 0 {
+    if r == libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else if r > 0 {
         STOP.store(true, Ordering::Relaxed);
     }
     STOP.load(Ordering::Relaxed)
@@ -439,6 +450,7 @@ fn main() -> ExitCode {
         }
         Cmd::Demo { seconds } => demo(seconds),
         Cmd::Serve(o) => {
+            TAKE_HUP.store(true, Ordering::Relaxed);
             block_stop_signals();
             serve::run(o)
         }

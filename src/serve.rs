@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use framecache::ingest::{Engine, IngestEvent, KeyConfig, Streams};
+use framecache::ingest::{Engine, IngestEvent, Streams};
 use framecache::whep::http::{HttpRequest, Page, Routes};
 use framecache::whep::{WhepConfig, WhepEngine};
 use serde::Deserialize;
@@ -70,6 +70,9 @@ pub struct ServeConfig {
     /// RTMP play settings.
     #[serde(default)]
     pub play: PlaySection,
+    /// The operator's control API (`/api/v1/`).
+    #[serde(default)]
+    pub api: ApiSection,
     /// Serve the HTTP listener (page, WHEP, API) over HTTPS with `tls_cert`/`tls_key`.
     pub https: Option<bool>,
     /// A bearer token `/metrics` requires (for the scraper). Default none: open.
@@ -86,6 +89,54 @@ pub struct ServeConfig {
     /// With stream keys configured, let anyone watch without the viewer token. Default false:
     /// when ingest needs keys, watching needs the token.
     pub public_view: Option<bool>,
+}
+
+/// `[api]`: the operator's control API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// The operator token (`Authorization: Bearer TOKEN`) the control API requires; without it
+    /// the API is off. Keep it apart from the viewer token.
+    pub token: Option<String>,
+}
+
+/// The keys and inputs of the configuration file `path`, as `reload` applies them.
+pub fn read_applied(path: &Path) -> Result<crate::api::Applied, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let cfg: ServeConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(applied(&cfg))
+}
+
+fn applied(cfg: &ServeConfig) -> crate::api::Applied {
+    crate::api::Applied {
+        keys: cfg
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.key.clone(),
+                    crate::api::KeySpec {
+                        slot: k.slot.clone().unwrap_or_else(|| k.key.clone()),
+                        passphrase: k.passphrase.clone(),
+                    },
+                )
+            })
+            .collect(),
+        inputs: cfg
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    i.slot.clone(),
+                    crate::api::InputSpec {
+                        urls: i.urls.clone(),
+                        timeout_ms: i.timeout_ms,
+                    },
+                )
+            })
+            .collect(),
+    }
 }
 
 /// `[play]`: RTMP play of the slots.
@@ -250,10 +301,9 @@ pub fn run(o: ServeOpts) -> CliResult {
         }
         _ => {}
     })));
-    for k in &cfg.keys {
-        let mut kc = KeyConfig::new(k.slot.as_deref().unwrap_or(&k.key));
-        kc.passphrase = k.passphrase.clone();
-        ingest.registry().register(&k.key, kc)?;
+    let at_start = applied(&cfg);
+    for (key, spec) in &at_start.keys {
+        crate::api::add_key(&ingest, key, spec)?;
     }
     // When ingest needs keys, watching (WHEP and RTMP play) needs the viewer token too.
     let viewer_token = cfg.whep.token.clone();
@@ -366,13 +416,7 @@ pub fn run(o: ServeOpts) -> CliResult {
         if urls.is_empty() {
             return Err(format!("[[inputs]] {}: urls is empty", i.slot).into());
         }
-        let mut t = framecache::ingest::InputTimeouts::default();
-        if let Some(ms) = i.timeout_ms {
-            t.connect = Duration::from_millis(ms);
-            t.idle = Duration::from_millis(ms);
-        }
-        ingest
-            .add_with_timeouts(&i.slot, &urls, t)
+        crate::api::add_input(&mut ingest, &i.slot, &at_start.inputs[&i.slot])
             .map_err(|e| format!("[[inputs]] {}: {e}", i.slot))?;
         let shown: Vec<String> = urls
             .iter()
@@ -453,12 +497,27 @@ pub fn run(o: ServeOpts) -> CliResult {
     if whip {
         whep.set_push_gate(Some(whip_gate));
     }
+    if cfg.api.token.as_deref().is_some_and(|t| t.len() < 16) {
+        return Err("[api] token: use at least 16 characters for the operator token".into());
+    }
+    if cfg.api.token.is_some() && cfg.api.token == cfg.whep.token {
+        return Err("[api] token must differ from the viewer token ([whep] token)".into());
+    }
+    let api = Arc::new(crate::api::Api::new(
+        cfg.api.token.clone(),
+        root.clone(),
+        ingest.clone(),
+        whep.clone(),
+        o.config.clone(),
+        at_start,
+    ));
     let routes = routes(
         root.clone(),
         whep.clone(),
         streams,
         cfg.metrics_token.clone(),
         transcoder.clone(),
+        api.clone(),
     );
     let listener = whep
         .handle()
@@ -500,6 +559,12 @@ pub fn run(o: ServeOpts) -> CliResult {
         };
         if wait.is_zero() || crate::wait_stop(wait.min(Duration::from_secs(1))) {
             break;
+        }
+        if crate::RELOAD.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            match api.reload() {
+                Ok(v) => eprintln!("framecache: serve: reloaded the configuration: {v}"),
+                Err(e) => eprintln!("framecache: serve: reload failed, nothing changed: {e}"),
+            }
         }
         // Renditions without viewers for a while stop.
         let ws = whep.stats();
@@ -565,10 +630,17 @@ fn routes(
     streams: Streams,
     metrics_token: Option<String>,
     transcoder: Transcoder,
+    api: Arc<crate::api::Api>,
 ) -> Routes {
     Arc::new(move |req: &HttpRequest| {
         let pq = req.path.as_str();
         let path = pq.split('?').next().unwrap_or(pq);
+        if path.starts_with("/api/v1/") {
+            return api.handle(req);
+        }
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            return None;
+        }
         let auth = req.authorization.as_deref();
         match path {
             "/" | "/index.html" => Some(Page {

@@ -337,6 +337,7 @@ fn build_request(r: &fc_whep_request) -> Result<http::HttpRequest> {
         origin: header(r.origin, "origin")?,
         body,
         body_too_large: false,
+        peer: None,
     };
     req.validate()
         .map_err(|e| Error::InvalidArg(format!("request: {e}")))?;

@@ -442,6 +442,8 @@ pub struct Engine {
     tls: Option<Arc<rustls::ServerConfig>>,
     hls_hosts: Vec<String>,
     observers: Arc<Observers>,
+    /// RTMP and SRT plays running, under one set of caps.
+    plays: Arc<rtmp::Plays>,
 }
 
 impl Engine {
@@ -488,6 +490,7 @@ impl Engine {
             play_tokens: rtmp::PlayTokens::default(),
             tls: None,
             hls_hosts: Vec::new(),
+            plays: Arc::default(),
         })
     }
 
@@ -573,6 +576,11 @@ impl Engine {
         &self.rt
     }
 
+    /// The RTMP and SRT plays running now, to list and end them.
+    pub fn plays(&self) -> &Arc<rtmp::Plays> {
+        &self.plays
+    }
+
     /// The settings the push listeners share, with slots labelled `source_type`.
     fn push_config(&self, source_type: &str) -> PushConfig {
         PushConfig {
@@ -639,6 +647,7 @@ impl Engine {
             play_tokens: self.play_tokens.clone(),
             read_interval: self.rtmp_read_interval,
             tls,
+            plays: self.plays.clone(),
         };
         let task = self
             .rt
@@ -661,6 +670,7 @@ impl Engine {
                     .unwrap_or_else(framecache_shm::slot::root_dir),
                 access: self.rtmp_play_access.clone(),
                 tokens: self.play_tokens.clone(),
+                plays: self.plays.clone(),
             }),
         };
         let l = srt::listen(addr, cfg, self.streams.clone())?;

@@ -52,6 +52,8 @@ pub struct RtmpServerConfig {
     /// Serve RTMPS: TLS with this identity before RTMP (see [`tls_identity`]). Publishers
     /// behind TLS are read as their data arrives.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The plays running (shared with the engine's other listeners: one set of caps).
+    pub plays: Arc<Plays>,
 }
 
 /// A TLS server identity for RTMPS from PEM files: the certificate chain (leaf first) and its
@@ -100,6 +102,7 @@ impl RtmpServerConfig {
             play_tokens: PlayTokens::default(),
             read_interval: DEFAULT_READ_INTERVAL,
             tls: None,
+            plays: Arc::default(),
         }
     }
 }
@@ -164,46 +167,83 @@ fn play_token(play_name: &str) -> Option<&str> {
     query.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
 
-/// The plays running now, by slot (RTMP and SRT play each keep one per listener).
+/// One running RTMP or SRT play, as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayInfo {
+    /// Its id (`rtmp-N`, `srt-N`): [`Plays::kick`] ends it.
+    pub id: String,
+    /// The slot played.
+    pub slot: String,
+    /// `rtmp`, `rtmps` or `srt`.
+    pub protocol: &'static str,
+    /// The reader's address.
+    pub peer: String,
+    /// `CLOCK_REALTIME` ns when it started.
+    pub since_ns: u64,
+    /// Payload bytes sent to it.
+    pub bytes: u64,
+}
+
+struct PlayEntry {
+    slot: String,
+    protocol: &'static str,
+    peer: String,
+    since_ns: u64,
+    bytes: Arc<AtomicU64>,
+    kicked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The plays running now (RTMP and SRT play of one engine share it): their places under the
+/// caps, and what an operator lists and ends.
 #[derive(Default)]
-pub(crate) struct Plays {
-    by_slot: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+pub struct Plays {
+    by_id: std::sync::Mutex<std::collections::BTreeMap<u64, PlayEntry>>,
+    next: AtomicU64,
 }
 
 /// One running play; frees its place when dropped.
 pub(crate) struct PlaySeat {
     plays: Arc<Plays>,
-    slot: String,
+    id: u64,
+    bytes: Arc<AtomicU64>,
+    kicked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PlaySeat {
+    /// Counts `n` bytes sent.
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the operator ended this play.
+    pub(crate) fn kicked(&self) -> bool {
+        self.kicked.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for PlaySeat {
     fn drop(&mut self) {
-        let mut m = self.plays.lock();
-        if let Some(n) = m.get_mut(&self.slot) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.slot);
-            }
-        }
+        self.plays.lock().remove(&self.id);
     }
 }
 
 impl Plays {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
-        self.by_slot.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, PlayEntry>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Which cap another play of `slot` would pass, if any.
     fn over(
-        m: &std::collections::HashMap<String, usize>,
+        m: &std::collections::BTreeMap<u64, PlayEntry>,
         a: &PlayAccess,
         slot: &str,
     ) -> Option<&'static str> {
-        let total: usize = m.values().sum();
-        if a.max_total != 0 && total >= a.max_total {
+        if a.max_total != 0 && m.len() >= a.max_total {
             return Some("the server's play limit is reached");
         }
-        if a.max_per_stream != 0 && m.get(slot).copied().unwrap_or(0) >= a.max_per_stream {
+        if a.max_per_stream != 0
+            && m.values().filter(|e| e.slot == slot).count() >= a.max_per_stream
+        {
             return Some("the stream's play limit is reached");
         }
         None
@@ -214,21 +254,70 @@ impl Plays {
         Self::over(&self.lock(), a, slot).is_none()
     }
 
-    /// Takes a place for a play of `slot`, or says which cap is reached.
+    /// Takes a place for a play of `slot` by `peer` over `protocol`, or says which cap is
+    /// reached.
     pub(crate) fn take(
         self: &Arc<Self>,
         a: &PlayAccess,
         slot: &str,
+        protocol: &'static str,
+        peer: &str,
     ) -> std::result::Result<PlaySeat, &'static str> {
         let mut m = self.lock();
         if let Some(why) = Self::over(&m, a, slot) {
             return Err(why);
         }
-        *m.entry(slot.to_string()).or_insert(0) += 1;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let kicked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        m.insert(
+            id,
+            PlayEntry {
+                slot: slot.to_string(),
+                protocol,
+                peer: peer.to_string(),
+                since_ns: framecache_shm::slot::realtime_ns(),
+                bytes: bytes.clone(),
+                kicked: kicked.clone(),
+            },
+        );
         Ok(PlaySeat {
             plays: self.clone(),
-            slot: slot.to_string(),
+            id,
+            bytes,
+            kicked,
         })
+    }
+
+    /// The plays running now.
+    pub fn list(&self) -> Vec<PlayInfo> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| PlayInfo {
+                id: format!("{}-{id}", e.protocol),
+                slot: e.slot.clone(),
+                protocol: e.protocol,
+                peer: e.peer.clone(),
+                since_ns: e.since_ns,
+                bytes: e.bytes.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Ends the play `id` (as listed): it stops within half a second. False when there is
+    /// none.
+    pub fn kick(&self, id: &str) -> bool {
+        let Some(n) = id.rsplit_once('-').and_then(|(_, n)| n.parse::<u64>().ok()) else {
+            return false;
+        };
+        let m = self.lock();
+        match m.get(&n).filter(|e| format!("{}-{n}", e.protocol) == id) {
+            Some(e) => {
+                e.kicked.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -255,11 +344,11 @@ pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Stream
         }
     };
     let ctx = Arc::new(Ctx {
+        plays: cfg.plays.clone(),
         cfg,
         streams,
         conn_ids: AtomicU64::new(0),
         pump,
-        plays: Arc::default(),
     });
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -672,7 +761,15 @@ fn on_event(
                     );
                 }
             }
-            let seat = match ctx.plays.take(&ctx.cfg.access, &slot) {
+            let protocol = if ctx.cfg.tls.is_some() {
+                "rtmps"
+            } else {
+                "rtmp"
+            };
+            let seat = match ctx
+                .plays
+                .take(&ctx.cfg.access, &slot, protocol, &peer.to_string())
+            {
                 Ok(s) => s,
                 Err(why) => return refuse(session, "NetStream.Play.Failed", why.into()),
             };
@@ -682,10 +779,8 @@ fn on_event(
                     let tx = play_tx.clone();
                     std::thread::Builder::new()
                         .name("rtmp-play".into())
-                        .spawn(move || {
-                            let _seat = seat; // the place is taken while the play runs
-                            play_thread(reader, tx)
-                        })
+                        // The place is taken while the play runs.
+                        .spawn(move || play_thread(reader, tx, &seat))
                         .map_err(Error::Io)?;
                     *play_stream = Some(stream_id);
                     log::info!("rtmp: {peer} plays slot {slot}");
@@ -762,7 +857,7 @@ fn metadata(streams: &[StreamInfo], video: Option<u32>, audio: Option<u32>) -> V
 /// its sequence header before its first packet (and again when the parameters change), then
 /// the packets, timestamps in ms from the first packet. The first video stream (H.264) and the
 /// first AAC or MP3 stream are played.
-fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
+fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>, seat: &PlaySeat) {
     let streams = r.streams();
     let video = streams
         .iter()
@@ -793,8 +888,15 @@ fn play_thread(r: PacketReader, tx: mpsc::Sender<PlayMsg>) {
     let mut video_start: Option<i64> = None;
     let mut buf = Vec::new();
     loop {
+        if seat.kicked() {
+            let _ = tx.blocking_send(PlayMsg::End("the operator ended this play".into()));
+            return;
+        }
         let f = match r.next(&mut buf, Duration::from_millis(500)) {
-            Ok(f) => f,
+            Ok(f) => {
+                seat.sent(f.info.size as usize);
+                f
+            }
             Err(Error::Timeout) => {
                 if tx.is_closed() {
                     return;

@@ -406,6 +406,8 @@ pub struct SrtPlay {
     pub access: crate::rtmp::PlayAccess,
     /// Viewer tokens of single slots (a slot's own passphrase, instead of the global one).
     pub tokens: crate::rtmp::PlayTokens,
+    /// The plays running (shared with the engine's other listeners: one set of caps).
+    pub plays: Arc<crate::rtmp::Plays>,
 }
 
 unsafe extern "C" fn on_listen(
@@ -561,8 +563,11 @@ pub fn listen(addr: SocketAddr, cfg: SrtListenerConfig, streams: Streams) -> Res
         registry: cfg.push.registry.clone(),
         api: s.api,
         events: cfg.push.events.clone(),
+        plays: cfg
+            .play
+            .as_ref()
+            .map_or_else(Default::default, |p| p.plays.clone()),
         play: cfg.play.clone(),
-        plays: Default::default(),
     });
     // SAFETY: ctx outlives the socket (kept in SrtListener and the accept thread).
     if unsafe { (s.api.listen_callback)(s.s, on_listen, Arc::as_ptr(&ctx) as *mut c_void) } < 0 {
@@ -686,9 +691,9 @@ fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()>
         .ok_or_else(|| Error::Rejected("SRT play is off".into()))?;
     let slot = ctx.play_slot(key);
     // The handshake checked the caps; of two readers racing for the last place, one goes.
-    let _seat = ctx
+    let seat = ctx
         .plays
-        .take(&play.access, &slot)
+        .take(&play.access, &slot, "srt", peer)
         .map_err(|why| Error::Rejected(format!("play of {slot}: {why}")))?;
     conn.set_i32(SRTO_SNDTIMEO, 1000)?;
     conn.set_i32(SRTO_LINGER, 0).ok();
@@ -699,6 +704,10 @@ fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()>
     )?;
     log::info!("srt: {peer} plays slot {slot}");
     loop {
+        if seat.kicked() {
+            log::info!("srt: {peer}: play of {slot} ended by the operator");
+            return Ok(());
+        }
         let bytes = match ts.next(Duration::from_millis(500)) {
             Ok(b) => b,
             Err(Error::Timeout) => continue,
@@ -709,6 +718,7 @@ fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()>
             Err(e) => return Err(e),
         };
         // Messages of whole TS packets, 7 at most (1316 bytes, SRT's live payload).
+        seat.sent(bytes.len());
         for chunk in bytes.chunks(1316) {
             conn.send(chunk).map_err(|e| {
                 Error::Protocol(format!(

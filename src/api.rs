@@ -51,6 +51,7 @@ pub struct Api {
     root: PathBuf,
     ingest: Arc<Mutex<Engine>>,
     streams: Streams,
+    plays: Arc<framecache::ingest::rtmp::Plays>,
     whep: WhepEngine,
     config: Option<PathBuf>,
     applied: Mutex<Applied>,
@@ -103,16 +104,16 @@ impl Api {
         config: Option<PathBuf>,
         applied: Applied,
     ) -> Api {
-        let streams = ingest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .streams()
-            .clone();
+        let (streams, plays) = {
+            let e = ingest.lock().unwrap_or_else(|e| e.into_inner());
+            (e.streams().clone(), e.plays().clone())
+        };
         Api {
             token,
             root,
             ingest,
             streams,
+            plays,
             whep,
             config,
             applied: Mutex::new(applied),
@@ -183,7 +184,7 @@ impl Api {
                 }
             }
             ("DELETE", ["viewers", id]) => {
-                if self.whep.kick(id) {
+                if self.whep.kick(id) || self.plays.kick(id) {
                     page(200, json!({"ended": id}))
                 } else {
                     not_found(&format!("viewer {id:?}"))
@@ -206,6 +207,7 @@ impl Api {
     fn streams(&self) -> Value {
         let root = &self.root;
         let peers = self.whep.peers();
+        let plays = self.plays.list();
         let applied = self.applied().clone();
         let mut out = Vec::new();
         let ids: Vec<String> = framecache::packet::list_slots(root)
@@ -233,7 +235,11 @@ impl Api {
             let viewers: Vec<Value> = peers
                 .iter()
                 .filter(|p| p.stream == id && p.protocol == "whep")
-                .map(|p| json!({"id": p.id, "protocol": p.protocol, "since_ms": p.since_ms, "bytes": p.bytes}))
+                .map(|p| json!({"id": p.id, "protocol": p.protocol, "peer": p.peer, "since_ms": p.since_ms, "bytes": p.bytes}))
+                .chain(plays.iter().filter(|p| p.slot == id).map(|p| {
+                    json!({"id": p.id, "protocol": p.protocol, "peer": p.peer,
+                           "since_ms": p.since_ns / 1_000_000, "bytes": p.bytes})
+                }))
                 .collect();
             let keys: Vec<&String> = applied
                 .keys

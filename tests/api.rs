@@ -435,13 +435,51 @@ fn control_api_against_its_openapi_description() {
     let id = id.unwrap_or_else(|| panic!("a viewer was answered: {head}"));
     let (_, l) = c.call("GET", "/api/v1/streams", "/api/v1/streams", op, None);
     let viewers = stream(&l, "pulled").unwrap()["viewers"].clone();
-    assert!(
-        viewers
+    let v = viewers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id.as_str());
+    let v = v.unwrap_or_else(|| panic!("viewer {id} listed: {viewers}"));
+    assert!(v["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");
+    // An RTMP play of the same stream, listed and ended by its id.
+    let mut play = Reaper(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "quiet", "-i"])
+            .arg(format!("rtmp://{}/live/pulled?token={VIEWER}", s.rtmp))
+            .args(["-f", "null", "-"])
+            .spawn()
+            .unwrap(),
+    );
+    let mut play_id = String::new();
+    wait_for("the RTMP play listed", Duration::from_secs(20), || {
+        let (_, l) = c.call("GET", "/api/v1/streams", "/api/v1/streams", op, None);
+        let vs = stream(&l, "pulled").unwrap()["viewers"].clone();
+        match vs
             .as_array()
             .unwrap()
             .iter()
-            .any(|v| v["id"] == id.as_str()),
-        "{viewers}"
+            .find(|v| v["protocol"] == "rtmp")
+        {
+            Some(v) if v["bytes"].as_u64() > Some(0) => {
+                assert!(v["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");
+                play_id = v["id"].as_str().unwrap().to_string();
+                true
+            }
+            _ => false,
+        }
+    });
+    let path = format!("/api/v1/viewers/{play_id}");
+    assert_eq!(
+        c.call("DELETE", "/api/v1/viewers/{id}", &path, op, None).0,
+        200
+    );
+    wait_for("the play ended", Duration::from_secs(10), || {
+        play.0.try_wait().unwrap().is_some()
+    });
+    assert_eq!(
+        c.call("DELETE", "/api/v1/viewers/{id}", &path, op, None).0,
+        404
     );
     let path = format!("/api/v1/viewers/{id}");
     assert_eq!(

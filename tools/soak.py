@@ -7,7 +7,8 @@ a UDP feed (stopped and started every --failover-s) and a file slate, RTMP and S
 (restarted when they end), and --viewers aiortc WHEP viewers that join and leave continuously
 (batches of --viewers viewers watching --watch-s seconds each, round robin over the streams).
 
-Every --sample-s it samples serve: RSS, open fds, threads, shm files and bytes under its root,
+Every --sample-s it samples serve: RSS (and its anonymous part, the heap: the rest is the
+slots' mapped pages, which grow until every ring page was written once), open fds, threads, shm files and bytes under its root,
 WHEP tasks, peer connections and viewers, and connected inputs; at each sample it also notes
 whether a viewer batch was running. It prints the series and, per quantity, the slope of a
 least-squares line (per minute), and with --json writes them to a file.
@@ -102,6 +103,10 @@ def sample(pid, root, http):
             k, _, v = line.partition(":")
             if k == "VmRSS":
                 s["rss_kib"] = int(v.split()[0])
+            elif k == "RssAnon":
+                # The heap: what would show a leak. (RssFile/RssShmem grow while the rings'
+                # pages are written for the first time, up to the slots' size.)
+                s["anon_kib"] = int(v.split()[0])
             elif k == "Threads":
                 s["threads"] = int(v)
     s["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
@@ -280,7 +285,7 @@ def run(a, py, procs, root, media):
             next_at = time.monotonic() + a.sample_s
     stop.set()
 
-    keys = ["rss_kib", "fds", "threads", "shm_files", "shm_bytes", "tokio_viewer_tasks",
+    keys = ["rss_kib", "anon_kib", "fds", "threads", "shm_files", "shm_bytes", "tokio_viewer_tasks",
             "peer_connections", "viewers", "feeds", "inputs_connected"]
     print("minute " + " ".join(f"{k:>12}" for k in keys))
     for s in samples:

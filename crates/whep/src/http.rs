@@ -54,7 +54,14 @@ pub struct HttpRequest {
     /// The body was longer than [`MAX_BODY`] and was not read (answered with 413 where a body
     /// is taken).
     pub body_too_large: bool,
+    /// The client's address, where the server knows it (shown to operators, used in the
+    /// input name of a WHIP publisher).
+    pub peer: Option<std::net::SocketAddr>,
 }
+
+/// The client address of a request, put into its extensions by [`serve`] for [`handle`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 impl HttpRequest {
     /// Checks what an HTTP parser would have refused: a method that is not a token, a path that
@@ -184,7 +191,7 @@ async fn serve_with(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     loop {
-        let (sock, _) = match listener.accept().await {
+        let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(_) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -197,7 +204,8 @@ async fn serve_with(
         let routes = routes.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
                 let engine = engine.clone();
                 let routes = routes.clone();
                 async move { Ok::<_, Infallible>(handle(&engine, routes.as_ref(), req).await) }
@@ -255,6 +263,7 @@ where
         origin: header(hyper::header::ORIGIN),
         body: Bytes::new(),
         body_too_large: false,
+        peer: req.extensions().get::<PeerAddr>().map(|p| p.0),
     };
     // Only a request that takes a body has it read (and limited) before the core sees it.
     if matches!(req.method(), &Method::POST | &Method::PATCH) {
@@ -372,7 +381,7 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
     }
     match (method, segs.len()) {
         ("POST", 2) => match engine
-            .offer(&stream, req.content_type.as_deref(), &req.body)
+            .offer_from(&stream, req.content_type.as_deref(), &req.body, req.peer)
             .await
         {
             Ok(a) => {
@@ -444,11 +453,12 @@ async fn route_whip(
             resp(413, Some("text/plain"), "request body too large\n")
         }
         ("POST", 2) => match engine
-            .publish(
+            .publish_from(
                 key,
                 req.authorization.as_deref(),
                 req.content_type.as_deref(),
                 &req.body,
+                req.peer,
             )
             .await
         {

@@ -287,6 +287,8 @@ struct Viewer {
     since: std::time::SystemTime,
     /// RTP payload bytes sent (viewers) or received (publishers).
     bytes: Arc<AtomicU64>,
+    /// The client's HTTP address, where known.
+    peer: Option<SocketAddr>,
 }
 
 /// One viewer or WHIP publisher, for an operator's list.
@@ -298,6 +300,8 @@ pub struct PeerInfo {
     pub stream: String,
     /// `whep` or `whip`.
     pub protocol: &'static str,
+    /// The client's address (of its HTTP request), where known.
+    pub peer: Option<String>,
     /// Unix time in ms when the offer was answered.
     pub since_ms: u64,
     /// RTP payload bytes sent to it (viewer) or received from it (publisher).
@@ -464,12 +468,23 @@ impl WhepEngine {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<WhepAnswer, WhepError> {
+        self.offer_from(stream, content_type, body, None).await
+    }
+
+    /// As [`WhepEngine::offer`], for a viewer at `peer` (listed to operators).
+    pub async fn offer_from(
+        &self,
+        stream: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        peer: Option<SocketAddr>,
+    ) -> Result<WhepAnswer, WhepError> {
         let inner = self.inner.clone();
         let stream = stream.to_string();
         let ct = content_type.map(str::to_string);
         let body = body.to_vec();
         self.handle
-            .spawn(async move { offer(inner, stream, ct, body).await })
+            .spawn(async move { offer(inner, stream, ct, body, peer).await })
             .await
             .unwrap_or_else(|e| Err(WhepError::Internal(format!("offer task failed: {e}"))))
     }
@@ -496,13 +511,27 @@ impl WhepEngine {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<WhepAnswer, WhepError> {
+        self.publish_from(key, authorization, content_type, body, None)
+            .await
+    }
+
+    /// As [`WhepEngine::publish`], for a publisher at `peer` (its input is then named
+    /// `whip://PEER/KEY` in events, logs and the operator's list).
+    pub async fn publish_from(
+        &self,
+        key: &str,
+        authorization: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+        peer: Option<SocketAddr>,
+    ) -> Result<WhepAnswer, WhepError> {
         let inner = self.inner.clone();
         let key = key.to_string();
         let cred = framecache_media::credential::bearer(authorization).map(str::to_string);
         let ct = content_type.map(str::to_string);
         let body = body.to_vec();
         self.handle
-            .spawn(async move { whip::publish(inner, key, cred, ct, body).await })
+            .spawn(async move { whip::publish(inner, key, cred, ct, body, peer).await })
             .await
             .unwrap_or_else(|e| Err(WhepError::Internal(format!("publish task failed: {e}"))))
     }
@@ -582,6 +611,7 @@ impl WhepEngine {
                     id: id.clone(),
                     stream: name.clone(),
                     protocol: "whep",
+                    peer: v.peer.map(|p| p.to_string()),
                     since_ms: ms(v.since),
                     bytes: v.bytes.load(Ordering::Relaxed),
                 })
@@ -590,6 +620,7 @@ impl WhepEngine {
                 id: id.clone(),
                 stream: p.key.clone(),
                 protocol: "whip",
+                peer: p.peer.peer.map(|a| a.to_string()),
                 since_ms: ms(p.peer.since),
                 bytes: p.peer.bytes.load(Ordering::Relaxed),
             }))
@@ -836,6 +867,7 @@ async fn offer(
     stream: String,
     ct: Option<String>,
     body: Vec<u8>,
+    peer: Option<SocketAddr>,
 ) -> Result<WhepAnswer, WhepError> {
     if !content_type_is(ct.as_deref(), "application/sdp") {
         return Err(WhepError::UnsupportedMediaType(format!(
@@ -979,7 +1011,7 @@ async fn offer(
         }
     };
 
-    match build_viewer(&inner, &stream, &feed, &parsed, sdp).await {
+    match build_viewer(&inner, &stream, &feed, &parsed, sdp, peer).await {
         Ok((answer, viewer, run)) => {
             let mut st = lock(&inner.state);
             let Some(s) = st.streams.get_mut(&stream) else {
@@ -1040,6 +1072,7 @@ async fn build_viewer(
     feed: &Arc<Feed>,
     parsed: &sdp::Offer,
     sdp: String,
+    peer: Option<SocketAddr>,
 ) -> Result<(WhepAnswer, Viewer, ViewerRun), WhepError> {
     let info = &feed.info;
     let h264 = sdp::choose_h264(parsed, info.profile_level_id.as_deref()).ok_or_else(|| {
@@ -1225,6 +1258,7 @@ async fn build_viewer(
             gather_rx,
             since: std::time::SystemTime::now(),
             bytes,
+            peer,
         },
         run,
     ))

@@ -118,6 +118,7 @@ pub(crate) async fn publish(
     credential: Option<String>,
     ct: Option<String>,
     body: Vec<u8>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<WhepAnswer, WhepError> {
     let gate = inner
         .push_gate
@@ -151,12 +152,14 @@ pub(crate) async fn publish(
     let resource = inner.new_id();
     // The gate creates the slot (file system work): off the async threads.
     let sink = {
-        let (key, res) = (key.clone(), resource.clone());
+        let key = key.clone();
+        // The publisher's address names its input; the resource id where it is not known.
+        let who = peer.map_or_else(|| resource.clone(), |p| p.to_string());
         tokio::task::spawn_blocking(move || {
             gate(&PushRequest {
                 key: &key,
                 credential: credential.as_deref(),
-                peer: &res,
+                peer: &who,
                 protocol: "whip",
             })
         })
@@ -186,6 +189,7 @@ pub(crate) async fn publish(
                         gather_rx,
                         since: std::time::SystemTime::now(),
                         bytes: bytes.clone(),
+                        peer,
                     },
                 },
             );

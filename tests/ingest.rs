@@ -644,7 +644,11 @@ fn srt_play_to_ffmpeg_and_srt_live_transmit() {
     // Reader 2: srt-live-transmit to stdout, 4 s.
     let out2 = root.path().join("r2.ts");
     let slt = Command::new("srt-live-transmit")
-        .arg(url(good).replace("%23", "#"))
+        .arg(
+            url(good)
+                .replace("%23", "#")
+                .replace("latency=200000", "latency=200"),
+        )
         .arg("file://con")
         .stdout(std::fs::File::create(&out2).unwrap())
         .stderr(Stdio::null())
@@ -690,6 +694,127 @@ fn srt_play_to_ffmpeg_and_srt_live_transmit() {
             );
         }
         Err(_) => common::skip("srt-live-transmit is not installed (apt install srt-tools)"),
+    }
+}
+
+/// SRT play for 30 s, every packet: the source has one keyframe, at its start, so a reader that
+/// joins while it is pushed starts there (play starts at the last keyframe) and must get every
+/// video packet of the source and its audio, through ffmpeg and srt-live-transmit at once.
+#[test]
+fn srt_play_of_thirty_seconds_delivers_every_packet() {
+    if !srt_available() {
+        return;
+    }
+    let root = TempRoot::new("ing-srt-play-30");
+    let src = encode(
+        root.path(),
+        "long.ts",
+        30,
+        &[
+            "-tune",
+            "zerolatency",
+            "-bf",
+            "0",
+            "-g",
+            "100000",
+            "-f",
+            "mpegts",
+        ],
+    );
+    let (src_v, src_a, _, _) = common::probe(&src);
+    let mut e = engine(&root);
+    e.set_play_access(
+        true,
+        framecache::ingest::rtmp::PlayAccess {
+            token: Some("viewer-pass-1234".into()),
+            ..Default::default()
+        },
+    );
+    let addr = e.listen_srt("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.registry().register("cam", KeyConfig::new("cam")).unwrap();
+    // What the slot itself gets, read from its first packet: the readers must get all of it.
+    let rootp = root.path().to_path_buf();
+    let slot_reader = std::thread::spawn(move || read_slot(&rootp, "cam", Duration::from_secs(5)));
+    let pusher = ffmpeg()
+        .args(["-re", "-i"])
+        .arg(&src)
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(format!("srt://{addr}?streamid=cam&latency=200000"))
+        .spawn()
+        .unwrap();
+    wait_for("the stream", Duration::from_secs(15), || {
+        e.stats("cam").is_some_and(|s| s.packets > 10)
+    });
+    let url = format!(
+        "srt://{addr}?streamid=#!::r=cam,m=request&latency=200000&passphrase=viewer-pass-1234"
+    );
+    let out1 = root.path().join("r1.ts");
+    let r1 = ffmpeg()
+        .args(["-i", &url, "-c", "copy", "-y"])
+        .arg(&out1)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out2 = root.path().join("r2.ts");
+    // (srt-live-transmit takes latency in ms, ffmpeg in µs.)
+    let slt = Command::new("srt-live-transmit")
+        .arg(url.replace("latency=200000", "latency=200"))
+        .arg("file://con")
+        .stdout(std::fs::File::create(&out2).unwrap())
+        .stderr(Stdio::null())
+        .spawn();
+    assert_success(&pusher.wait_with_output().unwrap());
+    // The writer left: the plays end, ffmpeg finishes its file.
+    let t = Instant::now();
+    let mut r1 = Reaper(r1);
+    while r1.0.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &r1.0.id().to_string()])
+        .status();
+    let _ = r1.0.wait();
+    let pushed = e.stats("cam").unwrap().packets;
+    let slot = slot_reader.join().unwrap();
+    assert!(slot.first_is_keyframe, "{slot:?}");
+    assert_eq!(slot.video + slot.audio, pushed, "{slot:?}");
+    // The slot is the reference of the play. (It misses a few of the source's units: measured
+    // 7 video and 22 audio of 900 and 1293, the pusher's last ones as it hangs up.)
+    assert!(slot.video + 15 >= src_v, "{slot:?} of {src_v}");
+    let mut files = vec![out1];
+    match slt {
+        Ok(mut c) => {
+            // It would wait for the stream to come back: SIGINT ends it, its output flushed.
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while c.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            drop(Reaper(c));
+            files.push(out2);
+        }
+        Err(_) => common::skip("srt-live-transmit is not installed (apt install srt-tools)"),
+    }
+    for f in files {
+        let (v, a, w, h) = common::probe(&f);
+        eprintln!(
+            "{}: {v} video, {a} audio; the slot {} and {}; the source {src_v} and {src_a}",
+            f.display(),
+            slot.video,
+            slot.audio
+        );
+        assert_eq!((w, h), (640, 360));
+        assert_eq!(v, slot.video, "{}: every video packet", f.display());
+        // Audio written before the first video keyframe is not played (play starts there).
+        assert!(
+            a <= slot.audio && a + 3 >= slot.audio,
+            "{}: {a} audio of {}",
+            f.display(),
+            slot.audio
+        );
     }
 }
 

@@ -713,6 +713,9 @@ fn player(conn: SrtSocket, peer: &str, key: &str, ctx: &ListenCtx) -> Result<()>
             Err(Error::Timeout) => continue,
             Err(Error::WriterGone) => {
                 log::info!("srt: {peer}: play of {slot} ended (the stream ended)");
+                // What is still in the send buffer goes out before the close (up to 5 s):
+                // the reader gets the stream to its end.
+                conn.set_i32(SRTO_LINGER, 5).ok();
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -12,9 +12,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{skip, Reaper, TempRoot};
+use common::{have, skip, wait_for, Reaper, TempRoot};
 use serde_json::Value;
 
 const OPERATOR: &str = "operator-token-0123456789";
@@ -207,22 +207,6 @@ impl Client<'_> {
         }
         (status, json)
     }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn stream<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{skip, Reaper, TempRoot};
+use common::{aiortc_python, have, skip, Reaper, TempRoot};
 
 /// Two namespaces and the veth between them, removed on drop.
 struct Hosts {
@@ -87,14 +87,6 @@ fn hosts(tag: &str) -> Result<Hosts, String> {
         return Err("cannot set up the veth pair between the namespaces".into());
     }
     Ok(h)
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A `framecache serve` in namespace `ns`, and every line it printed with when.
@@ -245,25 +237,6 @@ fn slate(dir: &Path) -> PathBuf {
     out
 }
 
-fn aiortc_python() -> Option<PathBuf> {
-    [
-        std::env::var("FC_AIORTC_PYTHON").ok().map(PathBuf::from),
-        std::env::var("HOME")
-            .ok()
-            .map(|h| PathBuf::from(h).join(".cache/framecache/aiortc-venv/bin/python")),
-        Some(PathBuf::from("python3")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| {
-        Command::new(p)
-            .args(["-c", "import aiortc"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// aiortc viewers in `ns`, started now; their JSON report when they end.
 fn viewers_in(ns: &str, py: &Path, url: &str, n: usize, secs: f64) -> std::process::Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/whep_aiortc.py");
@@ -334,25 +307,55 @@ fn feeding(edge: &Serve, since: Instant) -> Option<String> {
         })
 }
 
-#[test]
-fn origin_to_edge_over_impaired_srt_with_failover_to_a_slate_and_back() {
-    let h = match hosts("s") {
+/// What both cases need: the two hosts, aiortc, and slot roots with the slate in the edge's.
+struct Setup {
+    h: Hosts,
+    py: PathBuf,
+    oroot: TempRoot,
+    eroot: TempRoot,
+}
+
+/// The setup of the case `tag`, or `None` (skipped, with the reason) where a peer is missing.
+fn setup(tag: &str) -> Option<Setup> {
+    let h = match hosts(tag) {
         Ok(h) => h,
         Err(why) => {
             skip(&format!("origin → edge over two namespaces: {why}"));
-            return;
+            return None;
         }
     };
     if !have("ffmpeg") {
         skip("no ffmpeg (apt install ffmpeg)");
-        return;
+        return None;
     }
     let Some(py) = aiortc_python() else {
         skip("aiortc is not installed (pip install aiortc)");
+        return None;
+    };
+    let (oroot, eroot) = (
+        TempRoot::new(&format!("edge-origin-{tag}")),
+        TempRoot::new(&format!("edge-edge-{tag}")),
+    );
+    slate(eroot.path());
+    Some(Setup {
+        h,
+        py,
+        oroot,
+        eroot,
+    })
+}
+
+#[test]
+fn origin_to_edge_over_impaired_srt_with_failover_to_a_slate_and_back() {
+    let Some(Setup {
+        h,
+        py,
+        oroot,
+        eroot,
+    }) = setup("s")
+    else {
         return;
     };
-    let (oroot, eroot) = (TempRoot::new("edge-origin"), TempRoot::new("edge-edge"));
-    slate(eroot.path());
     let (origin, push) = start_origin(&h, oroot.path());
 
     // The link: 50 ms each way (100 ms RTT) and 1 % loss each way. With netem on both ends of
@@ -519,23 +522,15 @@ fn origin_to_edge_over_impaired_srt_with_failover_to_a_slate_and_back() {
 
 #[test]
 fn origin_to_edge_over_rtmp() {
-    let h = match hosts("r") {
-        Ok(h) => h,
-        Err(why) => {
-            skip(&format!("origin → edge over two namespaces: {why}"));
-            return;
-        }
-    };
-    if !have("ffmpeg") {
-        skip("no ffmpeg (apt install ffmpeg)");
-        return;
-    }
-    let Some(py) = aiortc_python() else {
-        skip("aiortc is not installed (pip install aiortc)");
+    let Some(Setup {
+        h,
+        py,
+        oroot,
+        eroot,
+    }) = setup("r")
+    else {
         return;
     };
-    let (oroot, eroot) = (TempRoot::new("edge-origin-r"), TempRoot::new("edge-edge-r"));
-    slate(eroot.path());
     let (_origin, _push) = start_origin(&h, oroot.path());
     let primary = format!("rtmp://{}:1935/live/cam1?token={TOKEN}", h.origin_ip);
     let t0 = Instant::now();

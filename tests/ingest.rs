@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{skip, Reaper, TempRoot};
+use common::{skip, wait_for, Reaper, TempRoot};
 use framecache::ingest::{
     Engine, IngestEvent, InputTimeouts, InputUrl, KeyConfig, Mounts, PullConfig, PullIngest,
     Streams,
@@ -88,14 +88,6 @@ fn assert_success(out: &std::process::Output) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn engine(root: &TempRoot) -> Engine {

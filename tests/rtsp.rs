@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Reaper, TempRoot};
+use common::{wait_for, Reaper, TempRoot};
 use framecache::ingest::rtsp;
 use framecache::packet::*;
 use framecache::Error;
@@ -38,14 +38,6 @@ fn ingest_with(
         c.env(k, v);
     }
     Reaper(c.spawn().unwrap())
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Exports `packets` packets of `slot` to `out`, waiting up to 20 s for the slot to appear.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{child_pids, cmdline, skip, Reaper, TempRoot};
+use common::{aiortc_python, child_pids, cmdline, have, skip, wait_for, Reaper, TempRoot};
 
 struct Serve {
     child: Reaper,
@@ -251,14 +251,6 @@ fn metric(s: &Serve, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Whether `/api/streams` lists `stream` as live (its own entry, not any stream's).
 fn is_live(s: &Serve, stream: &str) -> bool {
     let h = bearer(&s.viewer);
@@ -283,14 +275,6 @@ fn wait_not_live(s: &Serve, stream: &str) {
     wait_for(&format!("{stream} gone"), Duration::from_secs(20), || {
         !is_live(s, stream)
     });
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// ffmpeg pushing a live 640x360 H.264 (baseline, no B-frames) + AAC test pattern over RTMP.
@@ -327,25 +311,6 @@ fn push_with(rtmp: &str, key: &str, secs: u32, video: &[&str]) -> Reaper {
             .spawn()
             .expect("spawn ffmpeg"),
     )
-}
-
-fn aiortc_python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var("FC_AIORTC_PYTHON").ok().map(PathBuf::from),
-        // Where .ci/run installs it.
-        std::env::var("HOME")
-            .ok()
-            .map(|h| PathBuf::from(h).join(".cache/framecache/aiortc-venv/bin/python")),
-        Some(PathBuf::from("/opt/venv-aiortc/bin/python")),
-        Some(PathBuf::from("python3")),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import aiortc"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 /// Runs the aiortc WHEP client; returns its JSON report.
@@ -974,24 +939,11 @@ fn chromium_case(https: bool, src: Src) {
         }
     });
     let profile = root.path().with_extension("chromium-profile");
-    let _browser = Reaper(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-            ])
-            .args(["--no-first-run", "--disable-background-networking"])
-            .args(["--disable-component-update", "--disable-sync"])
-            .args(["--autoplay-policy=no-user-gesture-required"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--ignore-certificate-errors-spki-list={pin}"))
-            .arg(format!("{scheme}://{site_addr}/"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn chromium"),
+    let _browser = chromium_at(
+        chromium,
+        &format!("{scheme}://{site_addr}/"),
+        &profile,
+        &[format!("--ignore-certificate-errors-spki-list={pin}")],
     );
     // While the page watches: was cam1 watched as it is (a viewer, no rendition), and was a
     // rendition made?
@@ -1711,8 +1663,8 @@ fn test_site(pages: Vec<(&'static str, String)>) -> (String, mpsc::Receiver<Stri
     (addr, rx)
 }
 
-/// Headless Chromium on `url`, with a fake camera and microphone.
-fn chromium_at(chromium: &str, url: &str, profile: &Path) -> Reaper {
+/// Headless Chromium on `url`, with a fake camera and microphone, and `extra` flags.
+fn chromium_at(chromium: &str, url: &str, profile: &Path, extra: &[String]) -> Reaper {
     Reaper(
         Command::new(chromium)
             .args([
@@ -1729,6 +1681,7 @@ fn chromium_at(chromium: &str, url: &str, profile: &Path) -> Reaper {
                 "--use-fake-ui-for-media-stream",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1857,7 +1810,7 @@ fn chromium_publishes_over_whip_and_chromium_watches_over_whep() {
     );
     let (site, rx) = test_site(vec![("/pub", publisher), ("/watch", watcher)]);
     let pub_profile = root.path().with_extension("whip-pub-profile");
-    let _pub = chromium_at(chromium, &format!("http://{site}/pub"), &pub_profile);
+    let _pub = chromium_at(chromium, &format!("http://{site}/pub"), &pub_profile, &[]);
     let r = next_report(&rx, 60);
     assert_eq!(
         r.get("state").map(String::as_str),
@@ -1899,7 +1852,12 @@ fn chromium_publishes_over_whip_and_chromium_watches_over_whep() {
 
     // Another browser watches the key over WHEP.
     let watch_profile = root.path().with_extension("whip-watch-profile");
-    let _watch = chromium_at(chromium, &format!("http://{site}/watch"), &watch_profile);
+    let _watch = chromium_at(
+        chromium,
+        &format!("http://{site}/watch"),
+        &watch_profile,
+        &[],
+    );
     let w = next_report(&rx, 60);
     let num = |m: &std::collections::HashMap<String, String>, k: &str| {
         m.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(-1.0)

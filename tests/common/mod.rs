@@ -311,3 +311,40 @@ pub fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf, rcgen::KeyPair) {
         key,
     )
 }
+
+/// Calls `f` every 20 ms until it is true; fails the test after `timeout`, naming `what`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A Python that has aiortc: `$FC_AIORTC_PYTHON`, the venv `.ci/run` makes, or the system's.
+pub fn aiortc_python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var("FC_AIORTC_PYTHON").ok().map(PathBuf::from),
+        std::env::var("HOME")
+            .ok()
+            .map(|h| PathBuf::from(h).join(".cache/framecache/aiortc-venv/bin/python")),
+        Some(PathBuf::from("/opt/venv-aiortc/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .args(["-c", "import aiortc"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}

@@ -384,18 +384,12 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
             .offer_from(&stream, req.content_type.as_deref(), &req.body, req.peer)
             .await
         {
-            Ok(a) => {
-                let mut r = resp(201, Some("application/sdp"), a.sdp);
-                r.set("location", &format!("/whep/{stream}/{}", a.resource));
-                r.set("etag", &a.etag);
-                r.set("accept-patch", "application/trickle-ice-sdpfrag");
-                r
-            }
+            Ok(a) => created("whep", &stream, a),
             Err(e) => error(&e, retry),
         },
         ("PATCH", 3) => {
             let resource = segs[2];
-            match engine
+            let r = engine
                 .patch(
                     &stream,
                     resource,
@@ -403,39 +397,54 @@ async fn route(engine: &WhepEngine, routes: Option<&Routes>, req: HttpRequest) -
                     req.if_match.as_deref(),
                     &req.body,
                 )
-                .await
-            {
-                Ok(PatchOutcome::Applied) => resp(204, None, Bytes::new()),
-                Ok(PatchOutcome::Restarted { sdpfrag, etag }) => {
-                    let mut r = resp(200, Some("application/trickle-ice-sdpfrag"), sdpfrag);
-                    r.set("etag", &etag);
-                    r
-                }
-                Err(e) => error(&e, retry),
-            }
+                .await;
+            patched(r, retry)
         }
-        ("DELETE", 3) => {
-            // Idempotent: an unknown resource is already gone.
-            if engine.delete(&stream, segs[2]) {
-                resp(200, None, Bytes::new())
-            } else {
-                resp(204, None, Bytes::new())
-            }
-        }
-        ("POST", _) | ("PATCH", _) | ("DELETE", _) | ("GET", _) => {
-            let mut r = resp(405, Some("text/plain"), "method not allowed here\n");
-            r.set(
-                "allow",
-                if segs.len() == 2 {
-                    "POST, OPTIONS"
-                } else {
-                    "PATCH, DELETE, OPTIONS"
-                },
-            );
-            r
-        }
+        ("DELETE", 3) => deleted(engine.delete(&stream, segs[2])),
+        ("POST", _) | ("PATCH", _) | ("DELETE", _) | ("GET", _) => not_here(segs.len()),
         _ => resp(405, Some("text/plain"), "method not allowed\n"),
     }
+}
+
+/// `201` with the answer of an offer to `/PREFIX/NAME` and its resource's `Location`.
+fn created(prefix: &str, name: &str, a: super::WhepAnswer) -> HttpResponse {
+    let mut r = resp(201, Some("application/sdp"), a.sdp);
+    r.set("location", &format!("/{prefix}/{name}/{}", a.resource));
+    r.set("etag", &a.etag);
+    r.set("accept-patch", "application/trickle-ice-sdpfrag");
+    r
+}
+
+/// The answer to a PATCH (WHEP or WHIP).
+fn patched(r: Result<PatchOutcome, WhepError>, retry: u32) -> HttpResponse {
+    match r {
+        Ok(PatchOutcome::Applied) => resp(204, None, Bytes::new()),
+        Ok(PatchOutcome::Restarted { sdpfrag, etag }) => {
+            let mut r = resp(200, Some("application/trickle-ice-sdpfrag"), sdpfrag);
+            r.set("etag", &etag);
+            r
+        }
+        Err(e) => error(&e, retry),
+    }
+}
+
+/// The answer to a DELETE: idempotent, an unknown resource is already gone.
+fn deleted(existed: bool) -> HttpResponse {
+    resp(if existed { 200 } else { 204 }, None, Bytes::new())
+}
+
+/// 405 on `/PREFIX/NAME` (`segments` 2) or `/PREFIX/NAME/RESOURCE` (3), with `Allow`.
+fn not_here(segments: usize) -> HttpResponse {
+    let mut r = resp(405, Some("text/plain"), "method not allowed here\n");
+    r.set(
+        "allow",
+        if segments == 2 {
+            "POST, OPTIONS"
+        } else {
+            "PATCH, DELETE, OPTIONS"
+        },
+    );
+    r
 }
 
 /// `/whip/KEY` (POST an offer) and `/whip/KEY/RESOURCE` (PATCH, DELETE): the publisher's
@@ -462,52 +471,23 @@ async fn route_whip(
             )
             .await
         {
-            Ok(a) => {
-                let mut r = resp(201, Some("application/sdp"), a.sdp);
-                r.set("location", &format!("/whip/{key}/{}", a.resource));
-                r.set("etag", &a.etag);
-                r.set("accept-patch", "application/trickle-ice-sdpfrag");
-                r
-            }
+            Ok(a) => created("whip", key, a),
             Err(e) => error(&e, retry),
         },
-        ("PATCH", 3) => match engine
-            .patch_publisher(
-                key,
-                segs[2],
-                req.content_type.as_deref(),
-                req.if_match.as_deref(),
-                &req.body,
-            )
-            .await
-        {
-            Ok(PatchOutcome::Applied) => resp(204, None, Bytes::new()),
-            Ok(PatchOutcome::Restarted { sdpfrag, etag }) => {
-                let mut r = resp(200, Some("application/trickle-ice-sdpfrag"), sdpfrag);
-                r.set("etag", &etag);
-                r
-            }
-            Err(e) => error(&e, retry),
-        },
-        ("DELETE", 3) => {
-            if engine.unpublish(key, segs[2]) {
-                resp(200, None, Bytes::new())
-            } else {
-                resp(204, None, Bytes::new())
-            }
+        ("PATCH", 3) => {
+            let r = engine
+                .patch_publisher(
+                    key,
+                    segs[2],
+                    req.content_type.as_deref(),
+                    req.if_match.as_deref(),
+                    &req.body,
+                )
+                .await;
+            patched(r, retry)
         }
-        (_, n) => {
-            let mut r = resp(405, Some("text/plain"), "method not allowed here\n");
-            r.set(
-                "allow",
-                if n == 2 {
-                    "POST, OPTIONS"
-                } else {
-                    "PATCH, DELETE, OPTIONS"
-                },
-            );
-            r
-        }
+        ("DELETE", 3) => deleted(engine.unpublish(key, segs[2])),
+        (_, n) => not_here(n),
     }
 }
 

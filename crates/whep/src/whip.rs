@@ -57,20 +57,20 @@ enum Incoming {
     Rtp(RtpCodecKind, rtc::rtp::Packet),
 }
 
+/// A viewer's handler (gathering and connection state), and the tracks a publisher sends.
 struct PubHandler {
-    state_tx: watch::Sender<RTCPeerConnectionState>,
-    gather_tx: watch::Sender<bool>,
+    base: super::Handler,
     tx: mpsc::Sender<Incoming>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for PubHandler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        let _ = self.gather_tx.send(state == RTCIceGatheringState::Complete);
+        self.base.on_ice_gathering_state_change(state).await
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state_tx.send(state);
+        self.base.on_connection_state_change(state).await
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -275,8 +275,10 @@ async fn build(
     let (gather_tx, gather_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel(4096);
     let handler = Arc::new(PubHandler {
-        state_tx,
-        gather_tx,
+        base: super::Handler {
+            state_tx,
+            gather_tx,
+        },
         tx,
     });
     let pc = PeerConnectionBuilder::new()

@@ -602,11 +602,13 @@ fn control_api_against_its_openapi_description() {
         let (_, l) = c.call("GET", "/api/v1/streams", "/api/v1/streams", op, None);
         stream(&l, "fromfile").is_none_or(|x| x["inputs"].is_null())
     });
-    assert!(s
-        .said
-        .lock()
-        .unwrap()
-        .contains("reloaded the configuration"));
+    // (The list changes as the reload applies; its log line follows.)
+    wait_for("the reload's log line", Duration::from_secs(10), || {
+        s.said
+            .lock()
+            .unwrap()
+            .contains("reloaded the configuration")
+    });
     let p = publisher(&mut c, "cam1");
     assert_eq!(
         p["since_ms"], cam1_since,

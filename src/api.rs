@@ -159,7 +159,10 @@ impl Api {
             ("POST", ["inputs"]) => self.post_input(&req.body),
             ("DELETE", ["inputs", slot]) => {
                 let had = self.applied().inputs.remove(*slot).is_some();
-                if had | self.engine().remove(slot) {
+                // Engine::remove also unregisters the keys that feed the slot.
+                let removed = self.engine().remove(slot);
+                self.applied().keys.retain(|_, k| k.slot != *slot);
+                if had | removed {
                     page(200, json!({"removed": slot}))
                 } else {
                     not_found(&format!("pull inputs of slot {slot:?}"))
@@ -387,6 +390,11 @@ impl Api {
         for slot in have.inputs.keys().filter(|s| !want.inputs.contains_key(*s)) {
             e.remove(slot);
             removed.push(format!("input {slot}"));
+            // Engine::remove unregistered the keys of the slot too: those the file keeps
+            // come back.
+            for (key, spec) in want.keys.iter().filter(|(_, k)| &k.slot == slot) {
+                add_key(&e, key, spec).map_err(|err| format!("[[keys]] {key}: {err}"))?;
+            }
         }
         for key in have.keys.keys().filter(|k| !want.keys.contains_key(*k)) {
             e.registry().kick(key);

@@ -474,6 +474,13 @@ fn control_api_against_its_openapi_description() {
         c.call("DELETE", "/api/v1/viewers/{id}", &path, op, None).0,
         404
     );
+    // A key feeding the same slot goes with its inputs.
+    let k = r#"{"key": "pulledkey", "slot": "pulled"}"#;
+    assert_eq!(
+        c.call("POST", "/api/v1/keys", "/api/v1/keys", op, Some(k))
+            .0,
+        201
+    );
     assert_eq!(
         c.call(
             "DELETE",
@@ -484,6 +491,16 @@ fn control_api_against_its_openapi_description() {
         )
         .0,
         200
+    );
+    let (_, l) = c.call("GET", "/api/v1/streams", "/api/v1/streams", op, None);
+    assert!(
+        stream(&l, "pulled").is_none_or(|x| x["keys"].as_array().unwrap().is_empty()),
+        "{l}"
+    );
+    let path = "/api/v1/keys/pulledkey";
+    assert_eq!(
+        c.call("DELETE", "/api/v1/keys/{key}", path, op, None).0,
+        404
     );
     assert_eq!(
         c.call(

@@ -545,13 +545,27 @@ impl WhepEngine {
         if_match: Option<&str>,
         body: &[u8],
     ) -> Result<PatchOutcome, WhepError> {
+        let who = Peer::Publisher(key.to_string());
+        self.patch_peer(who, resource, content_type, if_match, body)
+            .await
+    }
+
+    /// A PATCH of `who`'s resource, run on the engine's runtime.
+    async fn patch_peer(
+        &self,
+        who: Peer,
+        resource: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        body: &[u8],
+    ) -> Result<PatchOutcome, WhepError> {
         let inner = self.inner.clone();
-        let (key, resource) = (key.to_string(), resource.to_string());
+        let resource = resource.to_string();
         let ct = content_type.map(str::to_string);
         let im = if_match.map(str::to_string);
         let body = body.to_vec();
         self.handle
-            .spawn(async move { patch(inner, Peer::Publisher(key), resource, ct, im, body).await })
+            .spawn(async move { patch(inner, who, resource, ct, im, body).await })
             .await
             .unwrap_or_else(|e| Err(WhepError::Internal(format!("patch task failed: {e}"))))
     }
@@ -579,15 +593,9 @@ impl WhepEngine {
         if_match: Option<&str>,
         body: &[u8],
     ) -> Result<PatchOutcome, WhepError> {
-        let inner = self.inner.clone();
-        let (stream, resource) = (stream.to_string(), resource.to_string());
-        let ct = content_type.map(str::to_string);
-        let im = if_match.map(str::to_string);
-        let body = body.to_vec();
-        self.handle
-            .spawn(async move { patch(inner, Peer::Viewer(stream), resource, ct, im, body).await })
+        let who = Peer::Viewer(stream.to_string());
+        self.patch_peer(who, resource, content_type, if_match, body)
             .await
-            .unwrap_or_else(|e| Err(WhepError::Internal(format!("patch task failed: {e}"))))
     }
 
     /// Handles `DELETE /whep/{stream}/{resource}`: removes the viewer at once (its counters
@@ -1064,6 +1072,39 @@ async fn wait_for_video_params(root: &std::path::Path, stream: &str, limit: Dura
     }
 }
 
+/// Applies the offer `sdp` to `pc`, answers it and waits for ICE gathering (at most the
+/// configured timeout); returns the answer with every candidate. Viewers and WHIP publishers.
+async fn answer_offer(
+    inner: &Inner,
+    pc: &Arc<dyn PeerConnection>,
+    sdp: &str,
+    gather_rx: &watch::Receiver<bool>,
+) -> Result<String, WhepError> {
+    let remote = RTCSessionDescription::offer(sdp.to_string())
+        .map_err(|e| WhepError::BadRequest(format!("bad offer: {e}")))?;
+    pc.set_remote_description(remote)
+        .await
+        .map_err(|e| WhepError::BadRequest(format!("offer refused: {e}")))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| WhepError::NotAcceptable(format!("no answer: {e}")))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| WhepError::Internal(format!("answer: {e}")))?;
+    let mut g = gather_rx.clone();
+    let gathered = tokio::time::timeout(inner.cfg.ice_gather_timeout, g.wait_for(|c| *c))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !gathered {
+        return Err(WhepError::GatherTimeout);
+    }
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| WhepError::Internal("no local description".into()))
+}
+
 type ViewerRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 async fn build_viewer(
@@ -1189,37 +1230,9 @@ async fn build_viewer(
             bytes: bytes.clone(),
         });
     }
-    let remote = match RTCSessionDescription::offer(sdp.clone()) {
-        Ok(d) => d,
-        Err(e) => return Err(fail(pc, WhepError::BadRequest(format!("bad offer: {e}")))),
-    };
-    if let Err(e) = pc.set_remote_description(remote).await {
-        return Err(fail(
-            pc,
-            WhepError::BadRequest(format!("offer refused: {e}")),
-        ));
-    }
-    let answer = match pc.create_answer(None).await {
+    let local_sdp = match answer_offer(inner, &pc, &sdp, &gather_rx).await {
         Ok(a) => a,
-        Err(e) => {
-            return Err(fail(
-                pc,
-                WhepError::NotAcceptable(format!("no answer: {e}")),
-            ))
-        }
-    };
-    if let Err(e) = pc.set_local_description(answer).await {
-        return Err(fail(pc, WhepError::Internal(format!("answer: {e}"))));
-    }
-    let mut g = gather_rx.clone();
-    let gathered = tokio::time::timeout(inner.cfg.ice_gather_timeout, g.wait_for(|c| *c))
-        .await
-        .is_ok_and(|r| r.is_ok());
-    if !gathered {
-        return Err(fail(pc, WhepError::GatherTimeout));
-    }
-    let Some(local) = pc.local_description().await else {
-        return Err(fail(pc, WhepError::Internal("no local description".into())));
+        Err(e) => return Err(fail(pc, e)),
     };
 
     let resource = inner.new_id();
@@ -1246,7 +1259,7 @@ async fn build_viewer(
     inner.tasks.fetch_add(1, Ordering::SeqCst);
     Ok((
         WhepAnswer {
-            sdp: local.sdp,
+            sdp: local_sdp,
             resource,
             etag: etag.clone(),
         },

@@ -21,7 +21,6 @@ use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS,
 };
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -309,29 +308,7 @@ async fn build(
                 .await
                 .map_err(|e| WhepError::Internal(format!("audio transceiver: {e}")))?;
         }
-        let remote = RTCSessionDescription::offer(sdp.to_string())
-            .map_err(|e| WhepError::BadRequest(format!("bad offer: {e}")))?;
-        pc.set_remote_description(remote)
-            .await
-            .map_err(|e| WhepError::BadRequest(format!("offer refused: {e}")))?;
-        let answer = pc
-            .create_answer(None)
-            .await
-            .map_err(|e| WhepError::NotAcceptable(format!("no answer: {e}")))?;
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| WhepError::Internal(format!("answer: {e}")))?;
-        let mut g = gather_rx.clone();
-        let gathered = tokio::time::timeout(inner.cfg.ice_gather_timeout, g.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !gathered {
-            return Err(WhepError::GatherTimeout);
-        }
-        pc.local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or_else(|| WhepError::Internal("no local description".into()))
+        super::answer_offer(inner, &pc, sdp, &gather_rx).await
     }
     .await;
     match result {

@@ -25,6 +25,7 @@ fi
 if [ "$target" = rtsp_session ] && [ -z "$(ls corpus/rtsp_session 2>/dev/null)" ]; then
   mkdir -p corpus/rtsp_session
   env -u RUSTFLAGS bash -c 'cd .. && cargo run --quiet -p framecache-ingest --example rtsp_seed' > corpus/rtsp_session/seed
+  env -u RUSTFLAGS bash -c 'cd .. && cargo run --quiet -p framecache-ingest --example rtsp_seed opus' > corpus/rtsp_session/seed-opus
 fi
 # A real H.264+AAC TS (cut byte first) so ts_media starts with PAT, PMT and PES to mutate.
 if [ "$target" = ts_media ] && [ -z "$(ls corpus/ts_media)" ] && command -v ffmpeg >/dev/null; then

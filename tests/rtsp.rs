@@ -315,25 +315,38 @@ fn rtsp_server_killed_and_restarted() {
     assert!(said.matches("connected rtsp://").count() >= 2, "{said}");
 }
 
-/// A presentation with nothing framecache takes is refused, naming what it offered; a stream
-/// it cannot take beside one it can is left out with a log line.
+/// Opus audio from a camera (GStreamer's `rtpopuspay`) is taken with its `OpusHead`: the
+/// export carries H.264 and Opus that ffmpeg decodes without a message.
+#[test]
+fn rtsp_pull_of_h264_and_opus() {
+    if !common::gst_rtsp_available() {
+        return;
+    }
+    let root = TempRoot::new("rtsp-opus");
+    let (_srv, port) = common::rtsp_server(&["--audio", "opus"]);
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    pull_and_check(&root, "camopus", &url, "h264", Some("opus"));
+}
+
+/// A stream framecache cannot take beside one it can (G.711 µ-law audio) is left out with a
+/// log line naming it; the video goes on alone.
 #[test]
 fn rtsp_streams_framecache_cannot_take() {
     if !common::gst_rtsp_available() {
         return;
     }
     let root = TempRoot::new("rtsp-codecs");
-    let (_srv, port) = common::rtsp_server(&["--audio", "opus"]);
-    let log = root.path().join("opus.log");
+    let (_srv, port) = common::rtsp_server(&["--audio", "pcmu"]);
+    let log = root.path().join("pcmu.log");
     let url = format!("rtsp://127.0.0.1:{port}/cam");
-    let _ing = ingest(&root, "camopus", &url, &log);
-    let ts = root.path().join("opus.ts");
-    export(&root, "camopus", 90, &ts);
+    let _ing = ingest(&root, "campcmu", &url, &log);
+    let ts = root.path().join("pcmu.ts");
+    export(&root, "campcmu", 90, &ts);
     let s = common::ffprobe_streams(&ts);
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0].codec, "h264");
     let said = std::fs::read_to_string(&log).unwrap();
-    assert!(said.to_lowercase().contains("audio/opus"), "{said}");
+    assert!(said.to_lowercase().contains("audio/pcmu"), "{said}");
 }
 
 /// Hostile bytes from a "camera": a mangled SDP, interleaved RTP with impossible NAL units

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     HOOK.call_once(|| {
         let fuzzer_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.location().is_some_and(|l| l.file().contains("/registry/src/")) {
+            if info.location().is_some_and(|l| {
+                let f = l.file();
+                f.contains("/registry/src/") || f.contains("third_party/")
+            }) {
                 return;
             }
             fuzzer_hook(info)

@@ -250,7 +250,8 @@ pub fn gst_rtsp_available() -> bool {
             "import gi; gi.require_version('GstRtspServer', '1.0'); \
             from gi.repository import Gst, GstRtspServer; Gst.init(None); \
             assert all(Gst.ElementFactory.find(e) for e in \
-            ['x264enc', 'x265enc', 'avenc_aac', 'rtph264pay', 'rtph265pay', 'rtpmp4gpay'])",
+            ['x264enc', 'x265enc', 'avenc_aac', 'rtph264pay', 'rtph265pay', 'rtpmp4gpay', \
+            'opusenc', 'rtpopuspay', 'mulawenc', 'rtppcmupay'])",
         ])
         .stderr(Stdio::null())
         .status()

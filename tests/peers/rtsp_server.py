@@ -2,7 +2,7 @@
 """A live RTSP camera for the tests: GStreamer's RTSP server (Debian's gst-rtsp-server through
 PyGObject), nobody here wrote it. Prints "PORT <n>" once it listens, then serves until killed.
 
-  rtsp_server.py [--port N] [--path /cam] [--video h264|h265] [--audio aac|opus|none]
+  rtsp_server.py [--port N] [--path /cam] [--video h264|h265] [--audio aac|opus|pcmu|none]
                  [--size 640x360] [--rate 30] [--user U --password P [--auth basic|digest]]
                  [--tls-cert CERT.pem --tls-key KEY.pem]   (RTSPS: RTSP over TLS)
 """
@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--path", default="/cam")
     ap.add_argument("--video", default="h264", choices=["h264", "h265"])
-    ap.add_argument("--audio", default="aac", choices=["aac", "opus", "none"])
+    ap.add_argument("--audio", default="aac", choices=["aac", "opus", "pcmu", "none"])
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--rate", type=int, default=30)
     ap.add_argument("--bitrate", type=int, default=1000, help="video kbit/s")
@@ -61,6 +61,11 @@ def main():
         audio = (
             " audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
             "audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay name=pay1 pt=97"
+        )
+    elif a.audio == "pcmu":
+        audio = (
+            " audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
+            "audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0"
         )
 
     server = GstRtspServer.RTSPServer()

@@ -11,9 +11,10 @@
 //! `FC_PACKET_DISCONTINUITY`.
 //!
 //! Taken: H.264 and H.265 video (Annex-B, parameter sets in-band on keyframes), AAC audio
-//! (raw, AudioSpecificConfig as its parameters). Other streams are left out with a log line
-//! naming them; a presentation with none of these is refused with the codecs it offered.
-//! Opus is not taken yet: retina 0.4 has no Opus depacketizer.
+//! (raw, AudioSpecificConfig as its parameters) and Opus audio (one packet per frame, an
+//! `OpusHead` as its parameters; the depacketizer is framecache's addition to its vendored
+//! retina, `third_party/retina`). Other streams are left out with a log line naming them; a
+//! presentation with none of these is refused with the codecs it offered.
 
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,7 @@ pub struct Chosen {
     pub clock_rate: u32,
 }
 
-/// Picks the first H.264/H.265 video and the first AAC audio of a presentation given as
+/// Picks the first H.264/H.265 video and the first AAC or Opus audio of a presentation given as
 /// (media, encoding name, clock rate) per stream. Returns the choice and a description of
 /// every stream left out (for the log, or for the error when nothing is taken).
 pub fn choose_streams(streams: &[(&str, &str, u32)]) -> (Vec<Chosen>, Vec<String>) {
@@ -161,6 +162,7 @@ pub fn choose_streams(streams: &[(&str, &str, u32)]) -> (Vec<Chosen>, Vec<String
             ("video", "h264") => Some(FC_CODEC_H264),
             ("video", "h265") => Some(FC_CODEC_HEVC),
             ("audio", "mpeg4-generic") => Some(FC_CODEC_AAC),
+            ("audio", "opus") => Some(FC_CODEC_OPUS),
             _ => None,
         };
         let is_video = |c: u32| c == FC_CODEC_H264 || c == FC_CODEC_HEVC;
@@ -211,7 +213,7 @@ impl RtspMapper {
         self.chosen.iter().position(|c| c.stream == stream)
     }
 
-    /// Codec parameters of `track` (Annex-B parameter sets, AudioSpecificConfig); sent on
+    /// Codec parameters of `track` (Annex-B parameter sets, AudioSpecificConfig, OpusHead); sent on
     /// when they differ from the last ones sent.
     pub fn params(&mut self, track: usize, data: Vec<u8>, out: MediaOut) -> Result<()> {
         if data.is_empty() || self.sent_params.get(track) == Some(&Some(data.clone())) {
@@ -273,7 +275,7 @@ fn params_of(p: Option<ParametersRef<'_>>) -> Vec<u8> {
 }
 
 /// How retina frames our packets: Annex-B with the parameter sets before every keyframe,
-/// raw AAC.
+/// raw AAC (Opus is always one raw packet per frame).
 const FORMAT: FrameFormat = FrameFormat {
     h26x_framing: retina::codec::h26x::Framing::AnnexB,
     parameter_set_insertion: ParameterSetInsertion::EachKeyFrame,
@@ -442,7 +444,7 @@ async fn session(
     let (chosen, left) = choose_streams(&view);
     if chosen.is_empty() {
         return Err(Error::UnsupportedFormat(format!(
-            "{name}: no stream framecache can take (H.264, H.265, AAC); offered: {}",
+            "{name}: no stream framecache can take (H.264, H.265, AAC, Opus); offered: {}",
             if left.is_empty() {
                 "none".to_string()
             } else {
@@ -640,20 +642,33 @@ pub fn fuzz_session(sdp: &[u8], media: &[u8]) -> (usize, Result<()>) {
 /// cut into FU-A fragments, and two AAC frames.
 #[doc(hidden)]
 pub fn sample_session() -> (Vec<u8>, Vec<u8>) {
+    sample_session_with(false)
+}
+
+/// [`sample_session`] with Opus audio instead of AAC (`opus`): two 20 ms packets, an empty
+/// payload (malformed, dropped as a loss) and a 10 ms one.
+#[doc(hidden)]
+pub fn sample_session_with(opus: bool) -> (Vec<u8>, Vec<u8>) {
     // SPS/PPS of a 64x64 constrained-baseline stream (x264).
     const SPS: &[u8] = &[
         0x67, 0x42, 0xC0, 0x0A, 0xD9, 0x0F, 0x88, 0x8C, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40,
         0x00, 0x00, 0x0F, 0x03, 0xC4, 0x89, 0x92,
     ];
     const PPS: &[u8] = &[0x68, 0xCB, 0x83, 0xCB, 0x20];
-    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fuzz\r\nt=0 0\r\n\
-        m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
-        a=fmtp:96 packetization-mode=1;profile-level-id=42c00a\r\na=control:trackID=0\r\n\
-        m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n\
+    let audio = if opus {
+        "m=audio 0 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n\
+        a=fmtp:97 sprop-stereo=1\r\na=control:trackID=1\r\n"
+    } else {
+        "m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n\
         a=fmtp:97 streamtype=5;profile-level-id=2;mode=AAC-hbr;config=1190;sizelength=13;\
         indexlength=3;indexdeltalength=3\r\na=control:trackID=1\r\n"
-        .as_bytes()
-        .to_vec();
+    };
+    let sdp = format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=fuzz\r\nt=0 0\r\n\
+        m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 packetization-mode=1;profile-level-id=42c00a\r\na=control:trackID=0\r\n{audio}"
+    )
+    .into_bytes();
     let rtp = |ch: u8, pt: u8, seq: u16, ts: u32, marker: bool, payload: &[u8]| {
         let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
         p.extend_from_slice(&seq.to_be_bytes());
@@ -682,6 +697,19 @@ pub fn sample_session() -> (Vec<u8>, Vec<u8>) {
     ));
     media.extend(rtp(0, 96, 3, 3000, false, &[0x7C, 0x81, 0x9A, 0x02, 0x03]));
     media.extend(rtp(0, 96, 4, 3000, true, &[0x7C, 0x41, 0x04, 0x05]));
+    if opus {
+        // TOC 0xfc: CELT fullband 20 ms, one frame; 0xf4: CELT fullband 10 ms.
+        let packets: [(u32, &[u8]); 4] = [
+            (0, &[0xfc, 0xff, 0xfe]),
+            (960, &[0xfc, 0x01, 0x02]),
+            (1920, &[]),
+            (2880, &[0xf4, 0x03]),
+        ];
+        for (i, (ts, p)) in packets.into_iter().enumerate() {
+            media.extend(rtp(2, 97, 10 + i as u16, ts, true, p));
+        }
+        return (sdp, media);
+    }
     for (i, ts) in [0u32, 1024].into_iter().enumerate() {
         // AU-headers-length 16 bits, one header: size 4 (13 bits), index 0 (3 bits).
         let au = [0x00, 0x10, 0x00, 0x20, 0x21, 0x10, 0x04, 0x60];
@@ -760,9 +788,69 @@ mod tests {
         );
         assert_eq!(left.len(), 3);
         assert!(left[0].contains("vnd.onvif.metadata") && left[2].contains("PCMU"));
-        let (c, left) = choose_streams(&[("video", "JPEG", 90000), ("audio", "opus", 48000)]);
+        let (c, left) = choose_streams(&[("video", "JPEG", 90000), ("audio", "G726-32", 8000)]);
         assert!(c.is_empty());
-        assert_eq!(left, vec!["video/JPEG", "audio/opus"]);
+        assert_eq!(left, vec!["video/JPEG", "audio/G726-32"]);
+        let (c, _) = choose_streams(&[("audio", "opus", 48000), ("audio", "mpeg4-generic", 48000)]);
+        assert_eq!(
+            c,
+            vec![Chosen {
+                stream: 0,
+                codec: FC_CODEC_OPUS,
+                clock_rate: 48000
+            }]
+        );
+    }
+
+    /// Opus from a camera: an `OpusHead` as the track's parameters, one packet per frame at
+    /// its RTP time, a malformed (empty) packet dropped and flagged on the next one.
+    #[test]
+    fn opus_audio_is_taken_with_its_opus_head() {
+        let (sdp, media) = sample_session_with(true);
+        let (h, port) = fake_camera(sdp, media, 1, Duration::from_secs(2)).unwrap();
+        let u = RtspUrl::parse(&format!("rtsp://127.0.0.1:{port}/cam")).unwrap();
+        let t = InputTimeouts {
+            connect: Duration::from_millis(1000),
+            idle: Duration::from_millis(300),
+        };
+        let mut got = Vec::new();
+        let _ = run(&u, t, &StopFlag::default(), &mut |m: Media| {
+            got.push(m);
+            Ok(())
+        });
+        h.join().unwrap();
+        let Some(Media::Tracks(tracks)) = got.first() else {
+            panic!("{got:?}")
+        };
+        assert_eq!(tracks[1].codec, FC_CODEC_OPUS);
+        assert_eq!(tracks[1].timebase, (1, 48000));
+        let head = got.iter().find_map(|m| match m {
+            Media::Params { track: 1, data } => Some(data.clone()),
+            _ => None,
+        });
+        let head = head.expect("an OpusHead");
+        assert_eq!((&head[..8], head[9], head.len()), (&b"OpusHead"[..], 2, 19));
+        let frames: Vec<_> = got
+            .iter()
+            .filter_map(|m| match m {
+                Media::Frame {
+                    track: 1,
+                    pts,
+                    discontinuity,
+                    data,
+                    ..
+                } => Some((*pts, *discontinuity, data.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            vec![
+                (0, false, vec![0xfc, 0xff, 0xfe]),
+                (960, false, vec![0xfc, 0x01, 0x02]),
+                (2880, true, vec![0xf4, 0x03]),
+            ]
+        );
     }
 
     #[test]

@@ -273,15 +273,15 @@ impl Transcoder {
     pub fn rendition(&self, stream: &str, why: &str) -> Result<String, String> {
         if !self.enabled {
             return Err(
-                "transcoding is off on this server (transcode = false); push the \
-                        stream without B-frames (x264/ffmpeg: -bf 0) and as H.264"
+                "transcoding is off on this server (transcode = false); push H.264 that \
+                 browsers decode as it is (x264/ffmpeg: -profile:v baseline -bf 0)"
                     .into(),
             );
         }
         if (self.forbidden)(stream) {
             return Err(format!(
-                "transcoding is off for {stream} ([[keys]] transcode = false); push it without \
-                 B-frames (x264/ffmpeg: -bf 0) and as H.264"
+                "transcoding is off for {stream} ([[keys]] transcode = false); push H.264 \
+                 that browsers decode as it is (x264/ffmpeg: -profile:v baseline -bf 0)"
             ));
         }
         let (rendition, started) = {
@@ -503,7 +503,9 @@ impl Transcoder {
                 r.cpu_percent = 100.0 * (cpu - r.last_cpu.0).max(0.0) / dt;
                 r.last_cpu = (cpu, now);
             }
-            if viewers(stream) > 0 {
+            // Viewers of the stream fed from the rendition, and viewers whose offers did not
+            // take the source's H.264 profile, who watch the rendition under its own name.
+            if viewers(stream) + viewers(&r.rendition) > 0 {
                 r.idle_since = None;
             } else if r.idle_since.is_none() {
                 r.idle_since = Some(now);

@@ -302,10 +302,9 @@ fn push_with(rtmp: &str, key: &str, secs: u32, video: &[&str]) -> Reaper {
                 "-preset",
                 "ultrafast",
             ])
+            .args(["-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac"])
             .args(video)
-            .args([
-                "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv",
-            ])
+            .args(["-f", "flv"])
             .arg(format!("rtmp://{rtmp}/live/{key}"))
             .stdin(Stdio::null())
             .spawn()
@@ -621,6 +620,12 @@ enum Src {
     BFrames,
     /// SRT, HEVC + AAC: transcoded.
     HevcSrt,
+    /// RTMP, x264 High without B-frames + AAC: Chromium takes High (it offers High 4:4:4
+    /// Predictive), so it is passed through.
+    High,
+    /// RTMP, x264 High 10 without B-frames + AAC: inside the High 4:4:4 Predictive that
+    /// Chromium offers, so passed through too.
+    High10,
     /// SRT, one MPEG-TS stream whose H.264 turns from baseline to B-frames after 12 s:
     /// watched from before the switch, the viewer moves to the rendition and keeps playing.
     SwitchSrt,
@@ -643,6 +648,20 @@ fn chromium_plays_a_b_frame_push_through_the_transcoder() {
 #[test]
 fn chromium_plays_an_hevc_srt_push_through_the_transcoder() {
     chromium_case(false, Src::HevcSrt);
+}
+
+/// High profile without B-frames (OBS with B-frames 0): Chromium decodes it as it is.
+#[test]
+fn chromium_plays_a_high_profile_push_as_it_is() {
+    chromium_case(false, Src::High);
+}
+
+/// High 10 without B-frames: Chromium offers High 4:4:4 Predictive, which contains it, and
+/// decodes it as it is. (A viewer that offers only the baselines, as aiortc and Firefox do,
+/// gets a rendition: `a_viewer_that_does_not_take_the_sources_profile_watches_the_rendition`.)
+#[test]
+fn chromium_plays_a_high_10_push_as_it_is() {
+    chromium_case(false, Src::High10);
 }
 
 /// A source that switches from baseline to B-frames mid-stream (new parameters) keeps playing.
@@ -781,6 +800,27 @@ fn chromium_case(https: bool, src: Src) {
     let _p = match src {
         Src::Baseline => push(&s.rtmp, "cam1", 60),
         Src::BFrames => push_with(&s.rtmp, "cam1", 60, &["-profile:v", "high", "-bf", "3"]),
+        Src::High => push_with(
+            &s.rtmp,
+            "cam1",
+            60,
+            &["-preset", "veryfast", "-profile:v", "high", "-bf", "0"],
+        ),
+        Src::High10 => push_with(
+            &s.rtmp,
+            "cam1",
+            60,
+            &[
+                "-preset",
+                "veryfast",
+                "-profile:v",
+                "high10",
+                "-pix_fmt",
+                "yuv420p10le",
+                "-bf",
+                "0",
+            ],
+        ),
         Src::HevcSrt => push_srt(
             &s.srt,
             "cam1",
@@ -1296,6 +1336,91 @@ fn aiortc_on_a_b_frame_source_twenty_joins_and_rtmp_play_of_the_rendition() {
         v["frames"].as_u64().unwrap() >= 150,
         "played on after the restart: {rep}"
     );
+}
+
+/// A source whose H.264 profile one viewer's offer takes and another's does not (High without
+/// B-frames; aiortc offers only the baselines): the first is passed through, the second
+/// watches the rendition under its own name, and both play.
+#[test]
+fn a_viewer_that_does_not_take_the_sources_profile_watches_the_rendition() {
+    let Some(py) = aiortc_python() else {
+        skip("aiortc is not installed (pip install aiortc)");
+        return;
+    };
+    if !have("ffmpeg") {
+        skip("no ffmpeg (apt install ffmpeg)");
+        return;
+    }
+    let root = TempRoot::new("whep-profile");
+    let s = serve(&root, "profile", "", false);
+    // x264 signals the lowest profile its tools need: 8x8 transforms (veryfast) make it High.
+    let high = ["-preset", "veryfast", "-profile:v", "high", "-bf", "0"];
+    let _pusher = push_with(&s.rtmp, "cam1", 90, &high);
+    wait_live(&s, "cam1");
+    let h = bearer(&s.viewer);
+    let streams = || {
+        let r = http(&s.http, "GET", "/api/streams", &with(&h), b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    let viewers_of = |list: &serde_json::Value, id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .and_then(|e| e["viewers"].as_u64())
+    };
+
+    // An offer with High: the source as it is, in its own profile; no rendition.
+    let high_offer =
+        offer(true, true).replace("profile-level-id=42e01f", "profile-level-id=64001f");
+    let r = post(&s, "cam1", &with(&h), &high_offer);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.contains("profile-level-id=64001f"), "{}", r.body);
+    let list = streams();
+    assert_eq!(viewers_of(&list, "cam1"), Some(1), "{list}");
+    assert_eq!(viewers_of(&list, "cam1-webrtc"), None, "{list}");
+
+    // aiortc offers only 42001f and 42e01f: it gets the constrained-baseline rendition.
+    let url = format!("http://{}/whep/cam1", s.http);
+    let rep = aiortc(&py, &url, 1, 5.0, &["--no-delete"]);
+    let v = &rep["viewers"][0];
+    assert_eq!(v["status"], 201, "{v}");
+    assert!(v["frames"].as_u64().unwrap() >= 60, "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert!(v["audio_frames"].as_u64().unwrap() > 20, "{v}");
+    let list = streams();
+    assert_eq!(viewers_of(&list, "cam1-webrtc"), Some(1), "{list}");
+    let cam = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "cam1")
+        .unwrap();
+    assert_eq!(cam["transcoding"]["rendition"], "cam1-webrtc", "{list}");
+
+    // The same baseline-only offer by hand: its answer is constrained baseline.
+    let r = post(&s, "cam1", &with(&h), &offer(true, true));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.contains("profile-level-id=42e01f"), "{}", r.body);
+
+    // Where transcoding is off, that offer gets 422 naming the profile and the fix; the
+    // High offer still plays.
+    let s2 = serve(&root, "profile-off", "transcode = false\n", false);
+    let _pusher2 = push_with(&s2.rtmp, "cam2", 30, &high);
+    wait_live(&s2, "cam2");
+    let h2 = bearer(&s2.viewer);
+    let r = post(&s2, "cam2", &with(&h2), &offer(true, true));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("High") && r.body.contains("-profile:v baseline"),
+        "{}",
+        r.body
+    );
+    let r = post(&s2, "cam2", &with(&h2), &high_offer);
+    assert_eq!(r.status, 201, "{}", r.body);
 }
 
 fn fd_count(pid: u32) -> usize {

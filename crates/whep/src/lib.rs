@@ -907,8 +907,11 @@ async fn offer(
     }
 
     // Reserve a place (the caps count offers in progress) and find or start the feed; a
-    // stream browsers cannot play as it is is fed from a rendition the host makes.
+    // stream browsers cannot play as it is is fed from a rendition the host makes. A viewer
+    // whose offer does not decode the source's H.264 profile (while others may) watches the
+    // rendition as a stream of its own, under the rendition's name (`key`).
     let mut source = stream.clone();
+    let mut key = stream.clone();
     let feed = loop {
         // Ok(feed), or Err(why) when a rendition is needed (made outside the lock).
         let step: Result<Arc<Feed>, String> = 'step: {
@@ -923,7 +926,7 @@ async fn offer(
             }
             let reuse = st
                 .streams
-                .get(&stream)
+                .get(&key)
                 .filter(|s| s.feed.ended().is_none())
                 .map(|s| s.feed.clone());
             let feed = match reuse {
@@ -933,7 +936,7 @@ async fn offer(
                         .cfg
                         .renditions
                         .clone()
-                        .filter(|_| source == stream)
+                        .filter(|_| source == stream && key == stream)
                         .map(|make| feed::Switch {
                             root: inner.root.clone(),
                             stream: stream.clone(),
@@ -959,10 +962,8 @@ async fn offer(
                             Err(FeedError::NeedsTranscode(why)) if source == stream => {
                                 if inner.cfg.renditions.is_none() {
                                     return Err(WhepError::Unprocessable(format!(
-                                    "{why}, and this server does not transcode; push it without \
-                                 B-frames (x264/ffmpeg: -bf 0 or -tune zerolatency; OBS: \
-                                 B-frames 0 or profile baseline) and as H.264"
-                                )));
+                                        "{why}, and this server does not transcode; {PLAYABLE}"
+                                    )));
                                 }
                                 break 'step Err(why);
                             }
@@ -974,7 +975,7 @@ async fn offer(
                             Err(FeedError::Other(why)) => return Err(WhepError::Internal(why)),
                         };
                     // A feed of a previous source that ended: its viewers are being torn down.
-                    if let Some(old) = st.streams.remove(&stream) {
+                    if let Some(old) = st.streams.remove(&key) {
                         old.feed.stop();
                         let n = old.viewers.len() + old.pending;
                         st.total -= n;
@@ -983,7 +984,7 @@ async fn offer(
                         }
                     }
                     st.streams.insert(
-                        stream.clone(),
+                        key.clone(),
                         StreamState {
                             feed: f.clone(),
                             viewers: HashMap::new(),
@@ -993,18 +994,43 @@ async fn offer(
                     f
                 }
             };
-            let s = st.streams.get_mut(&stream).expect("inserted above");
+            let s = st.streams.get_mut(&key).expect("inserted above");
             if s.viewers.len() + s.pending >= inner.cfg.max_viewers_per_stream {
                 // A cap of 0: the feed just started for this offer must not outlive it.
-                st.release_if_idle(&stream);
+                st.release_if_idle(&key);
                 return Err(WhepError::StreamFull {
-                    stream,
+                    stream: key,
                     max: inner.cfg.max_viewers_per_stream,
                 });
             }
             s.pending += 1;
             st.total += 1;
             Ok(feed)
+        };
+        // A feed this viewer's offer cannot decode (its H.264 profile): the viewer alone goes
+        // to the rendition.
+        let step = match step {
+            Ok(f) if key == stream => {
+                match sdp::h264_accepts(&parsed, f.info.profile_level_id.as_deref()) {
+                    Ok(()) => break f,
+                    Err(why) => {
+                        inner.unreserve(&key);
+                        let Some(make) = inner.cfg.renditions.clone() else {
+                            return Err(WhepError::Unprocessable(format!(
+                                "{why}, and this server does not transcode; {PLAYABLE}"
+                            )));
+                        };
+                        let (s2, w2) = (stream.clone(), why.clone());
+                        source = tokio::task::spawn_blocking(move || make(&s2, &w2))
+                            .await
+                            .map_err(|e| WhepError::Internal(e.to_string()))?
+                            .map_err(|e| WhepError::Unprocessable(format!("{why}; {e}")))?;
+                        key = source.clone();
+                        continue;
+                    }
+                }
+            }
+            other => other,
         };
         match step {
             Ok(f) => break f,
@@ -1019,15 +1045,15 @@ async fn offer(
         }
     };
 
-    match build_viewer(&inner, &stream, &feed, &parsed, sdp, peer).await {
+    match build_viewer(&inner, &key, &feed, &parsed, sdp, peer).await {
         Ok((answer, viewer, run)) => {
             let mut st = lock(&inner.state);
-            let Some(s) = st.streams.get_mut(&stream) else {
+            let Some(s) = st.streams.get_mut(&key) else {
                 // The stream was torn down meanwhile (source restarted or shutdown).
                 drop(st);
                 viewer.cancel.notify_one();
                 tokio::spawn(run);
-                return Err(WhepError::NotLive(format!("stream {stream} stopped")));
+                return Err(WhepError::NotLive(format!("stream {key} stopped")));
             };
             s.pending -= 1;
             s.viewers.insert(answer.resource.clone(), viewer);
@@ -1037,11 +1063,15 @@ async fn offer(
             Ok(answer)
         }
         Err(e) => {
-            inner.unreserve(&stream);
+            inner.unreserve(&key);
             Err(e)
         }
     }
 }
+
+/// What a publisher can change so that browsers play a stream as it is.
+const PLAYABLE: &str = "push H.264 that browsers decode as it is (x264/ffmpeg: -profile:v \
+    baseline -bf 0, or -tune zerolatency; OBS: profile baseline, B-frames 0)";
 
 /// Waits until the video stream of packet slot `stream` has codec parameters, at most
 /// `limit`; false if they did not come (true at once when there is no such slot or no video:

@@ -11,8 +11,11 @@ use framecache_shm::slot::get_cstr;
 
 /// Magic of a cuframes control block.
 pub const CUFRAMES_MAGIC: [u8; 8] = *b"FCCUFRMS";
-/// Protocol version of the control block and of the socket protocol.
+/// Version of the control block's layout (written in its header), and the first version of the
+/// socket protocol. Version 2 of the protocol did not change the layout, so it stays 1.
 pub const FC_CUFRAMES_PROTO_VERSION: u32 = 1;
+/// Highest socket-protocol version this library speaks (2: the packet ring, CUFRAMES.md §10).
+pub const FC_CUFRAMES_PROTO_MAX: u32 = 2;
 /// Size of [`CuframesHeader`].
 pub const FC_CUFRAMES_HEADER_SIZE: usize = 512;
 /// Size of one [`CuSlotDesc`].

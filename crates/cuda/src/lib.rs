@@ -37,7 +37,7 @@ use std::sync::Arc;
 pub use backend::{Backend, DevPtr, Event, HostBackend, Stream};
 pub use driver::{cuda_available, CudaBackend};
 pub use layout::CuFrameMeta;
-pub use publisher::{BufferRef, Publisher, PublisherConfig, PublisherStats};
+pub use publisher::{packet_slot_id, BufferRef, Publisher, PublisherConfig, PublisherStats};
 pub use subscriber::{Hold, Subscriber, SubscriberConfig, SubscriberStats};
 
 use framecache_shm::error::{Error, Result};

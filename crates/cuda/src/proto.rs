@@ -11,8 +11,13 @@ pub const MAX_VALUE: usize = 65536;
 pub const HELLO_MAGIC: u32 = 0x4643_4346;
 /// Capability bit: send `REVOKED` notices.
 pub const CAP_REVOKE_NOTICES: u64 = 1;
+/// Capability bit (version 2): the publisher has a packet ring and announces it in
+/// `PACKET_RING` (`docs/CUFRAMES.md` §10).
+pub const CAP_PACKET_RING: u64 = 2;
 /// Capabilities this library implements.
-pub const CAPS: u64 = CAP_REVOKE_NOTICES;
+pub const CAPS: u64 = CAP_REVOKE_NOTICES | CAP_PACKET_RING;
+/// Longest packet-slot name in `PACKET_RING`.
+pub const MAX_RING_NAME: usize = 64;
 /// Longest `ERROR` text.
 pub const MAX_ERROR_TEXT: usize = 1024;
 
@@ -34,6 +39,8 @@ pub mod ty {
     pub const BYE: u16 = 0x0007;
     /// Error with an `FC_ERR_*` code.
     pub const ERROR: u16 = 0x0008;
+    /// Version 2: the packet ring beside the frames.
+    pub const PACKET_RING: u16 = 0x0009;
     /// Types with this bit may be ignored by receivers that do not know them.
     pub const OPTIONAL: u16 = 0x8000;
 }
@@ -103,6 +110,17 @@ pub enum Msg {
         code: i32,
         /// Explanation.
         text: String,
+    },
+    /// Publisher → subscriber (version 2, after `HELLO_RESP` with `CAP_PACKET_RING`): the
+    /// packet slot beside the frames.
+    PacketRing {
+        /// Seq of the newest keyframe of the primary stream when the publisher answered
+        /// (`u64::MAX` = none yet).
+        initial_packet_seq: u64,
+        /// Streams of the packet slot.
+        stream_count: u32,
+        /// The packet slot id (`cuframes-KEY-packets`).
+        name: String,
     },
 }
 
@@ -194,6 +212,17 @@ impl Msg {
                 v.extend_from_slice(&text.as_bytes()[..end]);
                 ty::ERROR
             }
+            Msg::PacketRing {
+                initial_packet_seq,
+                stream_count,
+                name,
+            } => {
+                v.extend_from_slice(&initial_packet_seq.to_le_bytes());
+                v.extend_from_slice(&stream_count.to_le_bytes());
+                v.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                v.extend_from_slice(name.as_bytes());
+                ty::PACKET_RING
+            }
         };
         put_tlv(out, ty, &v);
     }
@@ -209,6 +238,7 @@ impl Msg {
             Msg::Revoked { .. } => "REVOKED",
             Msg::Bye { .. } => "BYE",
             Msg::Error { .. } => "ERROR",
+            Msg::PacketRing { .. } => "PACKET_RING",
         }
     }
 
@@ -312,6 +342,27 @@ impl Msg {
                     text,
                 }
             }
+            ty::PACKET_RING => {
+                need(16, "PACKET_RING")?;
+                let len = u32_at(12) as usize;
+                if len == 0 || len > MAX_RING_NAME {
+                    return Err(Error::Protocol(format!(
+                        "cuframes PACKET_RING: name of {len} bytes (1..={MAX_RING_NAME})"
+                    )));
+                }
+                need(16 + len, "PACKET_RING")?;
+                let name = std::str::from_utf8(&v[16..16 + len])
+                    .ok()
+                    .filter(|n| framecache_shm::slot::validate_id(n).is_ok())
+                    .ok_or_else(|| {
+                        Error::Protocol("cuframes PACKET_RING: name is not a slot id".into())
+                    })?;
+                Msg::PacketRing {
+                    initial_packet_seq: u64_at(0),
+                    stream_count: u32_at(8),
+                    name: name.to_string(),
+                }
+            }
             t if t & ty::OPTIONAL != 0 => return Ok(None),
             t => {
                 return Err(Error::Protocol(format!(
@@ -371,10 +422,12 @@ impl Decoder {
     }
 }
 
-/// The version both sides speak, given the subscriber's range; v1 speaks only 1.
-pub fn negotiate(proto_min: u16, proto_max: u16) -> Option<u16> {
-    let ours = crate::layout::FC_CUFRAMES_PROTO_VERSION as u16;
-    (proto_min <= ours && ours <= proto_max).then_some(ours)
+/// The version both sides speak: the highest in the subscriber's range and in ours
+/// (`1..=ours_max`), `None` when they do not overlap.
+pub fn negotiate(proto_min: u16, proto_max: u16, ours_max: u16) -> Option<u16> {
+    let lo = proto_min.max(crate::layout::FC_CUFRAMES_PROTO_VERSION as u16);
+    let hi = proto_max.min(ours_max);
+    (lo <= hi).then_some(hi)
 }
 
 #[cfg(test)]
@@ -410,6 +463,11 @@ mod tests {
             Msg::Error {
                 code: -8,
                 text: "version".into(),
+            },
+            Msg::PacketRing {
+                initial_packet_seq: 17,
+                stream_count: 2,
+                name: "cuframes-cam-packets".into(),
             },
         ]
     }
@@ -455,6 +513,7 @@ mod tests {
             let v = &b[8..];
             let min = match ty {
                 ty::ERROR | ty::BYE => 4,
+                ty::PACKET_RING => 16 + 20,
                 _ => v.len(),
             };
             for cut in 0..min {
@@ -507,14 +566,48 @@ mod tests {
 
     #[test]
     fn version_ranges() {
-        assert_eq!(negotiate(1, 1), Some(1));
+        // A v2 publisher.
+        assert_eq!(negotiate(1, 1, 2), Some(1), "a v1 subscriber gets v1");
+        assert_eq!(negotiate(1, 2, 2), Some(2));
+        assert_eq!(negotiate(2, 3, 2), Some(2));
+        assert_eq!(negotiate(3, 4, 2), None);
+        assert_eq!(negotiate(0, 0, 2), None);
+        assert_eq!(negotiate(3, 1, 2), None);
+        // A v1 publisher (or one told to act as one).
         assert_eq!(
-            negotiate(1, 2),
+            negotiate(1, 2, 1),
             Some(1),
             "a v2 subscriber that also speaks v1"
         );
-        assert_eq!(negotiate(2, 3), None);
-        assert_eq!(negotiate(0, 0), None);
-        assert_eq!(negotiate(3, 1), None);
+        assert_eq!(negotiate(2, 3, 1), None);
+    }
+
+    #[test]
+    fn packet_ring_names_are_checked() {
+        let good = Msg::PacketRing {
+            initial_packet_seq: 1,
+            stream_count: 1,
+            name: "cuframes-k-packets".into(),
+        }
+        .to_bytes();
+        let v = &good[8..];
+        assert!(Msg::decode(ty::PACKET_RING, v).is_ok());
+        for (len, name) in [
+            (0u32, &b""[..]),
+            (65, &[b'a'; 65][..]),
+            (4, b"../x"),
+            (2, b"\xff\xfe"),
+        ] {
+            let mut b = v[..12].to_vec();
+            b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(name);
+            assert!(Msg::decode(ty::PACKET_RING, &b).is_err(), "{name:?}");
+        }
+        let mut short = v.to_vec();
+        short.truncate(20);
+        assert!(
+            Msg::decode(ty::PACKET_RING, &short).is_err(),
+            "name cut short"
+        );
     }
 }

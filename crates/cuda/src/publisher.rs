@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use super::proto::{self, Handle, Msg};
 use super::{paths, planes, BackendChoice, Control, Policy};
 use framecache_shm::error::{Error, Result};
 use framecache_shm::format::{FrameGeometry, PixelFormat};
+use framecache_shm::packet::{Packet, PacketSlotConfig, PacketWriter, StreamConfig};
 use framecache_shm::slot::{self, monotonic_ns, realtime_ns};
 
 /// How long a subscriber may take for its handshake.
@@ -46,6 +47,16 @@ pub struct PublisherConfig {
     pub time_base: (u32, u32),
     /// Nominal frame rate as (numerator, denominator); (0, 0) = unknown or variable.
     pub rate: (u32, u32),
+    /// Encoded streams published beside the frames (protocol version 2, `docs/CUFRAMES.md`
+    /// §10): 1..=8 streams make a packet slot `cuframes-KEY-packets`; empty = frames only.
+    pub packet_streams: Vec<StreamConfig>,
+    /// Payload bytes of that packet slot (0 = the packet ring's default, 32 MiB; a multiple of
+    /// 4096). A packet may take a quarter of it.
+    pub packet_payload_size: u64,
+    /// Highest protocol version answered (default 2). Lower it only to act as a version-1
+    /// publisher in conformance tests.
+    #[doc(hidden)]
+    pub proto_max: u16,
 }
 
 impl PublisherConfig {
@@ -62,8 +73,16 @@ impl PublisherConfig {
             root: None,
             time_base: (0, 0),
             rate: (0, 0),
+            packet_streams: Vec::new(),
+            packet_payload_size: 0,
+            proto_max: FC_CUFRAMES_PROTO_MAX as u16,
         }
     }
+}
+
+/// Id of the packet slot beside the frames of `key` (`docs/CUFRAMES.md` §10.1).
+pub fn packet_slot_id(key: &str) -> String {
+    format!("cuframes-{key}-packets")
 }
 
 /// A buffer handed to the caller to write the next frame into.
@@ -117,6 +136,13 @@ struct Shared {
     epoch: u64,
     ctl_path: PathBuf,
     sock_path: PathBuf,
+    /// Highest protocol version answered.
+    proto_max: u16,
+    /// The packet slot's id and stream count, when streams were declared.
+    packet_ring: Option<(String, u32)>,
+    /// `1 + seq` of the newest keyframe of the packet slot's primary stream (0 = none yet),
+    /// for `PACKET_RING.initial_packet_seq`.
+    last_keyframe: AtomicU64,
 }
 
 impl Shared {
@@ -154,6 +180,9 @@ pub struct Publisher {
     pending: Option<u32>,
     next_seq: u64,
     policy: Policy,
+    /// The encoded streams beside the frames (version 2). Declared after `shared` so it is
+    /// dropped (closed, removed) after the control block is gone, as §10.1 orders.
+    packets: Option<PacketWriter>,
 }
 
 impl Publisher {
@@ -198,6 +227,25 @@ impl Publisher {
             handles.push((backend.export_mem(p)?, backend.export_event(ev)?));
         }
 
+        // The packet slot before the control block: a subscriber that finds the control block
+        // finds the packet slot (§10.1).
+        let packets = if cfg.packet_streams.is_empty() {
+            None
+        } else {
+            let id = packet_slot_id(key);
+            slot::validate_id(&id).map_err(|_| {
+                Error::InvalidArg(format!(
+                    "key {key:?}: a publisher with packet streams takes keys of at most 47 characters (its packet slot is {id:?})"
+                ))
+            })?;
+            let mut pc = PacketSlotConfig::new(cfg.packet_streams.clone());
+            if cfg.packet_payload_size != 0 {
+                pc.payload_size = cfg.packet_payload_size;
+            }
+            pc.source_type = "cuframes".into();
+            pc.labels = vec![("cuframes_key".into(), key.into())];
+            Some(PacketWriter::create_in(&root, &id, &pc)?)
+        };
         let n = cfg.buffers;
         let m = cfg.max_subscribers;
         let size = file_size(n, m);
@@ -295,6 +343,11 @@ impl Publisher {
             epoch,
             ctl_path,
             sock_path,
+            proto_max: cfg.proto_max.max(1),
+            packet_ring: packets
+                .as_ref()
+                .map(|_| (packet_slot_id(key), cfg.packet_streams.len() as u32)),
+            last_keyframe: AtomicU64::new(0),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
@@ -307,7 +360,45 @@ impl Publisher {
             pending: None,
             next_seq: 1,
             policy: cfg.policy,
+            packets,
         })
+    }
+
+    fn packet_writer(&mut self) -> Result<&mut PacketWriter> {
+        let key = self.key();
+        self.packets.as_mut().ok_or_else(|| {
+            Error::NoPacketRing(format!("cuframes key {key} declared no packet streams"))
+        })
+    }
+
+    fn key(&self) -> String {
+        slot::get_cstr(&self.shared.ctl.header.key)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Publishes an encoded packet (an Annex-B access unit, an AAC or Opus frame) into the
+    /// packet slot beside the frames and returns its packet seq. `NoPacketRing` if no streams
+    /// were declared; `Oversized` for a packet larger than a quarter of the payload ring
+    /// (nothing is published).
+    pub fn publish_packet(&mut self, p: &Packet) -> Result<u64> {
+        let w = self.packet_writer()?;
+        let seq = w.publish(p)?;
+        if let Some(k) = w.last_keyframe() {
+            self.shared.last_keyframe.store(k + 1, Ordering::Release);
+        }
+        Ok(seq)
+    }
+
+    /// Sets the codec parameters of packet stream `stream` (H.264/HEVC: Annex-B parameter
+    /// sets; AAC: AudioSpecificConfig; Opus: OpusHead); returns their generation.
+    pub fn set_codec_params(&mut self, stream: u32, data: &[u8]) -> Result<u32> {
+        self.packet_writer()?.set_codec_params(stream, data)
+    }
+
+    /// The packet slot's id, when packet streams were declared.
+    pub fn packet_slot(&self) -> Option<&str> {
+        self.shared.packet_ring.as_ref().map(|(id, _)| id.as_str())
     }
 
     /// Layout of every buffer.
@@ -690,12 +781,13 @@ fn handle(sh: &Shared, c: &mut Conn, msg: Msg) {
                 ..
             },
         ) => {
-            let Some(version) = proto::negotiate(proto_min, proto_max) else {
+            let Some(version) = proto::negotiate(proto_min, proto_max, sh.proto_max) else {
                 return fail(
                     c,
                     FC_ERR_VERSION,
                     format!(
-                        "publisher speaks cuframes protocol {FC_CUFRAMES_PROTO_VERSION}, subscriber {proto_min}..{proto_max}"
+                        "publisher speaks cuframes protocol {FC_CUFRAMES_PROTO_VERSION}..{}, subscriber {proto_min}..{proto_max}",
+                        sh.proto_max
                     ),
                 );
             };
@@ -721,7 +813,10 @@ fn handle(sh: &Shared, c: &mut Conn, msg: Msg) {
                     ),
                 );
             };
-            let caps = capabilities & proto::CAPS;
+            let mut caps = capabilities & proto::CAPS;
+            if version < 2 || sh.packet_ring.is_none() {
+                caps &= !proto::CAP_PACKET_RING;
+            }
             subs[s] = Some(SubEntry {
                 done: Vec::new(),
                 caps,
@@ -752,6 +847,22 @@ fn handle(sh: &Shared, c: &mut Conn, msg: Msg) {
                 buffer_size: ctl.header.buffer_size,
             }
             .encode(&mut c.out);
+            if let Some((name, streams)) = sh
+                .packet_ring
+                .as_ref()
+                .filter(|_| caps & proto::CAP_PACKET_RING != 0)
+            {
+                Msg::PacketRing {
+                    initial_packet_seq: sh
+                        .last_keyframe
+                        .load(Ordering::Acquire)
+                        .checked_sub(1)
+                        .unwrap_or(u64::MAX),
+                    stream_count: *streams,
+                    name: name.clone(),
+                }
+                .encode(&mut c.out);
+            }
             Msg::Buffers(sh.handles.clone()).encode(&mut c.out);
             c.state = ConnState::AwaitSubscribe;
         }

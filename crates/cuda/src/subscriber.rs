@@ -15,6 +15,9 @@ use super::proto::{self, Msg};
 use super::{paths, planes, BackendChoice, Control};
 use framecache_shm::error::{self, Error, Result};
 use framecache_shm::format::FrameGeometry;
+use framecache_shm::packet::{
+    PacketInfo, PacketReader, PacketReaderConfig, PacketStart, StreamInfo, FC_PACKET_DISCONTINUITY,
+};
 use framecache_shm::slot::{self, Mapping};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,8 +31,8 @@ pub struct SubscriberConfig {
     pub backend: BackendChoice,
     /// Root directory (default: [`slot::root_dir`]).
     pub root: Option<PathBuf>,
-    /// Protocol versions offered in `HELLO_REQ`; leave at 1..=1 (other values exist for the
-    /// conformance tests of version negotiation).
+    /// Protocol versions offered in `HELLO_REQ`; leave at the default 1..=2 (other values
+    /// exist for the conformance tests of version negotiation: 1..=1 acts as a v1 subscriber).
     pub proto_range: (u16, u16),
 }
 
@@ -38,7 +41,7 @@ impl Default for SubscriberConfig {
         SubscriberConfig {
             backend: BackendChoice::Cuda(0),
             root: None,
-            proto_range: (1, 1),
+            proto_range: (1, FC_CUFRAMES_PROTO_MAX as u16),
         }
     }
 }
@@ -80,6 +83,14 @@ pub struct SubscriberStats {
     pub index: u32,
     /// Whether a publisher is attached now.
     pub attached: bool,
+    /// Protocol version agreed with the current publisher (0 while detached).
+    pub proto_version: u16,
+    /// Encoded packets delivered (version 2).
+    pub packets: u64,
+    /// Packets passed over: fallen more than the ring behind, or waiting for a keyframe.
+    pub packets_skipped: u64,
+    /// Packets found overwritten while copied (`PacketOverrun`, never delivered).
+    pub packet_overruns: u64,
 }
 
 struct Attachment {
@@ -98,6 +109,12 @@ struct Attachment {
     holds: usize,
     last_seq: u64,
     detached: bool,
+    proto_version: u16,
+    /// The packet slot beside the frames (version 2 with `PACKET_RING`).
+    packets: Option<PacketReader>,
+    /// No packet delivered from this attachment yet (the first after a re-attach is flagged
+    /// as a discontinuity).
+    packets_fresh: bool,
 }
 
 impl Drop for Attachment {
@@ -230,7 +247,7 @@ impl Subscriber {
             },
         )?;
         let mut dec = proto::Decoder::new();
-        let (index, epoch, buffer_count, buffer_size) =
+        let (index, epoch, buffer_count, buffer_size, proto_version, caps) =
             match read_msg(&mut sock, &mut dec, deadline)? {
                 Msg::HelloResp {
                     proto_version,
@@ -239,12 +256,15 @@ impl Subscriber {
                     backend,
                     buffer_count,
                     buffer_size,
-                    ..
+                    capabilities,
                 } => {
-                    if u32::from(proto_version) != FC_CUFRAMES_PROTO_VERSION {
+                    let (lo, hi) = self.cfg.proto_range;
+                    if !(lo..=hi).contains(&proto_version)
+                        || u32::from(proto_version) > FC_CUFRAMES_PROTO_MAX
+                    {
                         return Err(Error::Version {
                             found: proto_version.into(),
-                            supported: FC_CUFRAMES_PROTO_VERSION,
+                            supported: FC_CUFRAMES_PROTO_MAX,
                         });
                     }
                     if backend != self.backend.kind() {
@@ -253,7 +273,14 @@ impl Subscriber {
                             self.backend.kind()
                         )));
                     }
-                    (sub_index, epoch, buffer_count, buffer_size)
+                    (
+                        sub_index,
+                        epoch,
+                        buffer_count,
+                        buffer_size,
+                        proto_version,
+                        capabilities,
+                    )
                 }
                 m => {
                     return Err(Error::Protocol(format!(
@@ -262,6 +289,28 @@ impl Subscriber {
                     )))
                 }
             };
+        // Version 2: the packet slot beside the frames is announced before BUFFERS.
+        let ring = if proto_version >= 2 && caps & proto::CAP_PACKET_RING != 0 {
+            match read_msg(&mut sock, &mut dec, deadline)? {
+                Msg::PacketRing { name, .. } if name == super::packet_slot_id(&self.key) => {
+                    Some(name)
+                }
+                Msg::PacketRing { name, .. } => {
+                    return Err(Error::Protocol(format!(
+                        "PACKET_RING names {name:?}, not the packet slot of key {:?}",
+                        self.key
+                    )))
+                }
+                m => {
+                    return Err(Error::Protocol(format!(
+                        "expected PACKET_RING, got {}",
+                        m.name()
+                    )))
+                }
+            }
+        } else {
+            None
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -299,6 +348,9 @@ impl Subscriber {
             holds: 0,
             last_seq: 0,
             detached: false,
+            proto_version,
+            packets: None,
+            packets_fresh: true,
             ctl,
         };
         let list = match read_msg(&mut att.sock, &mut att.dec, deadline)? {
@@ -330,6 +382,16 @@ impl Subscriber {
         match read_msg(&mut att.sock, &mut att.dec, deadline)? {
             Msg::Ready { .. } => {}
             m => return Err(Error::Protocol(format!("expected READY, got {}", m.name()))),
+        }
+        if let Some(name) = ring {
+            // Created before the control block and removed after it (§10.1): it is there.
+            att.packets = Some(PacketReader::open_in(
+                &self.root,
+                &name,
+                PacketReaderConfig {
+                    start: PacketStart::Keyframe,
+                },
+            )?);
         }
         att.sock
             .set_nonblocking(true)
@@ -561,7 +623,104 @@ impl Subscriber {
     pub fn stats(&self) -> SubscriberStats {
         let mut s = self.stats;
         s.attached = self.att.is_some();
+        s.proto_version = self.att.as_ref().map_or(0, |a| a.proto_version);
         s
+    }
+
+    /// The streams of the packet slot beside the frames, attaching first (waiting up to
+    /// `timeout`) if needed. `NoPacketRing` if the publisher has none (or speaks version 1).
+    pub fn packet_streams(&mut self, timeout: Duration) -> Result<Vec<StreamInfo>> {
+        self.info(timeout)?;
+        let att = self.att.as_ref().expect("attached by info");
+        Ok(Self::ring(att, &self.key)?.streams())
+    }
+
+    /// Codec parameters of packet stream `stream`, generation `gen` (0 = current; a packet's
+    /// `params_gen` names the ones that apply to it): `(generation, bytes)`. `NoCodecParams`
+    /// if there are none or that generation was overwritten; `NoPacketRing` without a packet
+    /// slot; `WriterGone` while detached.
+    pub fn codec_params(&self, stream: u32, gen: u32) -> Result<(u32, Vec<u8>)> {
+        let att = self.att.as_ref().ok_or(Error::WriterGone)?;
+        Self::ring(att, &self.key)?.codec_params(stream, gen)
+    }
+
+    fn ring<'a>(att: &'a Attachment, key: &str) -> Result<&'a PacketReader> {
+        att.packets
+            .as_ref()
+            .ok_or_else(|| no_ring(key, att.proto_version))
+    }
+
+    /// The next encoded packet of the packet slot beside the frames, copied into `buf` (which
+    /// then holds exactly the payload), waiting up to `timeout`. Starts at a keyframe; `PacketOverrun` when the
+    /// packet was overwritten while copied (nothing delivered; the next one is a keyframe).
+    /// A publisher that went away is re-attached when it returns (its first packet then
+    /// carries `FC_PACKET_DISCONTINUITY`); `WriterGone` if none is back within `timeout`,
+    /// `NoPacketRing` if the publisher has no packet slot.
+    pub fn next_packet(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<PacketInfo> {
+        let info = self.packet_with(timeout, |r, t| r.next_vec(buf, t))?;
+        buf.truncate(info.size as usize);
+        Ok(info)
+    }
+
+    /// As [`Subscriber::next_packet`] into a fixed buffer: `BufferTooSmall { need, .. }`
+    /// leaves the packet for a retry with a larger one.
+    pub fn next_packet_copy(&mut self, buf: &mut [u8], timeout: Duration) -> Result<PacketInfo> {
+        self.packet_with(timeout, |r, t| r.next_copy(buf, t))
+    }
+
+    fn packet_with(
+        &mut self,
+        timeout: Duration,
+        mut read: impl FnMut(&mut PacketReader, Duration) -> Result<PacketInfo>,
+    ) -> Result<PacketInfo> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            self.ensure_attached(deadline)?;
+            let att = self.att.as_mut().expect("attached");
+            let gone = !Self::poll_socket(att, &mut self.stats);
+            let Some(r) = att.packets.as_mut() else {
+                if gone {
+                    self.detach();
+                    continue;
+                }
+                return Err(no_ring(&self.key, att.proto_version));
+            };
+            // A publisher that left may have left packets in the ring: those are delivered
+            // first (without waiting), as from any packet slot whose writer closed.
+            let before = r.stats();
+            let wait = if gone {
+                Duration::ZERO
+            } else {
+                SLICE.min(remaining(deadline))
+            };
+            let got = read(r, wait);
+            let after = r.stats();
+            self.stats.packets_skipped += after.packets_skipped - before.packets_skipped;
+            self.stats.packet_overruns += after.overruns - before.overruns;
+            match got {
+                // After the publisher left, only what its own ring still held counts.
+                Ok(mut info) if !(gone && after.reattached != before.reattached) => {
+                    if std::mem::take(&mut att.packets_fresh) && self.stats.attaches > 1 {
+                        info.flags |= FC_PACKET_DISCONTINUITY;
+                    }
+                    self.stats.packets += 1;
+                    return Ok(info);
+                }
+                Ok(_) | Err(Error::Timeout) | Err(Error::WriterGone) if gone => {
+                    self.detach();
+                    continue;
+                }
+                Err(Error::WriterGone) => {
+                    self.detach();
+                    continue;
+                }
+                Ok(_) | Err(Error::Timeout) => {}
+                Err(e) => return Err(e),
+            }
+            if remaining(deadline).is_zero() {
+                return Err(Error::Timeout);
+            }
+        }
     }
 }
 
@@ -573,6 +732,16 @@ impl Drop for Subscriber {
             let _ = a.sock.write_all(&Msg::Bye { reason: 0 }.to_bytes());
         }
     }
+}
+
+fn no_ring(key: &str, version: u16) -> Error {
+    Error::NoPacketRing(if version < 2 {
+        format!(
+            "cuframes key {key}: the publisher speaks protocol version {version}, without packets"
+        )
+    } else {
+        format!("cuframes key {key}: the publisher declared no packet streams")
+    })
 }
 
 /// Time left until `deadline` (`None` = never).

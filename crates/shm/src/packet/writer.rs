@@ -197,6 +197,15 @@ impl PacketWriter {
         self.next_seq
     }
 
+    /// Seq of the newest keyframe of the primary stream, `None` before the first.
+    pub fn last_keyframe(&self) -> Option<u64> {
+        let v = self
+            .ring
+            .atomic(offset_of!(PacketRingHeader, last_keyframe))
+            .load(Ordering::Acquire);
+        v.checked_sub(1)
+    }
+
     /// Publishes new codec parameters for `stream` (H.264/HEVC: Annex-B parameter sets; AAC:
     /// AudioSpecificConfig; Opus: OpusHead) and returns their generation (1, 2, ...). The next
     /// packet of the stream carries `FC_PACKET_CONFIG_CHANGE`. Readers keep access to the last

@@ -101,8 +101,12 @@
 // Log level: very verbose detail.
 #define FC_LOG_TRACE 5
 
-// Protocol version of the control block and of the socket protocol.
+// Version of the control block's layout (written in its header), and the first version of the
+// socket protocol. Version 2 of the protocol did not change the layout, so it stays 1.
 #define FC_CUFRAMES_PROTO_VERSION 1
+
+// Highest socket-protocol version this library speaks (2: the packet ring, CUFRAMES.md §10).
+#define FC_CUFRAMES_PROTO_MAX 2
 
 // Size of [`CuframesHeader`].
 #define FC_CUFRAMES_HEADER_SIZE 512
@@ -812,6 +816,16 @@ typedef struct fc_cuframes_publisher_config {
   // context). Streams passed to acquire/publish must belong to the context used. A given
   // context must outlive the publisher.
   void *cuda_context;
+  // Encoded streams published beside the frames (protocol version 2, CUFRAMES.md §10):
+  // 0 = frames only, 1..=8 = a packet slot `cuframes-KEY-packets` with these streams (the
+  // key then has at most 47 characters). Since 0.2.
+  uint32_t packet_stream_count;
+  // `packet_stream_count` stream descriptions (codec, time base, size and rate or sample
+  // rate and channels, tag), each with `struct_size` set; read during the call only.
+  const struct fc_stream_info *packet_streams;
+  // Payload bytes of the packet slot (0 = 32 MiB; a multiple of 4096). A packet may take a
+  // quarter of it.
+  uint64_t packet_payload_size;
 } fc_cuframes_publisher_config;
 
 // A buffer to write the next frame into (`fc_cuframes_publisher_acquire`).
@@ -938,6 +952,11 @@ typedef struct fc_cuframes_info {
   uint32_t publisher_pid;
   // Random identity of this publisher run (changes when it restarts).
   uint64_t epoch;
+  // Protocol version agreed with the publisher (1 or 2). Since 0.2.
+  uint32_t proto_version;
+  // Streams of the packet slot beside the frames (0 = none: then packet calls return
+  // `FC_ERR_NO_PACKET_RING`). Since 0.2.
+  uint32_t packet_stream_count;
 } fc_cuframes_info;
 
 // Counters of a subscriber.
@@ -956,6 +975,12 @@ typedef struct fc_cuframes_subscriber_stats {
   uint64_t torn;
   // Attaches (1 + re-attaches to restarted publishers).
   uint64_t attaches;
+  // Encoded packets delivered. Since 0.2.
+  uint64_t packets;
+  // Packets passed over (fell more than the ring behind, or waited for a keyframe).
+  uint64_t packets_skipped;
+  // Packets found overwritten while copied (never delivered).
+  uint64_t packet_overruns;
 } fc_cuframes_subscriber_stats;
 
 // Receives one log message. `level` is `FC_LOG_*`; `target` names the part of the library
@@ -1961,6 +1986,78 @@ int fc_cuframes_subscriber_get_stats(const struct fc_cuframes_subscriber *subscr
 // # Safety
 // NULL or from `fc_cuframes_subscriber_open`, not used again.
 void fc_cuframes_subscriber_close(struct fc_cuframes_subscriber *subscriber);
+
+// Sets the codec parameters of packet stream `stream` (`size` bytes at `data`: H.264/HEVC
+// Annex-B parameter sets, the AAC AudioSpecificConfig, the OpusHead; e.g. an encoder's
+// `extradata`); their generation goes to `*gen_out` if not NULL. The next packet of the stream
+// carries `FC_PACKET_CONFIG_CHANGE`. `FC_ERR_NO_PACKET_RING` if the publisher declared no
+// packet streams; `FC_ERR_OVERSIZED` beyond the slot's parameter capacity. Since 0.2.
+//
+// # Safety
+// `publisher` from `fc_cuframes_publisher_create`; `data` readable for `size` bytes.
+int fc_cuframes_publisher_set_codec_params(const struct fc_cuframes_publisher *publisher,
+                                           uint32_t stream,
+                                           const uint8_t *data,
+                                           size_t size,
+                                           uint32_t *gen_out);
+
+// Publishes one encoded packet beside the frames (`packet->stream`, `flags`, `pts`, `dts`,
+// `data`, `size`; the payload is copied). Its packet seq goes to `*seq_out` if not NULL. Never
+// waits for subscribers. `FC_ERR_NO_PACKET_RING` if no packet streams were declared;
+// `FC_ERR_OVERSIZED` if larger than a quarter of the payload ring (nothing is published).
+// Since 0.2.
+//
+// # Safety
+// `publisher` valid; `packet` valid with `data` readable for `size` bytes; `seq_out` NULL or
+// writable.
+int fc_cuframes_publisher_publish_packet(const struct fc_cuframes_publisher *publisher,
+                                         const struct fc_packet *packet,
+                                         uint64_t *seq_out);
+
+// Describes packet stream `index` of the publisher's packet slot in `*out` (attaching first,
+// waiting up to `timeout_ms`, negative = forever). `FC_ERR_NO_PACKET_RING` without one;
+// `FC_ERR_INVALID_ARG` for an index past `fc_cuframes_info.packet_stream_count`. Since 0.2.
+//
+// # Safety
+// `subscriber` valid; `out` writable with `struct_size` set.
+int fc_cuframes_subscriber_get_packet_stream(const struct fc_cuframes_subscriber *subscriber,
+                                             uint32_t index,
+                                             int timeout_ms,
+                                             struct fc_stream_info *out);
+
+// Waits up to `timeout_ms` (negative = forever) for the next encoded packet beside the frames
+// and copies it into `buf` (`cap` bytes); `*packet` describes it (`data` = `buf`). A new
+// subscriber starts at a keyframe. `FC_ERR_BUFFER_TOO_SMALL` leaves the packet for a retry
+// (`fc_last_error` names the size needed); `FC_ERR_PACKET_OVERRUN` if it was overwritten while
+// copied (nothing delivered; the next packet is a keyframe); `FC_ERR_NO_PACKET_RING` if the
+// publisher has no packet slot (or speaks version 1); `FC_ERR_TIMEOUT`;
+// `FC_ERR_WRITER_GONE` when the publisher left and none came back in time (a returning one is
+// attached again; its first packet carries `FC_PACKET_DISCONTINUITY`). Since 0.2.
+//
+// # Safety
+// `subscriber` valid; `buf` writable for `cap` bytes; `packet` writable with `struct_size` set.
+int fc_cuframes_subscriber_next_packet(const struct fc_cuframes_subscriber *subscriber,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       struct fc_packet *packet,
+                                       int timeout_ms);
+
+// Copies the codec parameters of packet stream `stream`, generation `gen` (0 = current; a
+// packet's `params_gen` names the ones that apply to it) into `buf` (`cap` bytes).
+// `*size_out` gets the size (also on `FC_ERR_BUFFER_TOO_SMALL`), `*gen_out` the generation if
+// not NULL. `FC_ERR_NO_CODEC_PARAMS` if there are none or that generation is gone;
+// `FC_ERR_NO_PACKET_RING` without a packet slot. Since 0.2.
+//
+// # Safety
+// `subscriber` valid; `buf` writable for `cap` bytes (may be NULL if `cap` is 0); `size_out`
+// writable; `gen_out` NULL or writable.
+int fc_cuframes_subscriber_get_codec_params(const struct fc_cuframes_subscriber *subscriber,
+                                            uint32_t stream,
+                                            uint32_t gen,
+                                            uint8_t *buf,
+                                            size_t cap,
+                                            size_t *size_out,
+                                            uint32_t *gen_out);
 
 // Routes the library's log messages to `callback`: every message of level `min_level` or more
 // severe (`FC_LOG_ERROR` = 1 … `FC_LOG_TRACE` = 5; 0 = none) is passed to it with `user_data`.

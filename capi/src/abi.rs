@@ -9,8 +9,9 @@
 //!   exactly the caller's bytes, never past them.
 //! - **Output structs** (frames, stats, status): written only up to the caller's `struct_size`
 //!   (the caller's `struct_size` itself is left as it is), never past it; the size must cover
-//!   the fields every version of the header had (today's struct: nothing was ever added to an
-//!   output struct yet).
+//!   the fields every version of the header had (the struct as first released: fields added
+//!   later, such as the packet fields of `fc_cuframes_info`, are written only when the caller's
+//!   struct has them).
 //! - **Arrays** of such structs step by the caller's `struct_size` (the size its compiler laid
 //!   them out with).
 

@@ -32,13 +32,14 @@ abi_structs! {
         std::mem::size_of::<fc_cuframes_frame>(),
         std::mem::size_of::<fc_cuframes_frame>()
     ),
+    // Both grew in 0.2 (the packet fields); callers built against 0.1 pass the old size.
     fc_cuframes_info => (
         std::mem::size_of::<fc_cuframes_info>(),
-        std::mem::size_of::<fc_cuframes_info>()
+        std::mem::offset_of!(fc_cuframes_info, proto_version)
     ),
     fc_cuframes_subscriber_stats => (
         std::mem::size_of::<fc_cuframes_subscriber_stats>(),
-        std::mem::size_of::<fc_cuframes_subscriber_stats>()
+        std::mem::offset_of!(fc_cuframes_subscriber_stats, packets)
     ),
 }
 use framecache_cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
@@ -49,6 +50,10 @@ use framecache_cuda::{
 };
 use framecache_shm::error::{Error, Result};
 use framecache_shm::format::PixelFormat;
+use framecache_shm::packet::{Packet, MAX_STREAMS};
+
+use crate::abi::element;
+use crate::packet::{fc_packet, fc_stream_info, fill_packet, stream_config, stream_info};
 
 /// A cuframes publisher. Opaque; one thread at a time (calls are serialised inside).
 pub struct fc_cuframes_publisher {
@@ -99,6 +104,16 @@ pub struct fc_cuframes_publisher_config {
     /// context). Streams passed to acquire/publish must belong to the context used. A given
     /// context must outlive the publisher.
     pub cuda_context: *mut c_void,
+    /// Encoded streams published beside the frames (protocol version 2, CUFRAMES.md §10):
+    /// 0 = frames only, 1..=8 = a packet slot `cuframes-KEY-packets` with these streams (the
+    /// key then has at most 47 characters). Since 0.2.
+    pub packet_stream_count: u32,
+    /// `packet_stream_count` stream descriptions (codec, time base, size and rate or sample
+    /// rate and channels, tag), each with `struct_size` set; read during the call only.
+    pub packet_streams: *const fc_stream_info,
+    /// Payload bytes of the packet slot (0 = 32 MiB; a multiple of 4096). A packet may take a
+    /// quarter of it.
+    pub packet_payload_size: u64,
 }
 
 /// Settings of `fc_cuframes_subscriber_open`. NULL config = CUDA device 0, default root.
@@ -153,6 +168,11 @@ pub struct fc_cuframes_info {
     pub publisher_pid: u32,
     /// Random identity of this publisher run (changes when it restarts).
     pub epoch: u64,
+    /// Protocol version agreed with the publisher (1 or 2). Since 0.2.
+    pub proto_version: u32,
+    /// Streams of the packet slot beside the frames (0 = none: then packet calls return
+    /// `FC_ERR_NO_PACKET_RING`). Since 0.2.
+    pub packet_stream_count: u32,
 }
 
 /// A buffer to write the next frame into (`fc_cuframes_publisher_acquire`).
@@ -251,6 +271,12 @@ pub struct fc_cuframes_subscriber_stats {
     pub torn: u64,
     /// Attaches (1 + re-attaches to restarted publishers).
     pub attaches: u64,
+    /// Encoded packets delivered. Since 0.2.
+    pub packets: u64,
+    /// Packets passed over (fell more than the ring behind, or waited for a keyframe).
+    pub packets_skipped: u64,
+    /// Packets found overwritten while copied (never delivered).
+    pub packet_overruns: u64,
 }
 
 /// # Safety
@@ -317,6 +343,23 @@ pub unsafe extern "C" fn fc_cuframes_publisher_create(
         cfg.root = root(c.root)?;
         cfg.time_base = (c.time_base_num, c.time_base_den);
         cfg.rate = (c.rate_num, c.rate_den);
+        if c.packet_stream_count != 0 {
+            if c.packet_stream_count as usize > MAX_STREAMS || c.packet_streams.is_null() {
+                return Err(Error::InvalidArg(format!(
+                    "{} packet_streams (0..={MAX_STREAMS}, non-NULL)",
+                    c.packet_stream_count
+                )));
+            }
+            // The entries are packet_streams[0].struct_size bytes apart (the caller's sizeof).
+            let stride = read_in(c.packet_streams, "packet_streams[0]")?.struct_size as usize;
+            cfg.packet_streams = (0..c.packet_stream_count as usize)
+                .map(|i| {
+                    let what = format!("packet_streams[{i}]");
+                    stream_config(&read_in(element(c.packet_streams, i, stride), &what)?, i)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            cfg.packet_payload_size = c.packet_payload_size;
+        }
         let p = Publisher::create(key, &cfg)?;
         *out = Box::into_raw(Box::new(fc_cuframes_publisher {
             inner: Mutex::new(p),
@@ -541,7 +584,7 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_info(
         let s = arg(subscriber, "subscriber")?;
         out_size(out, "out")?;
         let h = lock(&s.inner).info(super::timeout(timeout_ms))?;
-        let o = fc_cuframes_info {
+        let mut o = fc_cuframes_info {
             struct_size: 0,
             format: h.format,
             width: h.width,
@@ -557,6 +600,15 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_info(
             rate_den: h.rate_den,
             publisher_pid: h.publisher_pid,
             epoch: h.epoch,
+            proto_version: 0,
+            packet_stream_count: 0,
+        };
+        let mut sub = lock(&s.inner);
+        o.proto_version = u32::from(sub.stats().proto_version);
+        o.packet_stream_count = match sub.packet_streams(std::time::Duration::ZERO) {
+            Ok(v) => v.len() as u32,
+            Err(Error::NoPacketRing(_)) => 0,
+            Err(e) => return Err(e),
         };
         write_out(out, &o, "out")
     })
@@ -582,6 +634,9 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_stats(
         o.revoked = st.revoked;
         o.torn = st.torn;
         o.attaches = st.attaches;
+        o.packets = st.packets;
+        o.packets_skipped = st.packets_skipped;
+        o.packet_overruns = st.packet_overruns;
         write_out(out, &o, "out")
     })
 }
@@ -595,6 +650,175 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_stats(
 pub unsafe extern "C" fn fc_cuframes_subscriber_close(subscriber: *mut fc_cuframes_subscriber) {
     // SAFETY: per the contract.
     unsafe { free_handle(subscriber) }
+}
+
+/// Sets the codec parameters of packet stream `stream` (`size` bytes at `data`: H.264/HEVC
+/// Annex-B parameter sets, the AAC AudioSpecificConfig, the OpusHead; e.g. an encoder's
+/// `extradata`); their generation goes to `*gen_out` if not NULL. The next packet of the stream
+/// carries `FC_PACKET_CONFIG_CHANGE`. `FC_ERR_NO_PACKET_RING` if the publisher declared no
+/// packet streams; `FC_ERR_OVERSIZED` beyond the slot's parameter capacity. Since 0.2.
+///
+/// # Safety
+/// `publisher` from `fc_cuframes_publisher_create`; `data` readable for `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_publisher_set_codec_params(
+    publisher: *const fc_cuframes_publisher,
+    stream: u32,
+    data: *const u8,
+    size: usize,
+    gen_out: *mut u32,
+) -> c_int {
+    boundary(|| {
+        let p = arg(publisher, "publisher")?;
+        if data.is_null() && size > 0 {
+            return Err(Error::InvalidArg("data is NULL".into()));
+        }
+        // SAFETY: caller guarantees `size` readable bytes.
+        let bytes = if size == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(data, size) }
+        };
+        let gen = lock(&p.inner).set_codec_params(stream, bytes)?;
+        put(gen_out, gen);
+        Ok(())
+    })
+}
+
+/// Publishes one encoded packet beside the frames (`packet->stream`, `flags`, `pts`, `dts`,
+/// `data`, `size`; the payload is copied). Its packet seq goes to `*seq_out` if not NULL. Never
+/// waits for subscribers. `FC_ERR_NO_PACKET_RING` if no packet streams were declared;
+/// `FC_ERR_OVERSIZED` if larger than a quarter of the payload ring (nothing is published).
+/// Since 0.2.
+///
+/// # Safety
+/// `publisher` valid; `packet` valid with `data` readable for `size` bytes; `seq_out` NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_publisher_publish_packet(
+    publisher: *const fc_cuframes_publisher,
+    packet: *const fc_packet,
+    seq_out: *mut u64,
+) -> c_int {
+    boundary(|| {
+        let p = arg(publisher, "publisher")?;
+        let pk: fc_packet = read_in(packet, "packet")?;
+        if pk.data.is_null() {
+            return Err(Error::InvalidArg("packet->data is NULL".into()));
+        }
+        let size = usize::try_from(pk.size).map_err(|_| Error::InvalidArg("size".into()))?;
+        // SAFETY: caller guarantees `size` readable bytes.
+        let data = unsafe { std::slice::from_raw_parts(pk.data, size) };
+        let seq = lock(&p.inner).publish_packet(&Packet {
+            stream: pk.stream,
+            pts: pk.pts,
+            dts: pk.dts,
+            flags: pk.flags,
+            data,
+        })?;
+        put(seq_out, seq);
+        Ok(())
+    })
+}
+
+/// Describes packet stream `index` of the publisher's packet slot in `*out` (attaching first,
+/// waiting up to `timeout_ms`, negative = forever). `FC_ERR_NO_PACKET_RING` without one;
+/// `FC_ERR_INVALID_ARG` for an index past `fc_cuframes_info.packet_stream_count`. Since 0.2.
+///
+/// # Safety
+/// `subscriber` valid; `out` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_subscriber_get_packet_stream(
+    subscriber: *const fc_cuframes_subscriber,
+    index: u32,
+    timeout_ms: c_int,
+    out: *mut fc_stream_info,
+) -> c_int {
+    boundary(|| {
+        let s = arg(subscriber, "subscriber")?;
+        out_size(out, "out")?;
+        let streams = lock(&s.inner).packet_streams(super::timeout(timeout_ms))?;
+        let st = streams.get(index as usize).ok_or_else(|| {
+            Error::InvalidArg(format!("packet stream {index} of {}", streams.len()))
+        })?;
+        write_out(out, &stream_info(st), "out")
+    })
+}
+
+/// Waits up to `timeout_ms` (negative = forever) for the next encoded packet beside the frames
+/// and copies it into `buf` (`cap` bytes); `*packet` describes it (`data` = `buf`). A new
+/// subscriber starts at a keyframe. `FC_ERR_BUFFER_TOO_SMALL` leaves the packet for a retry
+/// (`fc_last_error` names the size needed); `FC_ERR_PACKET_OVERRUN` if it was overwritten while
+/// copied (nothing delivered; the next packet is a keyframe); `FC_ERR_NO_PACKET_RING` if the
+/// publisher has no packet slot (or speaks version 1); `FC_ERR_TIMEOUT`;
+/// `FC_ERR_WRITER_GONE` when the publisher left and none came back in time (a returning one is
+/// attached again; its first packet carries `FC_PACKET_DISCONTINUITY`). Since 0.2.
+///
+/// # Safety
+/// `subscriber` valid; `buf` writable for `cap` bytes; `packet` writable with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_subscriber_next_packet(
+    subscriber: *const fc_cuframes_subscriber,
+    buf: *mut u8,
+    cap: usize,
+    packet: *mut fc_packet,
+    timeout_ms: c_int,
+) -> c_int {
+    boundary(|| {
+        let s = arg(subscriber, "subscriber")?;
+        out_size(packet, "packet")?;
+        if buf.is_null() {
+            return Err(Error::InvalidArg("buf is NULL".into()));
+        }
+        // SAFETY: caller guarantees `cap` writable bytes.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
+        let info = lock(&s.inner).next_packet_copy(out, super::timeout(timeout_ms))?;
+        let mut p = blank();
+        fill_packet(&mut p, &info, buf);
+        write_out(packet, &p, "packet")
+    })
+}
+
+/// Copies the codec parameters of packet stream `stream`, generation `gen` (0 = current; a
+/// packet's `params_gen` names the ones that apply to it) into `buf` (`cap` bytes).
+/// `*size_out` gets the size (also on `FC_ERR_BUFFER_TOO_SMALL`), `*gen_out` the generation if
+/// not NULL. `FC_ERR_NO_CODEC_PARAMS` if there are none or that generation is gone;
+/// `FC_ERR_NO_PACKET_RING` without a packet slot. Since 0.2.
+///
+/// # Safety
+/// `subscriber` valid; `buf` writable for `cap` bytes (may be NULL if `cap` is 0); `size_out`
+/// writable; `gen_out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn fc_cuframes_subscriber_get_codec_params(
+    subscriber: *const fc_cuframes_subscriber,
+    stream: u32,
+    gen: u32,
+    buf: *mut u8,
+    cap: usize,
+    size_out: *mut usize,
+    gen_out: *mut u32,
+) -> c_int {
+    boundary(|| {
+        let s = arg(subscriber, "subscriber")?;
+        let size_out = arg_mut(size_out, "size_out")?;
+        let (g, data) = lock(&s.inner).codec_params(stream, gen)?;
+        *size_out = data.len();
+        put(gen_out, g);
+        if data.len() > cap {
+            return Err(Error::BufferTooSmall {
+                need: data.len(),
+                got: cap,
+            });
+        }
+        if !data.is_empty() {
+            if buf.is_null() {
+                return Err(Error::InvalidArg("buf is NULL".into()));
+            }
+            // SAFETY: caller guarantees `cap` >= len writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+        }
+        Ok(())
+    })
 }
 
 // The symbol version of each function above (generated by build.rs, see docs/ABI.md).

@@ -164,7 +164,7 @@ pub struct fc_packet_reader_counters {
     pub latency_max_ns: u64,
 }
 
-fn stream_config(s: &fc_stream_info, i: usize) -> Result<StreamConfig> {
+pub(crate) fn stream_config(s: &fc_stream_info, i: usize) -> Result<StreamConfig> {
     let mut c = StreamConfig::new(s.codec);
     if s.timebase_num != 0 || s.timebase_den != 0 {
         c.timebase = (s.timebase_num, s.timebase_den);
@@ -375,26 +375,31 @@ pub unsafe extern "C" fn fc_packet_get_stream(
     boundary(|| {
         let r = arg(reader, "reader")?;
         out_size(out, "out")?;
-        let mut o: fc_stream_info = blank();
         let streams = lock(&r.inner).streams();
         let s = streams
             .get(index as usize)
             .ok_or_else(|| Error::InvalidArg(format!("stream {index}")))?;
-        o.codec = s.codec;
-        o.media = s.media;
-        (o.timebase_num, o.timebase_den) = s.timebase;
-        o.width = s.width;
-        o.height = s.height;
-        (o.fps_num, o.fps_den) = s.fps;
-        o.sample_rate = s.sample_rate;
-        o.channels = s.channels;
-        o.params_gen = s.params_gen;
-        copy_c_str(&mut o.tag, &s.tag);
-        write_out(out, &o, "out")
+        write_out(out, &stream_info(s), "out")
     })
 }
 
-fn fill_packet(p: &mut fc_packet, i: &PacketInfo, data: *const u8) {
+/// A stream as the C ABI describes it.
+pub(crate) fn stream_info(s: &framecache_shm::packet::StreamInfo) -> fc_stream_info {
+    let mut o: fc_stream_info = blank();
+    o.codec = s.codec;
+    o.media = s.media;
+    (o.timebase_num, o.timebase_den) = s.timebase;
+    o.width = s.width;
+    o.height = s.height;
+    (o.fps_num, o.fps_den) = s.fps;
+    o.sample_rate = s.sample_rate;
+    o.channels = s.channels;
+    o.params_gen = s.params_gen;
+    copy_c_str(&mut o.tag, &s.tag);
+    o
+}
+
+pub(crate) fn fill_packet(p: &mut fc_packet, i: &PacketInfo, data: *const u8) {
     p.stream = i.stream;
     p.flags = i.flags;
     p.params_gen = i.params_gen;

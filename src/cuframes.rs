@@ -47,6 +47,17 @@ pub struct PubOpts {
     /// Keep the pool this long after the last frame.
     #[arg(long, default_value_t = 500)]
     linger_ms: u64,
+    /// Also publish the encoded streams of this MPEG-TS file beside the frames (protocol
+    /// version 2, packet slot `cuframes-KEY-packets`): with each frame, the file's next video
+    /// access unit and the audio before it, as an encoder would. The file is read once.
+    #[arg(long)]
+    packets: Option<String>,
+    /// Payload size of that packet slot in MiB.
+    #[arg(long, default_value_t = 32)]
+    packet_ring_mb: u64,
+    /// Answer at most this protocol version (1 acts as a version-1 publisher; for tests).
+    #[arg(long, default_value_t = 2, hide = true)]
+    proto_max: u16,
 }
 
 pub fn publish(o: PubOpts) -> CliResult {
@@ -62,7 +73,24 @@ pub fn publish(o: PubOpts) -> CliResult {
         cfg.time_base = (1000, milli);
         cfg.rate = (milli, 1000);
     }
+    cfg.proto_max = o.proto_max;
+    let mut items = Vec::new().into_iter();
+    if let Some(file) = &o.packets {
+        let (streams, list) = crate::packets::read_ts_file(file)?;
+        cfg.packet_streams = streams;
+        cfg.packet_payload_size = o.packet_ring_mb << 20;
+        items = list.into_iter();
+    }
+    // The primary stream: the first video one (whose units pace the packets, one per frame).
+    let video = cfg
+        .packet_streams
+        .iter()
+        .position(|s| {
+            framecache::packet::codec_media(s.codec) == Some(framecache::packet::FC_MEDIA_VIDEO)
+        })
+        .unwrap_or(0) as u32;
     let mut p = Publisher::create(&o.key, &cfg)?;
+    let mut packets = 0u64;
     let g = p.geometry();
     let rows = testsrc::plane_rows(&g);
     let backend = p.backend().clone();
@@ -91,6 +119,28 @@ pub fn publish(o: PubOpts) -> CliResult {
             backend.fill(b.planes[i], pattern_byte(seq, i), len, 0)?;
         }
         p.publish(0, seq as i64, 1, 0)?;
+        // The encoded stream beside the frames: parameters and units up to and including the
+        // next video unit.
+        for item in items.by_ref() {
+            match item {
+                crate::packets::TsItem::Params(i, data) => {
+                    p.set_codec_params(i, &data)?;
+                }
+                crate::packets::TsItem::Unit(stream, pts, dts, flags, data) => {
+                    p.publish_packet(&framecache::packet::Packet {
+                        stream,
+                        pts,
+                        dts,
+                        flags,
+                        data: &data,
+                    })?;
+                    packets += 1;
+                    if stream == video {
+                        break;
+                    }
+                }
+            }
+        }
     }
     // Give subscribers a moment to take the last frames before the pool goes away.
     std::thread::sleep(Duration::from_millis(o.linger_ms));
@@ -103,6 +153,7 @@ pub fn publish(o: PubOpts) -> CliResult {
             "skipped": s.skipped,
             "revoked": s.revoked,
             "subscribers": s.subscribers,
+            "packets": packets,
             "seconds": start.elapsed().as_secs_f64(),
         })
     );
@@ -132,6 +183,10 @@ pub struct SubOpts {
     /// Give up after this long without a frame (or without a publisher).
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Read this many encoded packets from the packet slot beside the frames instead of
+    /// frames (protocol version 2), and report them.
+    #[arg(long)]
+    packets: Option<u64>,
 }
 
 pub fn subscribe(o: SubOpts) -> CliResult {
@@ -141,6 +196,9 @@ pub fn subscribe(o: SubOpts) -> CliResult {
         ..Default::default()
     };
     let mut s = Subscriber::open(&o.key, &cfg)?;
+    if let Some(n) = o.packets {
+        return read_packets(&mut s, n, Duration::from_millis(o.timeout_ms));
+    }
     // The host backend can read the buffer in place; the CUDA one copies it down.
     let backend = s.backend().clone();
     let mut held = std::collections::VecDeque::new();
@@ -232,4 +290,49 @@ pub fn subscribe(o: SubOpts) -> CliResult {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `cuframes subscribe --packets N`: reads packets, reports counts, the first packet's flags
+/// and an FNV-1a hash of every payload in order.
+fn read_packets(s: &mut Subscriber, n: u64, timeout: Duration) -> CliResult {
+    let mut buf = Vec::new();
+    let (mut got, mut bytes, mut hash) = (0u64, 0u64, 0xcbf2_9ce4_8422_2325u64);
+    let (mut first_flags, mut overruns, mut end) = (None, 0u64, "count");
+    while got < n && !STOP.load(Ordering::Relaxed) {
+        match s.next_packet(&mut buf, timeout) {
+            Ok(info) => {
+                got += 1;
+                bytes += buf.len() as u64;
+                first_flags.get_or_insert(info.flags);
+                for &b in &buf {
+                    hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+            Err(Error::PacketOverrun) => overruns += 1,
+            Err(Error::WriterGone) => {
+                end = "gone";
+                break;
+            }
+            Err(Error::Timeout) => {
+                end = "timeout";
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let st = s.stats();
+    println!(
+        "{}",
+        serde_json::json!({
+            "packets": got,
+            "bytes": bytes,
+            "fnv": format!("{hash:016x}"),
+            "first_flags": first_flags,
+            "overruns": overruns,
+            "skipped": st.packets_skipped,
+            "proto_version": st.proto_version,
+            "end": end,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -128,12 +128,11 @@ fn ready(events: &[Event]) -> bool {
             .all(|s| seen(s.pid, needs_params(s.codec)) && seen(s.pid, false))
 }
 
-fn create_from(
-    events: &[Event],
-    id: &str,
-    keep: bool,
-    payload_mb: u64,
-) -> Result<(PacketWriter, HashMap<u16, u32>), Box<dyn std::error::Error>> {
+/// The stream table of a demuxed MPEG-TS input (at most [`MAX_STREAMS`] streams, timebase
+/// 1/90000, sizes and rates from the codec parameters) and the stream index of each PID.
+type StreamTable = (Vec<StreamConfig>, HashMap<u16, u32>);
+
+fn stream_configs(events: &[Event]) -> Result<StreamTable, Box<dyn std::error::Error>> {
     let streams = events
         .iter()
         .rev()
@@ -170,11 +169,66 @@ fn create_from(
         index.insert(s.pid, cfgs.len() as u32);
         cfgs.push(c);
     }
+    Ok((cfgs, index))
+}
+
+fn create_from(
+    events: &[Event],
+    id: &str,
+    keep: bool,
+    payload_mb: u64,
+) -> Result<(PacketWriter, HashMap<u16, u32>), Box<dyn std::error::Error>> {
+    let (cfgs, index) = stream_configs(events)?;
     let mut cfg = PacketSlotConfig::new(cfgs);
     cfg.payload_size = payload_mb << 20;
     cfg.source_type = "ts-file".into();
     cfg.keep_on_close = keep;
     Ok((PacketWriter::create(id, &cfg)?, index))
+}
+
+/// One step of a demuxed MPEG-TS file, in file order.
+pub enum TsItem {
+    /// New codec parameters of a stream.
+    Params(u32, Vec<u8>),
+    /// An access unit: stream, pts, dts, `FC_PACKET_*` flags, payload.
+    Unit(u32, i64, i64, u32, Vec<u8>),
+}
+
+/// A whole MPEG-TS file demuxed in memory: its stream table and its parameters and units in
+/// order (the encoded stream `cuframes publish --packets` puts beside its frames).
+pub fn read_ts_file(
+    file: &str,
+) -> Result<(Vec<StreamConfig>, Vec<TsItem>), Box<dyn std::error::Error>> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+    let mut demux = Demuxer::new();
+    let mut events = demux.push(&bytes);
+    events.extend(demux.flush());
+    let (cfgs, index) = stream_configs(&events)?;
+    let mut items = Vec::new();
+    for ev in events {
+        match ev {
+            Event::Params { pid, data, .. } => {
+                if let Some(&i) = index.get(&pid) {
+                    items.push(TsItem::Params(i, data));
+                }
+            }
+            Event::Unit(u) if !u.data.is_empty() => {
+                let Some(&i) = index.get(&u.pid) else {
+                    continue;
+                };
+                let flags = if u.keyframe { FC_PACKET_KEYFRAME } else { 0 };
+                items.push(TsItem::Unit(
+                    i,
+                    u.pts.unwrap_or(FC_NOPTS),
+                    u.dts.unwrap_or(FC_NOPTS),
+                    flags,
+                    u.data,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok((cfgs, items))
 }
 
 /// Reads packet slot `id` and writes its streams as an MPEG-TS file, until the writer is gone

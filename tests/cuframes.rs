@@ -561,8 +561,8 @@ fn host_backend_handshake_versions_caps_and_hostile_bytes() {
     let mut p = Publisher::create("proto", &cfg).unwrap();
     let sock = root.path().join("cuframes-proto.sock");
 
-    // A v2 subscriber that also speaks v1 gets v1, its slot, and the buffers.
-    let (m, _) = exchange(&sock, &raw_hello(1, 2, layout::FC_CUFRAMES_BACKEND_HOST));
+    // A v1 subscriber gets v1, its slot, and the buffers (version 2 in §10 tests).
+    let (m, _) = exchange(&sock, &raw_hello(1, 1, layout::FC_CUFRAMES_BACKEND_HOST));
     match &m[0] {
         Msg::HelloResp {
             proto_version,
@@ -582,7 +582,7 @@ fn host_backend_handshake_versions_caps_and_hostile_bytes() {
 
     let host = layout::FC_CUFRAMES_BACKEND_HOST;
     let cases: Vec<(&str, Vec<u8>, i32)> = vec![
-        ("v2..3 only", raw_hello(2, 3, host), FC_ERR_VERSION),
+        ("v3..4 only", raw_hello(3, 4, host), FC_ERR_VERSION),
         (
             "CUDA subscriber on a host publisher",
             raw_hello(1, 1, layout::FC_CUFRAMES_BACKEND_CUDA),
@@ -656,7 +656,7 @@ fn host_backend_handshake_versions_caps_and_hostile_bytes() {
     let v3 = SubscriberConfig {
         backend: BackendChoice::Host,
         root: Some(root.path().to_path_buf()),
-        proto_range: (2, 3),
+        proto_range: (3, 4),
     };
     assert!(matches!(
         Subscriber::open("proto", &v3),
@@ -677,6 +677,505 @@ fn host_backend_handshake_versions_caps_and_hostile_bytes() {
         subscriber(&root, "nope", "host"),
         Err(Error::NotFound(_))
     ));
+}
+
+// ---------------------------------------------------------------- version 2: packets
+
+/// An H.264 + AAC MPEG-TS file made by Debian's ffmpeg (4 s, 320x240, 30 fps, a keyframe every
+/// 15 frames), or `None` (skipped) without ffmpeg.
+fn sample_ts(root: &TempRoot) -> Option<std::path::PathBuf> {
+    if !common::have("ffmpeg") {
+        skip("ffmpeg is not installed (scripts/test.sh installs it)");
+        return None;
+    }
+    let file = root.path().join("sample.ts");
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "15",
+            "-bf",
+            "0",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(file)
+}
+
+/// One access unit of the sample as the test's own demux of the file sees it.
+#[derive(Clone, PartialEq)]
+struct Unit {
+    stream: u32,
+    pts: i64,
+    dts: i64,
+    key: bool,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sum = self
+            .data
+            .iter()
+            .fold(0u32, |a, &b| a.wrapping_mul(31).wrapping_add(b.into()));
+        write!(
+            f,
+            "Unit(stream {} pts {} dts {} key {} {} bytes, sum {sum:08x})",
+            self.stream,
+            self.pts,
+            self.dts,
+            self.key,
+            self.data.len()
+        )
+    }
+}
+
+/// The file's units in order, and the parameters of each stream (first seen).
+fn demux(file: &std::path::Path) -> (Vec<Unit>, BTreeMap<u32, Vec<u8>>) {
+    use framecache::ts::{Demuxer, Event};
+    let bytes = std::fs::read(file).unwrap();
+    let mut d = Demuxer::new();
+    let mut events = d.push(&bytes);
+    events.extend(d.flush());
+    let pids: Vec<u16> = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Streams(s) => Some(s.iter().map(|s| s.pid).collect()),
+            _ => None,
+        })
+        .unwrap();
+    let index = |pid: u16| pids.iter().position(|&p| p == pid).unwrap() as u32;
+    let (mut units, mut params) = (Vec::new(), BTreeMap::new());
+    for e in events {
+        match e {
+            Event::Params { pid, data, .. } => {
+                params.entry(index(pid)).or_insert(data);
+            }
+            Event::Unit(u) if !u.data.is_empty() => units.push(Unit {
+                stream: index(u.pid),
+                pts: u.pts.unwrap_or(framecache::packet::FC_NOPTS),
+                dts: u.dts.unwrap_or(framecache::packet::FC_NOPTS),
+                key: u.keyframe,
+                data: u.data,
+            }),
+            _ => {}
+        }
+    }
+    (units, params)
+}
+
+/// Reads packets until `n` were read or the publisher is gone; checks that they are a
+/// contiguous run of `want`, byte for byte, starting at a video keyframe (or, `continued`, at
+/// `want[0]`). Returns (index in `want` of the first, count).
+fn read_run(s: &mut Subscriber, want: &[Unit], n: usize, continued: bool) -> (usize, usize) {
+    let mut buf = Vec::new();
+    let mut start = continued.then_some(0);
+    let mut k = 0;
+    while k < n {
+        let info = match s.next_packet(&mut buf, Duration::from_secs(5)) {
+            Ok(i) => i,
+            Err(Error::WriterGone) | Err(Error::Timeout) => break,
+            Err(e) => panic!("next_packet: {e}"),
+        };
+        let got = Unit {
+            stream: info.stream,
+            pts: info.pts,
+            dts: info.dts,
+            key: info.flags & framecache::packet::FC_PACKET_KEYFRAME != 0,
+            data: buf.clone(),
+        };
+        let at = *start.get_or_insert_with(|| {
+            let at = want
+                .iter()
+                .position(|u| *u == got)
+                .unwrap_or_else(|| panic!("first packet {info:?} is not a unit of the file"));
+            assert!(
+                got.key && got.stream == 0,
+                "starts at a video keyframe: {info:?}"
+            );
+            at
+        });
+        assert_eq!(
+            want.get(at + k),
+            Some(&got),
+            "packet {k} after the start (seq {})",
+            info.seq
+        );
+        k += 1;
+    }
+    (start.unwrap_or(0), k)
+}
+
+fn packet_publisher(root: &TempRoot, key: &str, file: &std::path::Path, extra: &[&str]) -> Reaper {
+    let mut c = root.cli();
+    c.args([
+        "cuframes",
+        "publish",
+        key,
+        "--backend",
+        "host",
+        "--size",
+        "320x240",
+    ])
+    .args([
+        "--fps",
+        "30",
+        "--frames",
+        "150",
+        "--linger-ms",
+        "3000",
+        "--packets",
+    ])
+    .arg(file)
+    .args(extra);
+    let r = spawn(&mut c);
+    wait_for("publisher socket", 10, || {
+        root.path().join(format!("cuframes-{key}.sock")).exists()
+    });
+    r
+}
+
+/// A publisher process puts an H.264 + AAC stream from a real file beside its frames: a v2
+/// subscriber reads every packet byte-identical with its codec parameters, a late one starts at
+/// a keyframe, a v1-only subscriber takes frames as before, a killed packet reader costs the
+/// publisher nothing.
+#[test]
+fn host_backend_packets_beside_frames_between_processes() {
+    let root = TempRoot::new("cu-packets");
+    let Some(file) = sample_ts(&root) else {
+        return;
+    };
+    let (units, params) = demux(&file);
+    assert!(units.len() > 150, "{} units", units.len());
+    let publ = packet_publisher(&root, "enc", &file, &[]);
+    assert!(root.path().join("cuframes-enc-packets.packets").exists());
+
+    let mut a = subscriber(&root, "enc", "host").unwrap();
+    assert_eq!(a.stats().proto_version, 2);
+    let streams = a.packet_streams(Duration::from_secs(5)).unwrap();
+    assert_eq!(streams.len(), 2, "{streams:?}");
+    assert_eq!(
+        (streams[0].codec_name, streams[0].width, streams[0].height),
+        ("h264", 320, 240)
+    );
+    assert_eq!(
+        (streams[1].codec_name, streams[1].sample_rate),
+        ("aac", 48000)
+    );
+    // Frames and packets from one handshake.
+    take_and_verify(&mut a, Duration::from_secs(5)).unwrap();
+    let (first_a, n) = read_run(&mut a, &units, 40, false);
+    assert_eq!(n, 40);
+    for st in 0..2 {
+        let (gen, data) = a.codec_params(st, 0).unwrap();
+        assert!(gen >= 1);
+        assert_eq!(Some(&data), params.get(&st), "stream {st} parameters");
+    }
+
+    // A packet reader killed with -9 (the CLI): the publisher does not notice beyond its slot.
+    let mut killed = spawn(root.cli().args([
+        "cuframes",
+        "subscribe",
+        "enc",
+        "--backend",
+        "host",
+        "--packets",
+        "100000",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    killed.kill9();
+
+    // A late subscriber starts at a keyframe after the first one's start.
+    let mut b = subscriber(&root, "enc", "host").unwrap();
+    let (first_b, n_b) = read_run(&mut b, &units, 20, false);
+    assert_eq!(n_b, 20);
+    assert!(first_b > first_a, "late start {first_b} after {first_a}");
+
+    // A v1-only subscriber (offers 1..1): frames as ever, no packets.
+    let v1 = SubscriberConfig {
+        backend: BackendChoice::Host,
+        root: Some(root.path().to_path_buf()),
+        proto_range: (1, 1),
+    };
+    let mut c = Subscriber::open("enc", &v1).unwrap();
+    assert_eq!(c.stats().proto_version, 1);
+    take_and_verify(&mut c, Duration::from_secs(5)).unwrap();
+    let e = c
+        .next_packet(&mut Vec::new(), Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.code(), FC_ERR_NO_PACKET_RING, "{e}");
+    drop(c);
+
+    // The first subscriber reads on to the end of the file without a gap.
+    let (_, rest) = read_run(&mut a, &units[first_a + 40..], usize::MAX, true);
+    assert_eq!(
+        first_a + 40 + rest,
+        units.len(),
+        "every packet after the start, in order"
+    );
+    let out = publ.output();
+    let j = json(&out);
+    assert!(out.status.success(), "{j}");
+    assert_eq!(j["published"], 150, "{j}");
+    assert_eq!(j["packets"], units.len(), "{j}");
+}
+
+/// Mixed versions over the real socket (CUFRAMES.md §10.3), raw and with the library.
+#[test]
+fn host_backend_packets_mixed_versions() {
+    let root = TempRoot::new("cu-packets-v");
+    let mut cfg = PublisherConfig::new(PixelFormat::Nv12, 320, 240);
+    cfg.backend = BackendChoice::Host;
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.packet_streams = vec![framecache::packet::StreamConfig::new(
+        framecache::packet::FC_CODEC_H264,
+    )];
+    let mut p = Publisher::create("mix", &cfg).unwrap();
+    assert_eq!(p.packet_slot(), Some("cuframes-mix-packets"));
+    let key = [0, 0, 0, 1, 0x65, 0x88];
+    let seq = p
+        .publish_packet(&framecache::packet::Packet {
+            stream: 0,
+            pts: 0,
+            dts: 0,
+            flags: framecache::packet::FC_PACKET_KEYFRAME,
+            data: &key,
+        })
+        .unwrap();
+    let sock = root.path().join("cuframes-mix.sock");
+    let host = layout::FC_CUFRAMES_BACKEND_HOST;
+
+    // v2 subscriber, raw: HELLO_RESP v2 with PACKET_RING, then PACKET_RING, then BUFFERS.
+    let (m, _) = exchange(&sock, &raw_hello(1, 2, host));
+    match &m[0] {
+        Msg::HelloResp {
+            proto_version: 2,
+            capabilities,
+            ..
+        } => {
+            assert_ne!(capabilities & proto::CAP_PACKET_RING, 0)
+        }
+        other => panic!("expected HELLO_RESP v2, got {other:?}"),
+    }
+    assert_eq!(
+        m[1],
+        Msg::PacketRing {
+            initial_packet_seq: seq,
+            stream_count: 1,
+            name: "cuframes-mix-packets".into()
+        }
+    );
+    assert!(matches!(&m[2], Msg::Buffers(b) if b.len() == 8), "{m:?}");
+    wait_for("slot freed", 5, || p.stats().subscribers == 0);
+    // v1 subscriber, raw, offering every capability bit: exactly the v1 exchange.
+    let (m, _) = exchange(&sock, &raw_hello(1, 1, host));
+    match &m[0] {
+        Msg::HelloResp {
+            proto_version: 1,
+            capabilities,
+            ..
+        } => {
+            assert_eq!(capabilities & proto::CAP_PACKET_RING, 0)
+        }
+        other => panic!("expected HELLO_RESP v1, got {other:?}"),
+    }
+    assert!(
+        matches!(&m[1], Msg::Buffers(_)),
+        "v1 sees no PACKET_RING: {m:?}"
+    );
+    wait_for("slot freed", 5, || p.stats().subscribers == 0);
+    // Versions only above ours.
+    let (m, _) = exchange(&sock, &raw_hello(3, 4, host));
+    assert_eq!(error_code(&m), Some(FC_ERR_VERSION), "{m:?}");
+
+    // The library's v2 subscriber reads the packet published before it came (a keyframe).
+    let mut s = subscriber(&root, "mix", "host").unwrap();
+    let mut buf = Vec::new();
+    let info = s.next_packet(&mut buf, Duration::from_secs(2)).unwrap();
+    assert_eq!((info.seq, buf.as_slice()), (seq, &key[..]));
+    let e = s.codec_params(0, 0).unwrap_err();
+    assert_eq!(e.code(), FC_ERR_NO_CODEC_PARAMS, "{e}");
+    p.set_codec_params(0, &[0, 0, 0, 1, 0x67, 1, 2]).unwrap();
+    assert_eq!(
+        s.codec_params(0, 0).unwrap(),
+        (1, vec![0, 0, 0, 1, 0x67, 1, 2])
+    );
+    let big = vec![0u8; (32 << 20) / 4 + 1];
+    let e = p
+        .publish_packet(&framecache::packet::Packet {
+            stream: 0,
+            pts: 1,
+            dts: 1,
+            flags: 0,
+            data: &big,
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), FC_ERR_OVERSIZED, "{e}");
+    drop(s);
+    drop(p);
+    assert!(
+        !root.path().join("cuframes-mix-packets.packets").exists(),
+        "removed with the publisher"
+    );
+
+    // A publisher acting as v1 (with packets it cannot announce) and a v2 publisher without
+    // packet streams: the v2 subscriber takes frames and gets NO_PACKET_RING for packets.
+    for (proto_max, streams, version) in [(1u16, 1usize, 1u16), (2, 0, 2)] {
+        let mut cfg = cfg.clone();
+        cfg.proto_max = proto_max;
+        cfg.packet_streams.truncate(streams);
+        let mut p = Publisher::create("mix", &cfg).unwrap();
+        let mut s = subscriber(&root, "mix", "host").unwrap();
+        assert_eq!(s.stats().proto_version, version);
+        publish_one(&mut p).unwrap();
+        take_and_verify(&mut s, Duration::from_secs(5)).unwrap();
+        let e = s
+            .next_packet(&mut buf, Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            FC_ERR_NO_PACKET_RING,
+            "v{proto_max} publisher, {streams} streams: {e}"
+        );
+    }
+
+    // A key too long for its packet slot's id is refused with the reason.
+    let long = "k".repeat(48);
+    match Publisher::create(&long, &cfg) {
+        Err(Error::InvalidArg(m)) => assert!(m.contains("47"), "{m}"),
+        other => panic!("expected InvalidArg, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// A subscriber that falls more than the ring behind resumes at a keyframe with every packet
+/// it gets intact; kill -9 of the publisher: the packets left are read, then WriterGone, then
+/// the restarted publisher's stream with a discontinuity.
+#[test]
+fn host_backend_packets_fall_behind_and_follow_a_killed_publisher() {
+    let root = TempRoot::new("cu-packets-k");
+    let mut cfg = PublisherConfig::new(PixelFormat::Nv12, 320, 240);
+    cfg.backend = BackendChoice::Host;
+    cfg.root = Some(root.path().to_path_buf());
+    cfg.packet_streams = vec![framecache::packet::StreamConfig::new(
+        framecache::packet::FC_CODEC_H264,
+    )];
+    cfg.packet_payload_size = 1 << 20;
+    let mut p = Publisher::create("lag", &cfg).unwrap();
+    // Packet i: 20 KiB of (i mod 251), a keyframe every 10.
+    let body = |i: u64| vec![(i % 251) as u8; 20 << 10];
+    let publish = |p: &mut Publisher, i: u64| {
+        let flags = if i.is_multiple_of(10) {
+            framecache::packet::FC_PACKET_KEYFRAME
+        } else {
+            0
+        };
+        p.publish_packet(&framecache::packet::Packet {
+            stream: 0,
+            pts: i as i64,
+            dts: i as i64,
+            flags,
+            data: &body(i),
+        })
+        .unwrap()
+    };
+    publish(&mut p, 0);
+    let mut s = subscriber(&root, "lag", "host").unwrap();
+    let mut buf = Vec::new();
+    for i in 1..5 {
+        publish(&mut p, i);
+    }
+    for i in 0..5 {
+        let info = s.next_packet(&mut buf, Duration::from_secs(2)).unwrap();
+        assert_eq!((info.pts, &buf), (i, &body(i as u64)));
+    }
+    // 200 packets of 20 KiB through a 1 MiB ring while the subscriber sleeps.
+    for i in 5..205 {
+        publish(&mut p, i);
+    }
+    let info = s.next_packet(&mut buf, Duration::from_secs(2)).unwrap();
+    assert_eq!(info.pts % 10, 0, "resumes at a keyframe: {info:?}");
+    assert!(info.pts > 150, "and at one still in the ring: {info:?}");
+    assert_eq!(buf, body(info.pts as u64), "intact");
+    assert!(
+        info.skipped > 0 && s.stats().packets_skipped > 0,
+        "{info:?}"
+    );
+    let mut last = info.pts;
+    while let Ok(info) = s.next_packet(&mut buf, Duration::from_millis(200)) {
+        assert_eq!((info.pts, &buf), (last + 1, &body(last as u64 + 1)));
+        last = info.pts;
+    }
+    assert_eq!(last, 204);
+    drop(s);
+    drop(p);
+
+    // kill -9 of a publisher process: what it left in the ring is read, then WriterGone; a
+    // restarted publisher is followed, its first packet flagged as a discontinuity.
+    let Some(file) = sample_ts(&root) else {
+        return;
+    };
+    let (units, _) = demux(&file);
+    let mut publ = packet_publisher(&root, "kp", &file, &[]);
+    let mut s = subscriber(&root, "kp", "host").unwrap();
+    let (first, n) = read_run(&mut s, &units, 10, false);
+    assert_eq!(n, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    publ.kill9();
+    let mut drained = 0;
+    let gone = loop {
+        match s.next_packet(&mut buf, Duration::from_millis(800)) {
+            Ok(info) => {
+                assert_eq!(units[first + 10 + drained].data, buf, "{info:?}");
+                drained += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(gone, Error::WriterGone), "{gone}");
+    assert!(
+        drained > 0,
+        "the packets published before the kill are still read"
+    );
+    let _publ2 = packet_publisher(&root, "kp", &file, &[]);
+    let info = s.next_packet(&mut buf, Duration::from_secs(10)).unwrap();
+    assert_ne!(
+        info.flags & framecache::packet::FC_PACKET_DISCONTINUITY,
+        0,
+        "{info:?}"
+    );
+    assert_ne!(
+        info.flags & framecache::packet::FC_PACKET_KEYFRAME,
+        0,
+        "{info:?}"
+    );
+    assert_eq!(s.stats().attaches, 2);
 }
 
 // ---------------------------------------------------------------- no GPU / GPU

@@ -506,6 +506,18 @@ fn host_backend_c_publisher_and_c_subscriber_with_wrong_use() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("CHECKED 60"));
     }
+
+    // Version 2 from C, plain and under ASan: packets beside frames and wrong use of each call.
+    for exe in [&exe, &asan] {
+        let out = run(exe, &["packets", "cpk"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "C packets: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PACKETS 100"));
+    }
 }
 
 fn raw_hello(proto_min: u16, proto_max: u16, backend: u32) -> Vec<u8> {

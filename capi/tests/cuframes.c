@@ -5,11 +5,15 @@
  *                            after checking wrong use; prints "READY" once it serves, then waits
  *                            for a subscriber, publishes, and prints its counters
  *   cuframes sub KEY N       host-backend subscriber: takes N frames and checks every byte
+ *   cuframes packets KEY     protocol version 2 in one process: a host-backend publisher with
+ *                            an H.264 and an AAC stream beside its frames, a subscriber that
+ *                            reads every packet back, and wrong use of every packet call
  * Pattern (docs/CUFRAMES.md test source): every byte of plane p of frame seq is
  * (7*seq + 61*p) mod 251. Exit 0 when everything checked out. */
 #define _POSIX_C_SOURCE 200809L
 #include <framecache.h>
 #include "check.h"
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,11 +240,164 @@ static int subscriber(const char *key, int frames, int fps) {
   return 0;
 }
 
+#ifdef FC_CUFRAMES_PROTO_MAX /* after 0.1 (the ABI test also compiles this against 0.1) */
+/* Packet i of stream 0: (i % 9 + 1) KiB of (i * 13 % 251), a keyframe every 10. */
+static size_t pk_size(int i) { return (size_t)(i % 9 + 1) * 1024; }
+static uint8_t pk_byte(int i) { return (uint8_t)(i * 13 % 251); }
+
+static int packets(const char *key) {
+  static uint8_t data[16384], got[16384];
+  fc_stream_info streams[2];
+  memset(streams, 0, sizeof streams);
+  streams[0].struct_size = sizeof streams[0];
+  streams[0].codec = FC_CODEC_H264;
+  streams[0].timebase_num = 1;
+  streams[0].timebase_den = 90000;
+  streams[0].width = 320;
+  streams[0].height = 240;
+  streams[1].struct_size = sizeof streams[1];
+  streams[1].codec = FC_CODEC_AAC;
+  streams[1].sample_rate = 48000;
+  streams[1].channels = 2;
+  fc_cuframes_publisher_config c = pub_config(FC_CUFRAMES_BACKEND_HOST);
+  fc_cuframes_publisher *p = NULL;
+  fc_packet pk;
+  memset(&pk, 0, sizeof pk);
+  pk.struct_size = sizeof pk;
+  pk.data = data;
+  pk.size = 100;
+  /* Wrong use: too many streams, none given, a key too long for the packet slot's id. */
+  c.packet_stream_count = 9;
+  c.packet_streams = streams;
+  EXPECT(fc_cuframes_publisher_create(key, &c, &p), FC_ERR_INVALID_ARG);
+  c.packet_stream_count = 1;
+  c.packet_streams = NULL;
+  EXPECT(fc_cuframes_publisher_create(key, &c, &p), FC_ERR_INVALID_ARG);
+  c.packet_streams = streams;
+  EXPECT(fc_cuframes_publisher_create("k123456789k123456789k123456789k123456789k1234567", &c, &p),
+         FC_ERR_INVALID_ARG);
+  CHECK(strstr(fc_last_error(), "47") != NULL);
+  /* Frames only: every packet call says there is no packet ring. */
+  c.packet_stream_count = 0;
+  EXPECT(fc_cuframes_publisher_create(key, &c, &p), FC_OK);
+  EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, NULL), FC_ERR_NO_PACKET_RING);
+  EXPECT(fc_cuframes_publisher_set_codec_params(p, 0, data, 4, NULL), FC_ERR_NO_PACKET_RING);
+  fc_cuframes_subscriber_config sc;
+  memset(&sc, 0, sizeof sc);
+  sc.struct_size = sizeof sc;
+  sc.backend = FC_CUFRAMES_BACKEND_HOST;
+  fc_cuframes_subscriber *s = NULL;
+  EXPECT(fc_cuframes_subscriber_open(key, &sc, &s), FC_OK);
+  EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &pk, 10), FC_ERR_NO_PACKET_RING);
+  fc_cuframes_subscriber_close(s);
+  fc_cuframes_publisher_destroy(p);
+
+  /* Two streams, a 1 MiB ring. */
+  c.packet_stream_count = 2;
+  c.packet_payload_size = 1 << 20;
+  EXPECT(fc_cuframes_publisher_create(key, &c, &p), FC_OK);
+  EXPECT(fc_cuframes_publisher_publish_packet(p, NULL, NULL), FC_ERR_INVALID_ARG);
+  pk.data = NULL;
+  EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, NULL), FC_ERR_INVALID_ARG);
+  pk.data = data;
+  pk.stream = 5;
+  EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, NULL), FC_ERR_INVALID_ARG);
+  pk.stream = 0;
+  EXPECT(fc_cuframes_publisher_set_codec_params(p, 0, NULL, 4, NULL), FC_ERR_INVALID_ARG);
+  EXPECT(fc_cuframes_subscriber_open(key, &sc, &s), FC_OK);
+  fc_cuframes_info info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  EXPECT(fc_cuframes_subscriber_get_info(s, 1000, &info), FC_OK);
+  CHECK(info.proto_version == 2 && info.packet_stream_count == 2);
+  /* A caller built against 0.1 passes the old, shorter struct: it still works. */
+  memset(&info, 0xAB, sizeof info);
+  info.struct_size = (uint32_t)offsetof(fc_cuframes_info, proto_version);
+  EXPECT(fc_cuframes_subscriber_get_info(s, 1000, &info), FC_OK);
+  CHECK(info.width == 320 && info.proto_version == 0xABABABABu);
+  fc_stream_info si;
+  memset(&si, 0, sizeof si);
+  si.struct_size = sizeof si;
+  EXPECT(fc_cuframes_subscriber_get_packet_stream(s, 0, 1000, &si), FC_OK);
+  CHECK(si.codec == FC_CODEC_H264 && si.width == 320 && si.height == 240);
+  EXPECT(fc_cuframes_subscriber_get_packet_stream(s, 1, 1000, &si), FC_OK);
+  CHECK(si.codec == FC_CODEC_AAC && si.sample_rate == 48000 && si.channels == 2);
+  EXPECT(fc_cuframes_subscriber_get_packet_stream(s, 2, 1000, &si), FC_ERR_INVALID_ARG);
+
+  /* Codec parameters: none yet, then a generation, a short buffer, the bytes. */
+  size_t size = 0;
+  uint32_t gen = 0;
+  EXPECT(fc_cuframes_subscriber_get_codec_params(s, 0, 0, got, sizeof got, &size, &gen),
+         FC_ERR_NO_CODEC_PARAMS);
+  const uint8_t sps[] = {0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0, 0, 0, 1, 0x68, 0xce};
+  EXPECT(fc_cuframes_publisher_set_codec_params(p, 0, sps, sizeof sps, &gen), FC_OK);
+  CHECK(gen == 1);
+  EXPECT(fc_cuframes_subscriber_get_codec_params(s, 0, 0, got, 4, &size, &gen), FC_ERR_BUFFER_TOO_SMALL);
+  CHECK(size == sizeof sps);
+  EXPECT(fc_cuframes_subscriber_get_codec_params(s, 0, 0, got, sizeof got, NULL, &gen), FC_ERR_INVALID_ARG);
+  EXPECT(fc_cuframes_subscriber_get_codec_params(s, 0, 0, got, sizeof got, &size, &gen), FC_OK);
+  CHECK(size == sizeof sps && gen == 1 && !memcmp(got, sps, sizeof sps));
+
+  /* 50 packets of stream 0 with an AAC frame after each; every one read back intact. */
+  for (int i = 0; i < 50; i++) {
+    memset(data, pk_byte(i), pk_size(i));
+    pk.stream = 0;
+    pk.pts = pk.dts = (int64_t)i * 3000;
+    pk.flags = i % 10 == 0 ? FC_PACKET_KEYFRAME : 0;
+    pk.size = pk_size(i);
+    uint64_t seq = 0;
+    EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, &seq), FC_OK);
+    CHECK(seq == (uint64_t)i * 2);
+    pk.stream = 1;
+    pk.flags = FC_PACKET_KEYFRAME;
+    pk.size = 200;
+    EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, &seq), FC_OK);
+  }
+  fc_packet out;
+  memset(&out, 0, sizeof out);
+  EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 100), FC_ERR_INVALID_ARG);
+  out.struct_size = sizeof out;
+  EXPECT(fc_cuframes_subscriber_next_packet(s, NULL, sizeof got, &out, 100), FC_ERR_INVALID_ARG);
+  for (int i = 0; i < 50; i++) {
+    /* A buffer too small leaves the packet for the retry. */
+    EXPECT(fc_cuframes_subscriber_next_packet(s, got, 16, &out, 1000), FC_ERR_BUFFER_TOO_SMALL);
+    EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 1000), FC_OK);
+    CHECK(out.stream == 0 && out.pts == (int64_t)i * 3000 && out.size == pk_size(i));
+    CHECK(out.data == got && (out.flags & FC_PACKET_KEYFRAME) == (i % 10 == 0 ? FC_PACKET_KEYFRAME : 0u));
+    CHECK(out.params_gen == 1);
+    for (size_t k = 0; k < out.size; k++) CHECK(got[k] == pk_byte(i));
+    EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 1000), FC_OK);
+    CHECK(out.stream == 1 && out.size == 200);
+  }
+  EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 50), FC_ERR_TIMEOUT);
+  /* Larger than a quarter of the ring: refused, nothing published. */
+  static uint8_t big[(1 << 18) + 1];
+  pk.data = big;
+  pk.size = sizeof big;
+  EXPECT(fc_cuframes_publisher_publish_packet(p, &pk, NULL), FC_ERR_OVERSIZED);
+  EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 50), FC_ERR_TIMEOUT);
+  fc_cuframes_subscriber_stats st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  EXPECT(fc_cuframes_subscriber_get_stats(s, &st), FC_OK);
+  CHECK(st.packets == 100 && st.packet_overruns == 0);
+  /* The publisher goes: the subscriber says so. */
+  fc_cuframes_publisher_destroy(p);
+  EXPECT(fc_cuframes_subscriber_next_packet(s, got, sizeof got, &out, 300), FC_ERR_WRITER_GONE);
+  fc_cuframes_subscriber_close(s);
+  printf("PACKETS %llu\n", (unsigned long long)st.packets);
+  return 0;
+}
+#endif
+
 int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "layout")) return layout();
   if (argc >= 2 && !strcmp(argv[1], "nocuda")) return nocuda();
   if (argc >= 4 && !strcmp(argv[1], "pub")) return publisher(argv[2], atoi(argv[3]));
   if (argc >= 5 && !strcmp(argv[1], "sub")) return subscriber(argv[2], atoi(argv[3]), atoi(argv[4]));
-  fprintf(stderr, "usage: cuframes layout|nocuda|pub KEY N|sub KEY N FPS\n");
+#ifdef FC_CUFRAMES_PROTO_MAX
+  if (argc >= 3 && !strcmp(argv[1], "packets")) return packets(argv[2]);
+#endif
+  fprintf(stderr, "usage: cuframes layout|nocuda|pub KEY N|sub KEY N FPS|packets KEY\n");
   return 2;
 }

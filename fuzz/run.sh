@@ -51,6 +51,15 @@ if [ "$target" = mp4_file ] && [ -z "$(ls corpus/mp4_file)" ] && command -v ffmp
     -c:v libx264 -bf 2 -g 5 -c:a aac "$t/s.mp4"
   head -c 16384 "$t/s.mp4" > corpus/mp4_file/seed && rm -rf "$t"
 fi
+# A version-2 handshake as a subscriber reads it (READY, PACKET_RING, BYE), one byte per
+# chunk, so cuframes_tlv starts with the packet ring's TLV to mutate.
+if [ "$target" = cuframes_tlv ] && [ ! -e corpus/cuframes_tlv/seed-v2 ]; then
+  { printf '\x02'
+    printf '\x05\x00\x00\x00\x08\x00\x00\x00\x41\x00\x00\x00\x00\x00\x00\x00'
+    printf '\x09\x00\x00\x00\x24\x00\x00\x00\x11\x00\x00\x00\x00\x00\x00\x00'
+    printf '\x02\x00\x00\x00\x14\x00\x00\x00cuframes-cam-packets'
+    printf '\x07\x00\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00'; } > corpus/cuframes_tlv/seed-v2
+fi
 # A real HLS playlist in an HTTP response (chunked) for hls_http.
 if [ "$target" = hls_http ] && [ -z "$(ls corpus/hls_http)" ]; then
   pl=$'#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\nseg_007.ts\n#EXTINF:2.0,\n/live/seg_008.ts?t=1\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n#EXT-X-ENDLIST\n'

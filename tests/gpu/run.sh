@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Every CUDA check of framecache in one command, for the first machine with an NVIDIA GPU:
+# the cuframes tests on CUDA (tests/cuframes.rs `cuda_*`), the GPU ffmpeg filter test
+# (tests/ffmpeg_devices.rs: two patched ffmpeg processes moving CUDA frames), the Python
+# binding's CUDA DLPack test, and the cuframes benchmark (1080p and 2160p NV12, cuframes against
+# DtoH + frame slot + HtoD). Prints one summary table: GPU, driver, each check, the figures.
+#
+#   tests/gpu/run.sh          run (from the repository root), within 8 minutes
+#   tests/gpu/run.sh pack     build a kit here (target/gpu-kit/) for a GPU machine that has no
+#                             Rust and no network: carry target/gpu-kit with the working tree
+#
+# With cargo on the GPU machine it builds what it needs (release profile). Without cargo it
+# unpacks target/gpu-kit/kit.tar.xz, made by `pack` on a machine with the same CPU
+# architecture (the binaries name the repository path they were built in; the script links it
+# to this copy when that path is missing). Whatever cannot run is reported as SKIPPED with the
+# reason; the exit status is 1 if a check failed, else 0.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+kit=target/gpu-kit
+start=$(date +%s)
+budget=${FC_GPU_BUDGET_S:-470}
+
+# ------------------------------------------------------------------------------- pack
+# The executables cargo builds for the checks, one path per line ("test:NAME" or "bench:NAME").
+build_checks() {
+  cargo build --release --quiet --bin framecache -p framecache-cli &&
+    cargo build --release --quiet -p framecache-capi &&
+    cargo test --release --no-run --message-format=json --test cuframes --test ffmpeg_devices \
+      2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >target/gpu-exes.txt &&
+    cargo bench --no-run --message-format=json --bench cuframes 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >>target/gpu-exes.txt
+}
+
+if [ "${1:-}" = pack ]; then
+  command -v cargo >/dev/null || { echo "pack needs cargo" >&2; exit 2; }
+  [ -x target/ffmpeg-5.1/bin/ffmpeg ] || ffmpeg-patches/build.sh 5.1 || exit 1
+  build_checks || exit 1
+  rm -rf "$kit" && mkdir -p "$kit/stage"
+  # The files with the paths they have here, debug info stripped, in one archive.
+  list=$(cat target/gpu-exes.txt; echo "$repo/target/release/framecache";
+    ls "$repo"/target/release/libframecache.so*;
+    find "$repo/target/ffmpeg-5.1/bin" "$repo/target/ffmpeg-5.1/prefix" -type f 2>/dev/null)
+  for f in $list; do
+    mkdir -p "$kit/stage$(dirname "$f")"
+    cp -a "$f" "$kit/stage$f"
+    strip --strip-debug "$kit/stage$f" 2>/dev/null || true
+  done
+  echo "$repo" >"$kit/built-in"
+  sed "s|^$repo/||" target/gpu-exes.txt >"$kit/exes"
+  tar -C "$kit/stage$repo" -cJf "$kit/kit.tar.xz" . && rm -rf "$kit/stage"
+  echo "gpu kit: $kit ($(du -sh "$kit" | cut -f1)); on the GPU machine: carry $kit, run tests/gpu/run.sh"
+  exit 0
+fi
+
+# ------------------------------------------------------------------------------- run
+rows=()
+figures=()
+failed=0
+row() { rows+=("| $1 | $2 | $3 |"); [ "$2" = FAIL ] && failed=1; }
+left() { echo $((budget - ($(date +%s) - start))); }
+logdir=${OUT:-target/gpu-logs}
+mkdir -p "$logdir"
+
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
+[ -n "$gpu" ] || gpu="none (nvidia-smi found no NVIDIA GPU)"
+
+exes=()
+if command -v cargo >/dev/null; then
+  echo "gpu: building (release)"
+  if build_checks; then
+    mapfile -t exes <target/gpu-exes.txt
+  else
+    row build FAIL "cargo build of the checks failed"
+  fi
+  if [ ! -x target/ffmpeg-5.1/bin/ffmpeg ]; then
+    ffmpeg-patches/build.sh 5.1 >"$logdir/ffmpeg-build.log" 2>&1 ||
+      echo "gpu: the patched ffmpeg 5.1 did not build (see $logdir/ffmpeg-build.log)"
+  fi
+elif [ -f "$kit/kit.tar.xz" ]; then
+  echo "gpu: no cargo here; using the kit in $kit"
+  built_in=$(cat "$kit/built-in")
+  tar -C "$repo" -xJf "$kit/kit.tar.xz"
+  # The binaries hold the path of the tree they were built in (tests find the CLI, the
+  # patched ffmpeg and the library through it).
+  if [ "$built_in" != "$repo" ] && [ ! -e "$built_in" ]; then
+    mkdir -p "$(dirname "$built_in")" && ln -s "$repo" "$built_in"
+  fi
+  while read -r e; do exes+=("$built_in/$e"); done <"$kit/exes"
+else
+  row build SKIPPED "no cargo and no kit (make one with tests/gpu/run.sh pack, carry $kit)"
+fi
+exe_of() { # the built executable of test or bench target $1
+  for e in "${exes[@]}"; do case "$(basename "$e")" in "$1"-*) echo "$e"; return;; esac; done
+}
+
+# One test binary with a name filter; the row says pass, fail or skip (with the reason the test
+# printed: tests that cannot run say "SKIPPED name: reason").
+run_test() { # label exe filter
+  local label=$1 exe=$2 filter=$3 log="$logdir/$1.log" t
+  if [ -z "$exe" ]; then row "$label" SKIPPED "not built"; return; fi
+  t=$(left); [ "$t" -gt 20 ] || { row "$label" SKIPPED "out of time"; return; }
+  timeout "$((t < 180 ? t : 180))" "$exe" "$filter" --test-threads 1 --nocapture >"$log" 2>&1
+  local rc=$? passed skipped
+  passed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
+  skipped=$(grep -c '^SKIPPED' "$log")
+  if [ $rc -ne 0 ]; then
+    row "$label" FAIL "exit $rc, see $log: $(grep -m1 -E 'panicked|error' "$log" | cut -c1-120)"
+  elif [ "${skipped:-0}" -gt 0 ]; then
+    row "$label" SKIPPED "$(grep -m1 '^SKIPPED' "$log" | cut -c1-140)"
+  elif [ "${passed:-0}" = 0 ]; then
+    row "$label" FAIL "no test matched $filter"
+  else
+    row "$label" pass "$passed passed"
+  fi
+}
+
+cu=$(exe_of cuframes | head -1)
+# Two executables are named cuframes (the test and the bench): the test is the one that lists.
+for e in "${exes[@]}"; do
+  case "$(basename "$e")" in cuframes-*) "$e" --list 2>/dev/null | grep -q 'cuda_pattern' && cu=$e;; esac
+done
+bench=""
+for e in "${exes[@]}"; do
+  case "$(basename "$e")" in cuframes-*) [ "$e" != "$cu" ] && bench=$e;; esac
+done
+run_test cuframes-cuda "$cu" cuda_
+run_test ffmpeg-cuframes-cuda "$(exe_of ffmpeg_devices)" cuframes_filters_move_cuda_frames
+# The 7.1 build is only there if made; the test runs against every patched build it finds.
+
+# Python: the CUDA DLPack planes (torch or cupy consume them).
+py=$(command -v python3 || true)
+if [ -z "$py" ]; then
+  row python-dlpack-cuda SKIPPED "no python3"
+elif ! "$py" -c 'import numpy, pytest' 2>/dev/null; then
+  row python-dlpack-cuda SKIPPED "python3 lacks numpy or pytest"
+elif [ "$(left)" -lt 30 ]; then
+  row python-dlpack-cuda SKIPPED "out of time"
+else
+  log="$logdir/python-dlpack-cuda.log"
+  FRAMECACHE_LIB=$repo/target/release/libframecache.so FRAMECACHE_CLI=$repo/target/release/framecache \
+    PYTHONPATH=$repo/bindings/python timeout 120 "$py" -m pytest -q -rs \
+    bindings/python/tests/test_framecache.py -k 'cuframes' >"$log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ]; then row python-dlpack-cuda FAIL "exit $rc, see $log"
+  elif grep -q 'SKIPPED.*gpu_planes\|SKIPPED.*CUDA' "$log"; then
+    row python-dlpack-cuda SKIPPED "$(grep -m1 SKIPPED "$log" | cut -c1-140)"
+  else row python-dlpack-cuda pass "$(tail -1 "$log")"; fi
+fi
+
+# The benchmark: its table rows become figures.
+if [ -z "$bench" ]; then
+  row cuframes-bench SKIPPED "not built"
+elif [ "$(left)" -lt 60 ]; then
+  row cuframes-bench SKIPPED "out of time"
+else
+  log="$logdir/cuframes-bench.log"
+  t=$(left)
+  timeout "$((t - 10))" "$bench" 600 >"$log" 2>&1
+  rc=$?
+  if grep -q SKIPPED "$log"; then row cuframes-bench SKIPPED "$(grep -m1 SKIPPED "$log")"
+  elif [ $rc -ne 0 ]; then row cuframes-bench FAIL "exit $rc, see $log"
+  else
+    row cuframes-bench pass "$(grep -c '^| [0-9]' "$log") rows"
+    mapfile -t figures < <(grep '^|' "$log")
+  fi
+fi
+
+echo
+echo "## framecache GPU checks ($(date -u +%Y-%m-%d), $(( $(date +%s) - start )) s)"
+echo
+echo "GPU: $gpu"
+echo
+echo "| check | result | detail |"
+echo "|---|---|---|"
+printf '%s\n' "${rows[@]}"
+if [ ${#figures[@]} -gt 0 ]; then
+  echo
+  printf '%s\n' "${figures[@]}"
+fi
+exit $failed

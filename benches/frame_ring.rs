@@ -28,15 +28,11 @@ use framecache::{
 };
 
 mod common;
+use common::frames::*;
 use common::*;
 
 /// Slot id used in the private root.
 const SLOT: &str = "bench";
-/// Touch one byte per page of every frame, so the reader really reads the pages.
-const PAGE: usize = 4096;
-/// Source frames of a writer rotate over at least this many bytes, so they come from DRAM
-/// (the L3 of the test machines is 32 MiB), like a capture card's fresh DMA buffers.
-const SOURCE_BYTES: usize = 64 << 20;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -58,22 +54,6 @@ fn frame_size(w: u32, h: u32) -> usize {
         .frame_size as usize
 }
 
-/// Distinct, pre-faulted source frames covering at least [`SOURCE_BYTES`] (at most 16).
-fn sources(size: usize) -> Vec<Vec<u8>> {
-    let count = SOURCE_BYTES.div_ceil(size).clamp(1, 16);
-    (0..count).map(|i| vec![0x10 + i as u8; size]).collect()
-}
-
-/// Reads one byte per page; volatile so the loads are not optimised away.
-fn touch(data: &[u8]) -> u8 {
-    let mut acc = 0u8;
-    for i in (0..data.len()).step_by(PAGE) {
-        // SAFETY: i < data.len().
-        acc ^= unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
-    }
-    std::hint::black_box(acc)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------
@@ -83,55 +63,30 @@ fn child_main(args: &[String]) {
     let role: String = get(&kv, "role");
     let transport: String = get(&kv, "transport");
     match (role.as_str(), transport.as_str()) {
-        ("writer", "ring" | "ringcopy") => ring_writer(&kv),
+        ("writer", "ring" | "ringcopy" | "ringfill") => ring_writer(&kv, transport == "ringfill"),
         ("writer", "pipe" | "socket") => stream_writer(&kv),
-        ("reader", "ring" | "ringcopy") => ring_reader(&kv, transport == "ringcopy"),
+        ("reader", "ring" | "ringfill") => ring_reader(&kv, false),
+        ("reader", "ringcopy") => ring_reader(&kv, true),
         ("reader", "pipe" | "socket") => stream_reader(&kv),
         ("memcpy", _) => memcpy_child(&kv),
         other => panic!("unknown child role {other:?}"),
     }
 }
 
-/// Writer schedule: flat out (`fps=0`) or paced on absolute deadlines, and optionally capped
-/// in time (`max_ms`), so every case runs about as long whatever its speed.
-struct Pacer {
-    period_ns: u64,
-    cap_ns: u64,
-    t0: u64,
-}
-
-impl Pacer {
-    fn new(kv: &Kv, t0: u64) -> Pacer {
-        let fps: u64 = get(kv, "fps");
-        let max_ms: u64 = get(kv, "max_ms");
-        Pacer {
-            period_ns: 1_000_000_000u64.checked_div(fps).unwrap_or(0),
-            cap_ns: if max_ms == 0 {
-                u64::MAX
-            } else {
-                max_ms * 1_000_000
-            },
-            t0,
-        }
-    }
-
-    /// Waits for frame `i`'s turn; false once the time cap is reached.
-    fn next(&self, i: u64) -> bool {
-        if self.period_ns != 0 {
-            sleep_until(self.t0 + i * self.period_ns);
-        }
-        monotonic_ns() - self.t0 < self.cap_ns
-    }
-}
-
-fn ring_writer(kv: &Kv) {
+/// The ring's writer: copies each frame from the rotating sources (`write`), or with `fill`
+/// fills it in place in the ring (`acquire`/`commit`, the zero-copy way, as iceoryx2's loan).
+fn ring_writer(kv: &Kv, fill: bool) {
     let root = PathBuf::from(get::<String>(kv, "root"));
     let (w, h, n): (u32, u32, u64) = (get(kv, "w"), get(kv, "h"), get(kv, "frames"));
     let mut cfg = SlotConfig::new(PixelFormat::Uyvy, w, h);
     cfg.depth = get(kv, "depth");
     cfg.source_type = "bench".into();
     let mut p = Producer::create_in(&root, SLOT, &cfg).expect("create slot");
-    let srcs = sources(frame_size(w, h));
+    let srcs = if fill {
+        Vec::new()
+    } else {
+        sources(frame_size(w, h))
+    };
     say("ready");
     wait_go();
     let (c0, t0) = (cpu_ns(), monotonic_ns());
@@ -139,13 +94,21 @@ fn ring_writer(kv: &Kv) {
     let mut written = 0;
     while written < n && pacer.next(written) {
         let i = written;
-        // One memcpy per frame from a buffer the "capture" filled, as a real source would.
         let meta = FrameMeta {
             pts: i as i64,
             ..Default::default()
         };
-        p.write(&srcs[i as usize % srcs.len()], meta)
-            .expect("write");
+        if fill {
+            let mut f = p.acquire().expect("acquire");
+            let d = f.data();
+            // SAFETY: the frame's memory, d.len() bytes.
+            unsafe { fill_in_place(d.as_mut_ptr(), d.len(), i) };
+            f.commit(meta).expect("commit");
+        } else {
+            // One memcpy per frame from a buffer the "capture" filled, as a real source would.
+            p.write(&srcs[i as usize % srcs.len()], meta)
+                .expect("write");
+        }
         written += 1;
     }
     let (t1, c1) = (monotonic_ns(), cpu_ns());
@@ -231,39 +194,9 @@ fn stream_writer(kv: &Kv) {
     ));
 }
 
-/// What every reader reports.
-#[derive(Default)]
-struct ReaderTally {
-    delivered: u64,
-    skipped: u64,
-    torn: u64,
-    last_ns: u64,
-    lat: Vec<u64>,
-}
-
-impl ReaderTally {
-    fn report(mut self, warmup: usize, cpu: u64) {
-        // Warm-up samples include first-touch page faults of the reader's mappings.
-        let mut lat = self.lat.split_off(warmup.min(self.lat.len()));
-        lat.sort_unstable();
-        say(&format!(
-            "result delivered={} skipped={} torn={} last_ns={} cpu_ns={cpu} samples={} \
-             p50={} p99={} p999={} max={}",
-            self.delivered,
-            self.skipped,
-            self.torn,
-            self.last_ns,
-            lat.len(),
-            percentile(&lat, 50.0),
-            percentile(&lat, 99.0),
-            percentile(&lat, 99.9),
-            lat.last().copied().unwrap_or(0),
-        ));
-    }
-}
-
 fn ring_reader(kv: &Kv, copy: bool) {
     let root = PathBuf::from(get::<String>(kv, "root"));
+    let hold_ms: u64 = get(kv, "hold_ms");
     let n: u64 = get(kv, "frames");
     let cfg = ConsumerConfig {
         mode: ReadMode::Sequential,
@@ -315,6 +248,9 @@ fn ring_reader(kv: &Kv, copy: bool) {
         };
         match got {
             Ok((seq, publish_ns, now, intact)) => {
+                if hold_ms > 0 {
+                    std::thread::sleep(Duration::from_millis(hold_ms));
+                }
                 if intact {
                     t.delivered += 1;
                     t.last_ns = now;
@@ -385,6 +321,14 @@ enum Transport {
     RingCopy,
     Pipe,
     Socket,
+    /// framecache, the writer filling each frame in place (`acquire`/`commit`), `read`.
+    RingFill,
+    /// iceoryx2 publish-subscribe, the writer copying from the same sources, zero-copy receive.
+    IoxCopy,
+    /// iceoryx2, the writer filling each loaned sample in place.
+    IoxZc,
+    /// GStreamer 1.22 `appsrc ! shmsink` → `shmsrc ! appsink` (PyGObject).
+    GstShm,
 }
 
 impl Transport {
@@ -394,6 +338,10 @@ impl Transport {
             Transport::RingCopy => "ringcopy",
             Transport::Pipe => "pipe",
             Transport::Socket => "socket",
+            Transport::RingFill => "ringfill",
+            Transport::IoxCopy => "ioxcopy",
+            Transport::IoxZc => "ioxzc",
+            Transport::GstShm => "gstshm",
         }
     }
 
@@ -403,6 +351,10 @@ impl Transport {
             Transport::RingCopy => "framecache `read_copy`",
             Transport::Pipe => "pipe per reader",
             Transport::Socket => "Unix socket per reader",
+            Transport::RingFill => "framecache, writer fills in place (`acquire`/`commit`)",
+            Transport::IoxCopy => "iceoryx2, writer copies in",
+            Transport::IoxZc => "iceoryx2, writer fills the loan in place",
+            Transport::GstShm => "GStreamer shmsink → shmsrc",
         }
     }
 }
@@ -444,6 +396,8 @@ struct Case {
     /// Time cap of the writer, ms (0 = none: it writes all `frames`).
     max_ms: u64,
     warmup: usize,
+    /// Readers sleep this long after each frame (a slow consumer), ms.
+    hold_ms: u64,
 }
 
 /// A socketpair or a pipe: (writer end, reader end), both O_CLOEXEC, buffers enlarged.
@@ -477,6 +431,65 @@ fn stream_pair(t: Transport) -> (OwnedFd, OwnedFd) {
     }
 }
 
+/// A number per case, for names that must not repeat within a run.
+fn next_case() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The iceoryx2 anchor (`benches/anchors/`, a workspace of its own so that iceoryx2 is built for
+/// this benchmark only): built on first use with the cargo that runs the benchmark. `Err` says
+/// why it is not there (then its rows are left out and the report says so).
+fn iox_anchor() -> Result<&'static Path, &'static str> {
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let r = EXE.get_or_init(|| {
+        if std::env::var_os("FC_BENCH_NO_IOX").is_some() {
+            return Err("FC_BENCH_NO_IOX is set".into());
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/anchors");
+        let exe = dir.join("target/release/iox_anchor");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!(
+            "frame_ring bench: building the iceoryx2 anchor ({})",
+            dir.display()
+        );
+        let st = std::process::Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .env_remove("RUSTFLAGS")
+            .status();
+        match st {
+            Ok(s) if s.success() && exe.exists() => Ok(exe),
+            Ok(s) => Err(format!("building benches/anchors failed ({s})")),
+            Err(e) => Err(format!("cargo could not run: {e}")),
+        }
+    });
+    match r {
+        Ok(p) => Ok(p.as_path()),
+        Err(e) => Err(e.as_str()),
+    }
+}
+
+/// GStreamer's shm elements through Debian's python3-gst-1.0 (`benches/anchors/gst_anchor.py`),
+/// or why they cannot run here.
+fn gst_anchor() -> Result<PathBuf, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/anchors/gst_anchor.py");
+    let probe = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; \
+             Gst.init(None); assert Gst.ElementFactory.find('shmsink'); print(Gst.version_string())",
+        ])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => Ok(script),
+        _ => Err(
+            "Debian's python3-gst-1.0 with shmsink (gstreamer1.0-plugins-bad) is not installed"
+                .into(),
+        ),
+    }
+}
+
 fn run_case(root: &Path, c: &Case) -> Outcome {
     let args = |role: &str| -> Vec<String> {
         vec![
@@ -491,10 +504,46 @@ fn run_case(root: &Path, c: &Case) -> Outcome {
             format!("fds={}", c.readers),
             format!("warmup={}", c.warmup),
             format!("max_ms={}", c.max_ms),
+            format!("hold_ms={}", c.hold_ms),
+            format!("size={}", frame_size(c.res.w, c.res.h)),
+            format!("readers={}", c.readers),
+            // iceoryx2 services of different cases must not meet (a killed case leaves its own).
+            format!("service=fcbench/{}/{}", std::process::id(), next_case()),
         ]
     };
     let (mut writer, mut readers) = match c.t {
-        Transport::Ring | Transport::RingCopy => {
+        Transport::GstShm => {
+            let exe = gst_anchor().expect("GStreamer anchor");
+            let socket = format!("socket={}/gst-{}.sock", root.display(), next_case());
+            let mut a = args("writer");
+            a.push(socket.clone());
+            let mut writer = Proc::spawn_exe(&exe, &a, Stdio::piped(), Vec::new());
+            writer.expect("ready");
+            let readers: Vec<Proc> = (0..c.readers)
+                .map(|_| {
+                    let mut r = args("reader");
+                    r.push(socket.clone());
+                    Proc::spawn_exe(&exe, &r, Stdio::null(), Vec::new())
+                })
+                .collect();
+            (writer, readers)
+        }
+        Transport::IoxCopy | Transport::IoxZc => {
+            let exe = iox_anchor().expect("iceoryx2 anchor built");
+            let a = args("writer");
+            let mut writer = Proc::spawn_exe(exe, &a, Stdio::piped(), Vec::new());
+            writer.expect("ready");
+            let service = a.last().unwrap().clone();
+            let readers: Vec<Proc> = (0..c.readers)
+                .map(|_| {
+                    let mut r = args("reader");
+                    *r.last_mut().unwrap() = service.clone();
+                    Proc::spawn_exe(exe, &r, Stdio::null(), Vec::new())
+                })
+                .collect();
+            (writer, readers)
+        }
+        Transport::Ring | Transport::RingCopy | Transport::RingFill => {
             // Writer first (it creates the slot), then readers attach at the oldest frame.
             let mut writer = Proc::spawn(&args("writer"), Stdio::piped(), Vec::new());
             writer.expect("ready");
@@ -620,6 +669,7 @@ fn solo_runs(root: &Path, res: Res, rounds: usize, cap_ms: u64) -> (f64, f64) {
             fps: 0,
             max_ms: cap_ms,
             warmup: 0,
+            hold_ms: 0,
         };
         let o = run_case(root, &c);
         writes.push(throughput(&c, &o).writer_fps);
@@ -702,18 +752,34 @@ fn parent_main() {
         fps: 0,
         max_ms: CAP_MS,
         warmup: 0,
+        hold_ms: 0,
     };
+
+    // The transports of every case: framecache's, the pipe and socket baselines, and the
+    // iceoryx2 anchor when it builds (its rows are left out otherwise, saying why).
+    let iox = iox_anchor();
+    let mut transports = vec![
+        Transport::Ring,
+        Transport::RingCopy,
+        Transport::RingFill,
+        Transport::Pipe,
+        Transport::Socket,
+    ];
+    if iox.is_ok() {
+        transports.extend([Transport::IoxCopy, Transport::IoxZc]);
+    }
+    // GStreamer's shm pair: 1080p with 1 and 4 readers, and the 1080p latency.
+    let gst = gst_anchor();
 
     // 2. Throughput matrix.
     let mut tputs: Vec<Tput> = Vec::new();
     for res in [P1080, P2160] {
         for readers in [1, 4, 8] {
-            for t in [
-                Transport::Ring,
-                Transport::RingCopy,
-                Transport::Pipe,
-                Transport::Socket,
-            ] {
+            let gst_here = gst.is_ok() && res.name == "1080p" && readers <= 4;
+            for &t in transports
+                .iter()
+                .chain(gst_here.then_some(&Transport::GstShm))
+            {
                 let c = case(t, res, readers);
                 let o = run_case(&root.0, &c);
                 let tp = throughput(&c, &o);
@@ -729,12 +795,11 @@ fn parent_main() {
     // 4. Publish→wake latency, one reader, paced writer.
     let mut lats = Vec::new();
     for (res, fps, secs) in [(TINY, 1000u32, 3u64), (P1080, 60, 5)] {
-        for t in [
-            Transport::Ring,
-            Transport::RingCopy,
-            Transport::Pipe,
-            Transport::Socket,
-        ] {
+        let gst_here = gst.is_ok() && res.name == "1080p";
+        for &t in transports
+            .iter()
+            .chain(gst_here.then_some(&Transport::GstShm))
+        {
             let c = Case {
                 t,
                 res,
@@ -745,12 +810,39 @@ fn parent_main() {
                 max_ms: 0,
                 // Drop the first ring pass: it takes the reader's first-touch page faults.
                 warmup: 16,
+                hold_ms: 0,
             };
             let o = run_case(&root.0, &c);
             let r = &o.readers[0];
             eprintln!("  latency {} {}: p50 {} ns", res.name, t.arg(), r["p50"]);
             lats.push((res, fps, t, r.clone()));
         }
+    }
+
+    // 5. A slow reader (holds each frame 20 ms) against a writer flat out: who waits?
+    let mut slow = Vec::new();
+    for t in [Transport::Ring, Transport::IoxCopy, Transport::GstShm] {
+        let ok = match t {
+            Transport::IoxCopy => iox.is_ok(),
+            Transport::GstShm => gst.is_ok(),
+            _ => true,
+        };
+        if !ok {
+            continue;
+        }
+        let c = Case {
+            hold_ms: 20,
+            ..case(t, P1080, 1)
+        };
+        let o = run_case(&root.0, &c);
+        let tp = throughput(&c, &o);
+        eprintln!(
+            "  slow reader {}: writer {:.0} frames/s, reader {:.0}",
+            t.arg(),
+            tp.writer_fps,
+            tp.fps_mean
+        );
+        slow.push(tp);
     }
 
     // ---- Report ----
@@ -769,6 +861,155 @@ fn parent_main() {
         frame_size(3840, 2160),
         SOURCE_BYTES / 1_000_000
     ));
+
+    match iox {
+        Err(why) => line(format!("iceoryx2 anchor SKIPPED: {why}\n")),
+        Ok(_) => {
+            line("#### framecache ÷ iceoryx2 0.10, same run\n".into());
+            line(
+                "Copy-in: both writers copy each frame from the same rotating sources (framecache \
+                 `write`, iceoryx2 `loan_slice_uninit` + copy); zero-copy: both fill the frame in \
+                 place in shared memory (framecache `acquire`/`commit`, iceoryx2's loan). Readers \
+                 take frames without a copy and touch one byte per page. Frames/s: higher is \
+                 better, so a ratio above 1 favours framecache; CPU per frame and latency: lower \
+                 is better, so a ratio below 1 favours framecache. Loss = frames a reader never \
+                 got (framecache: skipped; iceoryx2: gaps in the frame numbers, its safe overflow \
+                 dropping the oldest queued sample).\n"
+                    .into(),
+            );
+            line(
+                "| Frame | Readers | Writer | Frames/s per reader (fc / iox = ratio) | CPU ms per \
+                 delivered frame (fc / iox = ratio) | Loss per reader (fc / iox) |"
+                    .into(),
+            );
+            line("|---|---:|---|---:|---:|---:|".into());
+            for res in ["1080p", "2160p"] {
+                for readers in [1, 4, 8] {
+                    for (mode, fc, ix) in [
+                        ("copy-in", Transport::Ring, Transport::IoxCopy),
+                        ("zero-copy", Transport::RingFill, Transport::IoxZc),
+                    ] {
+                        let f = |t: Transport| {
+                            tputs
+                                .iter()
+                                .find(|x| x.res == res && x.readers == readers && x.t == t)
+                        };
+                        let (Some(a), Some(b)) = (f(fc), f(ix)) else {
+                            continue;
+                        };
+                        line(format!(
+                            "| {res} | {readers} | {mode} | {:.0} / {:.0} = {:.2}× | {:.3} / {:.3} \
+                             = {:.2}× | {:.0} / {:.0} |",
+                            a.fps_mean,
+                            b.fps_mean,
+                            a.fps_mean / b.fps_mean,
+                            a.cpu_all_ms,
+                            b.cpu_all_ms,
+                            a.cpu_all_ms / b.cpu_all_ms,
+                            a.skipped_mean,
+                            b.skipped_mean
+                        ));
+                    }
+                }
+            }
+            line(
+                "\n| Frame | Rate | Writer | Wake p50 µs (fc / iox = ratio) | p99 | p99.9 |".into(),
+            );
+            line("|---|---:|---|---:|---:|---:|".into());
+            for (res, fps) in [(TINY.name, 1000u32), (P1080.name, 60)] {
+                for (mode, fc, ix) in [
+                    ("copy-in", Transport::Ring, Transport::IoxCopy),
+                    ("zero-copy", Transport::RingFill, Transport::IoxZc),
+                ] {
+                    let f = |t: Transport| {
+                        lats.iter()
+                            .find(|x| x.0.name == res && x.2 == t)
+                            .map(|x| &x.3)
+                    };
+                    let (Some(a), Some(b)) = (f(fc), f(ix)) else {
+                        continue;
+                    };
+                    let cell = |k: &str| {
+                        let (x, y) = (get::<u64>(a, k) as f64 / 1e3, get::<u64>(b, k) as f64 / 1e3);
+                        format!("{x:.1} / {y:.1} = {:.2}×", x / y)
+                    };
+                    line(format!(
+                        "| {res} | {fps} fps | {mode} | {} | {} | {} |",
+                        cell("p50"),
+                        cell("p99"),
+                        cell("p999")
+                    ));
+                }
+            }
+            line(String::new());
+        }
+    }
+
+    match &gst {
+        Err(why) => line(format!("GStreamer anchor SKIPPED: {why}\n")),
+        Ok(_) => {
+            line("#### framecache ÷ GStreamer 1.22 shmsink/shmsrc, same run (1080p)\n".into());
+            line(
+                "| Readers | Frames/s per reader (fc / gst = ratio) | CPU ms per delivered frame \
+                 (fc / gst = ratio) | Loss per reader (fc / gst) |"
+                    .into(),
+            );
+            line("|---:|---:|---:|---:|".into());
+            for readers in [1, 4] {
+                let f = |t: Transport| {
+                    tputs
+                        .iter()
+                        .find(|x| x.res == "1080p" && x.readers == readers && x.t == t)
+                };
+                if let (Some(a), Some(b)) = (f(Transport::Ring), f(Transport::GstShm)) {
+                    line(format!(
+                        "| {readers} | {:.0} / {:.0} = {:.2}× | {:.3} / {:.3} = {:.2}× | {:.0} / {:.0} |",
+                        a.fps_mean,
+                        b.fps_mean,
+                        a.fps_mean / b.fps_mean,
+                        a.cpu_all_ms,
+                        b.cpu_all_ms,
+                        a.cpu_all_ms / b.cpu_all_ms,
+                        a.skipped_mean,
+                        b.skipped_mean
+                    ));
+                }
+            }
+            let f = |t: Transport| lats.iter().find(|x| x.0.name == "1080p" && x.2 == t);
+            if let (Some(a), Some(b)) = (f(Transport::Ring), f(Transport::GstShm)) {
+                let cell = |k: &str| {
+                    let (x, y) = (
+                        get::<u64>(&a.3, k) as f64 / 1e3,
+                        get::<u64>(&b.3, k) as f64 / 1e3,
+                    );
+                    format!("{x:.1} / {y:.1} = {:.2}×", x / y)
+                };
+                line(format!(
+                    "\nWake latency at 1080p 60 fps, µs (fc / gst = ratio): p50 {}, p99 {}, p99.9 {}.\n",
+                    cell("p50"),
+                    cell("p99"),
+                    cell("p999")
+                ));
+            }
+        }
+    }
+    if !slow.is_empty() {
+        line("#### A slow reader (holds each 1080p frame 20 ms), writer flat out\n".into());
+        line(
+            "| Transport | Writer frames/s | Reader frames/s | Frames the reader skipped |".into(),
+        );
+        line("|---|---:|---:|---:|".into());
+        for tp in &slow {
+            line(format!(
+                "| {} | {:.0} | {:.0} | {:.0} |",
+                tp.t.label(),
+                tp.writer_fps,
+                tp.fps_mean,
+                tp.skipped_mean
+            ));
+        }
+        line(String::new());
+    }
 
     line("#### memcpy ceiling and writer bandwidth (no reader)\n".into());
     line("| Frame | memcpy, 1 thread (GB/s) | Ring writer alone (frames/s) | Ring writer (GB/s) | % of memcpy |".into());

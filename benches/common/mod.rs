@@ -3,6 +3,8 @@
 //! percentiles, the machine description and a removable root directory.
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod frames;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::RawFd;
@@ -144,7 +146,23 @@ impl Proc {
     /// Starts a child; `fds` are dup2'd to `FD_BASE + i` in it (they are O_CLOEXEC here, so no
     /// other child inherits them).
     pub fn spawn(args: &[String], stdin: Stdio, fds: Vec<RawFd>) -> Proc {
-        let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+        Proc::spawn_exe(
+            &std::env::current_exe().expect("current_exe"),
+            args,
+            stdin,
+            fds,
+        )
+    }
+
+    /// As [`Proc::spawn`], running another program that speaks the same child protocol (the
+    /// anchors of `benches/anchors/`).
+    pub fn spawn_exe(
+        exe: &std::path::Path,
+        args: &[String],
+        stdin: Stdio,
+        fds: Vec<RawFd>,
+    ) -> Proc {
+        let mut cmd = Command::new(exe);
         cmd.arg(CHILD_ARG)
             .args(args)
             .stdin(stdin)

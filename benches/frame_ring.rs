@@ -1,14 +1,20 @@
-//! Frame-ring benchmark: framecache against a pipe and a Unix stream socket, in separate
-//! processes, as a capture process and its consumers would run.
+//! Frame-ring benchmark: framecache against iceoryx2, GStreamer's shmsink/shmsrc, a pipe and a
+//! Unix stream socket, in separate processes, as a capture process and its consumers would run.
 //!
 //! `cargo bench --bench frame_ring` prints markdown tables ready for README.md:
 //!
-//! 1. memcpy ceiling: one thread copying frames from buffers larger than the caches into
+//! 1. framecache ÷ iceoryx2 (frames/s, CPU per frame, loss, wake-up latency; the writer copying
+//!    in or filling in place; framecache also with a ring of 4 frames) and ÷ GStreamer, and a
+//!    slow reader against a flat-out writer;
+//! 2. memcpy ceiling: one thread copying frames from buffers larger than the caches into
 //!    ring-like page-aligned slots;
-//! 2. throughput with 1, 4 and 8 reader processes, 1080p and 2160p UYVY, for the ring (zero-copy
-//!    `read` and `read_copy`), a pipe per reader and a socketpair per reader;
-//! 3. writer bandwidth with no reader, against the memcpy ceiling;
-//! 4. publish→wake latency percentiles.
+//! 3. throughput with 1, 4 and 8 reader processes, 1080p and 2160p UYVY, for every transport;
+//! 4. writer bandwidth with no reader, against the memcpy ceiling;
+//! 5. publish→wake latency percentiles.
+//!
+//! The peers run from `benches/anchors/` (`iox_anchor`, built on first use in a workspace of its
+//! own; `gst_anchor.py` with Debian's python3-gst-1.0); where one cannot run, its rows are left
+//! out and the report says why.
 //!
 //! The binary re-executes itself (`current_exe()`) with [`CHILD_ARG`] and `key=value` arguments
 //! for every writer and reader: the parent only orchestrates. Children report back over their
@@ -792,6 +798,31 @@ fn parent_main() {
         }
     }
 
+    // 2b. framecache with a shallow ring (4 frames): iceoryx2 reuses the chunk a reader just
+    // released, so its writer keeps writing memory that is still in the caches, while a ring of
+    // the default 120 frames (500 MB at 1080p) always writes the oldest, coldest slot. The same
+    // cases at depth 4 show what that costs.
+    let mut shallow: Vec<Tput> = Vec::new();
+    if iox.is_ok() {
+        for res in [P1080, P2160] {
+            for readers in [1, 4, 8] {
+                for t in [Transport::Ring, Transport::RingFill] {
+                    let c = Case {
+                        depth: 4,
+                        ..case(t, res, readers)
+                    };
+                    let o = run_case(&root.0, &c);
+                    let tp = throughput(&c, &o);
+                    eprintln!(
+                        "  {:<24} depth 4 {:8.1} frames/s per reader",
+                        tp.case, tp.fps_mean
+                    );
+                    shallow.push(tp);
+                }
+            }
+        }
+    }
+
     // 4. Publish→wake latency, one reader, paced writer.
     let mut lats = Vec::new();
     for (res, fps, secs) in [(TINY, 1000u32, 3u64), (P1080, 60, 5)] {
@@ -878,11 +909,12 @@ fn parent_main() {
                     .into(),
             );
             line(
-                "| Frame | Readers | Writer | Frames/s per reader (fc / iox = ratio) | CPU ms per \
-                 delivered frame (fc / iox = ratio) | Loss per reader (fc / iox) |"
+                "| Frame | Readers | Writer | Frames/s per reader (fc / iox = ratio) | same, fc \
+                 ring of 4 frames | CPU ms per delivered frame (fc / iox = ratio) | same, fc \
+                 ring of 4 | Loss per reader (fc / iox) |"
                     .into(),
             );
-            line("|---|---:|---|---:|---:|---:|".into());
+            line("|---|---:|---|---:|---:|---:|---:|---:|".into());
             for res in ["1080p", "2160p"] {
                 for readers in [1, 4, 8] {
                     for (mode, fc, ix) in [
@@ -897,9 +929,22 @@ fn parent_main() {
                         let (Some(a), Some(b)) = (f(fc), f(ix)) else {
                             continue;
                         };
+                        let sh = shallow
+                            .iter()
+                            .find(|x| x.res == res && x.readers == readers && x.t == fc);
+                        let (sf, sc) = sh.map_or(("–".to_string(), "–".to_string()), |x| {
+                            (
+                                format!("{:.0} = {:.2}×", x.fps_mean, x.fps_mean / b.fps_mean),
+                                format!(
+                                    "{:.3} = {:.2}×",
+                                    x.cpu_all_ms,
+                                    x.cpu_all_ms / b.cpu_all_ms
+                                ),
+                            )
+                        });
                         line(format!(
-                            "| {res} | {readers} | {mode} | {:.0} / {:.0} = {:.2}× | {:.3} / {:.3} \
-                             = {:.2}× | {:.0} / {:.0} |",
+                            "| {res} | {readers} | {mode} | {:.0} / {:.0} = {:.2}× | {sf} | {:.3} / \
+                             {:.3} = {:.2}× | {sc} | {:.0} / {:.0} |",
                             a.fps_mean,
                             b.fps_mean,
                             a.fps_mean / b.fps_mean,

@@ -13,6 +13,7 @@ behaves with a slow reader. Readers: `shmsrc ! appsink`, mapping each buffer and
 byte per page, as the other readers do. The interpreter's own work is in the CPU figures.
 """
 
+import math
 import os
 import resource
 import sys
@@ -135,7 +136,8 @@ def reader(kv):
     def pct(p):
         if not lat:
             return 0
-        return lat[min(len(lat) - 1, max(0, -(-len(lat) * p // 100) - 1))]
+        rank = math.ceil(p / 100 * len(lat))  # nearest rank, as the other readers
+        return lat[min(len(lat), max(1, rank)) - 1]
 
     say("result delivered=%d skipped=%d torn=0 last_ns=%d cpu_ns=%d samples=%d p50=%d p99=%d "
         "p999=%d max=%d" % (delivered, skipped, last_ns, cpu, len(lat), pct(50), pct(99),

@@ -23,13 +23,15 @@ budget=${FC_GPU_BUDGET_S:-470}
 
 # ------------------------------------------------------------------------------- pack
 # The executables cargo builds for the checks, one path per line ("test:NAME" or "bench:NAME").
+# The test executables go to target/gpu-exes.txt, the benchmark's to target/gpu-bench.txt (both
+# are named cuframes-HASH, and running the benchmark to tell them apart would take minutes).
 build_checks() {
   cargo build --release --quiet --bin framecache -p framecache-cli &&
     cargo build --release --quiet -p framecache-capi &&
     cargo test --release --no-run --message-format=json --test cuframes --test ffmpeg_devices \
       2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >target/gpu-exes.txt &&
     cargo bench --no-run --message-format=json --bench cuframes 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >>target/gpu-exes.txt
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >target/gpu-bench.txt
 }
 
 if [ "${1:-}" = pack ]; then
@@ -38,7 +40,7 @@ if [ "${1:-}" = pack ]; then
   build_checks || exit 1
   rm -rf "$kit" && mkdir -p "$kit/stage"
   # The files with the paths they have here, debug info stripped, in one archive.
-  list=$(cat target/gpu-exes.txt; echo "$repo/target/release/framecache";
+  list=$(cat target/gpu-exes.txt target/gpu-bench.txt; echo "$repo/target/release/framecache";
     ls "$repo"/target/release/libframecache.so*;
     find "$repo/target/ffmpeg-5.1/bin" "$repo/target/ffmpeg-5.1/prefix" -type f 2>/dev/null)
   for f in $list; do
@@ -48,6 +50,7 @@ if [ "${1:-}" = pack ]; then
   done
   echo "$repo" >"$kit/built-in"
   sed "s|^$repo/||" target/gpu-exes.txt >"$kit/exes"
+  sed "s|^$repo/||" target/gpu-bench.txt >"$kit/bench"
   tar -C "$kit/stage$repo" -cJf "$kit/kit.tar.xz" . && rm -rf "$kit/stage"
   echo "gpu kit: $kit ($(du -sh "$kit" | cut -f1)); on the GPU machine: carry $kit, run tests/gpu/run.sh"
   exit 0
@@ -66,10 +69,12 @@ gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
 [ -n "$gpu" ] || gpu="none (nvidia-smi found no NVIDIA GPU)"
 
 exes=()
+bench=""
 if command -v cargo >/dev/null; then
   echo "gpu: building (release)"
   if build_checks; then
     mapfile -t exes <target/gpu-exes.txt
+    bench=$(head -1 target/gpu-bench.txt)
   else
     row build FAIL "cargo build of the checks failed"
   fi
@@ -87,6 +92,7 @@ elif [ -f "$kit/kit.tar.xz" ]; then
     mkdir -p "$(dirname "$built_in")" && ln -s "$repo" "$built_in"
   fi
   while read -r e; do exes+=("$built_in/$e"); done <"$kit/exes"
+  bench="$built_in/$(head -1 "$kit/bench")"
 else
   row build SKIPPED "no cargo and no kit (make one with tests/gpu/run.sh pack, carry $kit)"
 fi
@@ -100,14 +106,17 @@ run_test() { # label exe filter
   local label=$1 exe=$2 filter=$3 log="$logdir/$1.log" t
   if [ -z "$exe" ]; then row "$label" SKIPPED "not built"; return; fi
   t=$(left); [ "$t" -gt 20 ] || { row "$label" SKIPPED "out of time"; return; }
-  timeout "$((t < 180 ? t : 180))" "$exe" "$filter" --test-threads 1 --nocapture >"$log" 2>&1
-  local rc=$? passed skipped
+  # Tests that cannot run append "test: reason" to $FC_SKIP_LOG (the test kit's skip()).
+  local skips="$logdir/$label.skips"
+  : >"$skips"
+  FC_SKIP_LOG=$skips timeout "$((t < 180 ? t : 180))" "$exe" "$filter" --skip without_cuda \
+    --test-threads 1 --nocapture >"$log" 2>&1
+  local rc=$? passed
   passed=$(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
-  skipped=$(grep -c '^SKIPPED' "$log")
   if [ $rc -ne 0 ]; then
     row "$label" FAIL "exit $rc, see $log: $(grep -m1 -E 'panicked|error' "$log" | cut -c1-120)"
-  elif [ "${skipped:-0}" -gt 0 ]; then
-    row "$label" SKIPPED "$(grep -m1 '^SKIPPED' "$log" | cut -c1-140)"
+  elif [ -s "$skips" ]; then
+    row "$label" SKIPPED "$(wc -l <"$skips") of ${passed:-0}: $(head -1 "$skips" | cut -c1-140)"
   elif [ "${passed:-0}" = 0 ]; then
     row "$label" FAIL "no test matched $filter"
   else
@@ -115,21 +124,12 @@ run_test() { # label exe filter
   fi
 }
 
-cu=$(exe_of cuframes | head -1)
-# Two executables are named cuframes (the test and the bench): the test is the one that lists.
-for e in "${exes[@]}"; do
-  case "$(basename "$e")" in cuframes-*) "$e" --list 2>/dev/null | grep -q 'cuda_pattern' && cu=$e;; esac
-done
-bench=""
-for e in "${exes[@]}"; do
-  case "$(basename "$e")" in cuframes-*) [ "$e" != "$cu" ] && bench=$e;; esac
-done
-run_test cuframes-cuda "$cu" cuda_
+run_test cuframes-cuda "$(exe_of cuframes)" cuda_
 run_test ffmpeg-cuframes-cuda "$(exe_of ffmpeg_devices)" cuframes_filters_move_cuda_frames
 # The 7.1 build is only there if made; the test runs against every patched build it finds.
 
 # Python: the CUDA DLPack planes (torch or cupy consume them).
-py=$(command -v python3 || true)
+py=${FC_PYTHON:-$(command -v python3 || true)}  # FC_PYTHON: one with numpy and pytest
 if [ -z "$py" ]; then
   row python-dlpack-cuda SKIPPED "no python3"
 elif ! "$py" -c 'import numpy, pytest' 2>/dev/null; then
@@ -149,7 +149,7 @@ else
 fi
 
 # The benchmark: its table rows become figures.
-if [ -z "$bench" ]; then
+if [ -z "$bench" ] || [ ! -x "$bench" ]; then
   row cuframes-bench SKIPPED "not built"
 elif [ "$(left)" -lt 60 ]; then
   row cuframes-bench SKIPPED "out of time"

@@ -42,7 +42,7 @@ if [ "${1:-}" = pack ]; then
   # The files with the paths they have here, debug info stripped, in one archive.
   list=$(cat target/gpu-exes.txt target/gpu-bench.txt; echo "$repo/target/release/framecache";
     ls "$repo"/target/release/libframecache.so*;
-    find "$repo/target/ffmpeg-5.1/bin" "$repo/target/ffmpeg-5.1/prefix" -type f 2>/dev/null)
+    ls "$repo"/target/ffmpeg-5.1/bin/* "$repo"/target/ffmpeg-5.1/prefix/lib/libframecache.so*)
   for f in $list; do
     mkdir -p "$kit/stage$(dirname "$f")"
     cp -a "$f" "$kit/stage$f"

@@ -850,6 +850,38 @@ fn parent_main() {
         }
     }
 
+    // 4b. Rate against size: a reader that sleeps 16 ms between frames wakes from a deeper
+    // idle state than one woken every millisecond, so 64x64 at 1000 fps against 1080p at 60 fps
+    // mixes two causes. The two other corners separate them.
+    let mut corners = Vec::new();
+    for (res, fps, secs) in [(TINY, 60u32, 5u64), (P1080, 1000, 3)] {
+        for t in [Transport::Ring, Transport::IoxCopy] {
+            if t == Transport::IoxCopy && iox.is_err() {
+                continue;
+            }
+            let c = Case {
+                t,
+                res,
+                depth: 16,
+                frames: fps as u64 * secs,
+                readers: 1,
+                fps,
+                max_ms: 0,
+                warmup: 16,
+                hold_ms: 0,
+            };
+            let o = run_case(&root.0, &c);
+            let r = &o.readers[0];
+            eprintln!(
+                "  latency {} at {fps} {}: p50 {} ns",
+                res.name,
+                t.arg(),
+                r["p50"]
+            );
+            corners.push((res, fps, t, r.clone()));
+        }
+    }
+
     // 5. A slow reader (holds each frame 20 ms) against a writer flat out: who waits?
     let mut slow = Vec::new();
     for t in [Transport::Ring, Transport::IoxCopy, Transport::GstShm] {
@@ -1038,6 +1070,25 @@ fn parent_main() {
             }
         }
     }
+    line("#### Wake-up latency: frame rate against frame size (1 reader)\n".into());
+    line("| Frame | Rate | Transport | p50 µs | p99 µs | p99.9 µs |".into());
+    line("|---|---:|---|---:|---:|---:|".into());
+    for (res, fps, t, r) in lats
+        .iter()
+        .filter(|x| matches!(x.2, Transport::Ring | Transport::IoxCopy))
+        .chain(corners.iter())
+    {
+        let us = |k: &str| get::<u64>(r, k) as f64 / 1000.0;
+        line(format!(
+            "| {} | {fps} fps | {} | {:.1} | {:.1} | {:.1} |",
+            res.name,
+            t.label(),
+            us("p50"),
+            us("p99"),
+            us("p999")
+        ));
+    }
+    line(String::new());
     if !slow.is_empty() {
         line("#### A slow reader (holds each 1080p frame 20 ms), writer flat out\n".into());
         line(

@@ -199,6 +199,9 @@ class CuframesInfo(ctypes.Structure):
         ("rate_den", ctypes.c_uint32),
         ("publisher_pid", ctypes.c_uint32),
         ("epoch", ctypes.c_uint64),
+        # 0.2: protocol version 2, the packet slot beside the frames
+        ("proto_version", ctypes.c_uint32),
+        ("packet_stream_count", ctypes.c_uint32),
     ]
 
 
@@ -211,6 +214,9 @@ class CuframesSubscriberStats(ctypes.Structure):
         ("revoked", ctypes.c_uint64),
         ("torn", ctypes.c_uint64),
         ("attaches", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("packets_skipped", ctypes.c_uint64),
+        ("packet_overruns", ctypes.c_uint64),
     ]
 
 
@@ -341,4 +347,11 @@ cuframes_subscriber_get_info = _fn("fc_cuframes_subscriber_get_info", cint, vp, 
                                    ctypes.POINTER(CuframesInfo))
 cuframes_subscriber_get_stats = _fn("fc_cuframes_subscriber_get_stats", cint, vp,
                                     ctypes.POINTER(CuframesSubscriberStats))
+cuframes_subscriber_next_packet = _fn("fc_cuframes_subscriber_next_packet", cint, vp, vp,
+                                      ctypes.c_size_t, ctypes.POINTER(CPacket), cint)
+cuframes_subscriber_get_codec_params = _fn(
+    "fc_cuframes_subscriber_get_codec_params", cint, vp, ctypes.c_uint32, ctypes.c_uint32, vp,
+    ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_uint32))
+cuframes_subscriber_get_packet_stream = _fn("fc_cuframes_subscriber_get_packet_stream", cint, vp,
+                                            ctypes.c_uint32, cint, ctypes.POINTER(StreamInfo))
 cuframes_subscriber_close = _fn("fc_cuframes_subscriber_close", None, vp)

@@ -20,6 +20,7 @@ import ctypes
 
 from . import _lib
 from . import _check, _Handle, _plane_layouts, _FORMAT_NAMES, _timeout_ms, Overwritten, WriterGone
+from . import Packet
 
 __all__ = ["Subscriber", "GpuFrame", "Plane", "cuda_available"]
 
@@ -242,6 +243,7 @@ class Subscriber(_Handle):
         h = ctypes.c_void_p()
         _check(_lib.cuframes_subscriber_open(key.encode(), ctypes.byref(cfg), ctypes.byref(h)))
         super().__init__(h.value)
+        self._packet_buf_size = 1 << 20
         self._cuda = backend == "cuda"
         self._device = device if self._cuda else 0
 
@@ -265,6 +267,67 @@ class Subscriber(_Handle):
             "time_base": (i.time_base_num, i.time_base_den), "rate": (i.rate_num, i.rate_den),
             "publisher_pid": i.publisher_pid,
         }
+
+    def packet_streams(self, timeout=1.0):
+        """The streams of the encoded packet slot beside the frames (protocol version 2), as
+        dicts; raises NotFound (`code` "FC_ERR_NO_PACKET_RING") when the publisher has none."""
+        i = _lib.sized(_lib.CuframesInfo)
+        _check(_lib.cuframes_subscriber_get_info(self._handle(), _timeout_ms(timeout),
+                                                 ctypes.byref(i)))
+        out = []
+        for k in range(i.packet_stream_count):
+            s = _lib.sized(_lib.StreamInfo)
+            _check(_lib.cuframes_subscriber_get_packet_stream(self._handle(), k,
+                                                              _timeout_ms(timeout),
+                                                              ctypes.byref(s)))
+            d = {f: getattr(s, f) for f, _ in s._fields_ if f not in ("struct_size", "tag")}
+            d["tag"] = s.tag.decode(errors="replace")
+            out.append(d)
+        if not out:
+            # Let the library say why (a v1 publisher, or one without streams).
+            self.next_packet(timeout=0)
+        return out
+
+    def next_packet(self, timeout=1.0):
+        """The next encoded packet beside the frames, copied: a `framecache.Packet` (`data`,
+        `stream`, `pts`, `dts`, `keyframe`, `seq`, `params_gen`). A new subscriber starts at a
+        keyframe. Raises Timeout, WriterGone, NotFound (`code` "FC_ERR_NO_PACKET_RING"), or
+        Overwritten (`code` "FC_ERR_PACKET_OVERRUN": nothing delivered; the next packet is
+        a keyframe)."""
+        c = _lib.sized(_lib.CPacket)
+        size = self._packet_buf_size
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            rc = _lib.cuframes_subscriber_next_packet(self._handle(), buf, size,
+                                                      ctypes.byref(c), _timeout_ms(timeout))
+            if rc == -15 and size < (1 << 30):  # too small: the packet waits for a larger buffer
+                size *= 4
+                self._packet_buf_size = size
+                continue
+            _check(rc)
+            return Packet(c, memoryview(buf.raw[: c.size]))
+
+    def packets(self, timeout=1.0):
+        """Packets until the publisher is gone."""
+        while True:
+            try:
+                yield self.next_packet(timeout)
+            except WriterGone:
+                return
+
+    def codec_params(self, stream, gen=0):
+        """(generation, bytes) of a packet stream's codec parameters (gen 0 = the current;
+        a packet's `params_gen` names the ones it needs)."""
+        size, g = ctypes.c_size_t(), ctypes.c_uint32()
+        rc = _lib.cuframes_subscriber_get_codec_params(self._handle(), stream, gen, None, 0,
+                                                       ctypes.byref(size), ctypes.byref(g))
+        if rc not in (0, -15):
+            _check(rc)
+        buf = ctypes.create_string_buffer(max(size.value, 1))
+        _check(_lib.cuframes_subscriber_get_codec_params(self._handle(), stream, gen, buf,
+                                                         size.value, ctypes.byref(size),
+                                                         ctypes.byref(g)))
+        return g.value, buf.raw[: size.value]
 
     def stats(self):
         s = _lib.sized(_lib.CuframesSubscriberStats)

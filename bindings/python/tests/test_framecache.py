@@ -340,6 +340,70 @@ def test_cuframes_planes_go_through_dlpack_without_a_copy(root):
         pub.wait()
 
 
+def test_cuframes_packets_beside_frames(root, tmp_path):
+    """Protocol version 2 from Python: a CLI publisher puts the H.264 + AAC of a file made by
+    Debian's ffmpeg beside its frames; the subscriber's packets are byte for byte what a plain
+    packet-slot reader of `cuframes-KEY-packets` reads, with the same codec parameters, and a
+    frames-only publisher answers NotFound with FC_ERR_NO_PACKET_RING."""
+    import shutil
+    from framecache import cuframes
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed")
+    ts = tmp_path / "enc.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine", "-t", "3",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-bf", "0",
+                    "-c:a", "aac", "-f", "mpegts", str(ts)], check=True)
+
+    def start(key, *extra):
+        p = subprocess.Popen([cli(), "cuframes", "publish", key, "--backend", "host", "--size",
+                              "320x240", "--fps", "30", "--frames", "90", "--linger-ms", "3000",
+                              *extra])
+        deadline = time.time() + 10
+        while True:
+            try:
+                return p, cuframes.Subscriber(key, backend="host")
+            except framecache.NotFound:
+                assert time.time() < deadline, "the publisher never appeared"
+                time.sleep(0.05)
+
+    pub, sub = start("pyenc", "--packets", str(ts))
+    try:
+        with sub:
+            streams = sub.packet_streams()
+            assert [s["codec"] for s in streams] == [1, 3], streams  # h264, aac
+            assert (streams[0]["width"], streams[0]["height"]) == (320, 240)
+            # The same slot through the plain packet-ring API, from its oldest keyframe.
+            plain = framecache.PacketReader("cuframes-pyenc-packets", start="oldest_keyframe")
+            got = [sub.next_packet(timeout=5) for _ in range(40)]
+            assert got[0].keyframe and got[0].stream == 0
+            by_seq = {}
+            while len(by_seq) < got[-1].seq + 1:
+                p = plain.read_copy(timeout=5)
+                by_seq[p.seq] = (p.stream, p.pts, bytes(p.data))
+            for p in got:
+                assert by_seq[p.seq] == (p.stream, p.pts, bytes(p.data)), p.seq
+            for st in (0, 1):
+                assert sub.codec_params(st) == plain.codec_params(st)
+                assert sub.codec_params(st)[1]
+            assert sub.stats()["packets"] == 40
+            plain.close()
+    finally:
+        pub.kill()
+        pub.wait()
+
+    pub, sub = start("pyframes")
+    try:
+        with sub:
+            with pytest.raises(framecache.NotFound) as e:
+                sub.next_packet(timeout=0.2)
+            assert e.value.code == "FC_ERR_NO_PACKET_RING"
+    finally:
+        pub.kill()
+        pub.wait()
+
+
 def test_cuframes_gpu_planes_are_cuda_dlpack_tensors(root):
     """On a GPU: the CUDA backend's planes are exported as kDLCUDA tensors of the device, and
     their bytes (read back with cuMemcpyDtoH) are the publisher's pattern."""

@@ -118,6 +118,11 @@ fn ring_writer(kv: &Kv, fill: bool) {
         written += 1;
     }
     let (t1, c1) = (monotonic_ns(), cpu_ns());
+    // Tearing down the writer's mapping right after its last publish delayed the reader's
+    // wake-up for that frame by 1-3 ms on 2 cores (the p99.9 of a 284-sample run was that one
+    // frame). The iceoryx2 and GStreamer writers stay up until the readers are done, so this
+    // one lingers too, for longer than a paced frame would take.
+    std::thread::sleep(Duration::from_millis(50));
     drop(p); // readers keep their mapping, drain what is left, then see WriterGone
     say(&format!(
         "result start_ns={t0} end_ns={t1} frames={written} cpu_ns={}",

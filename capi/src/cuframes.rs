@@ -42,6 +42,10 @@ abi_structs! {
         std::mem::offset_of!(fc_cuframes_subscriber_stats, packets)
     ),
 }
+use crate::packet::{
+    bytes_in, fc_packet, fc_stream_info, fill_packet, packet_in, params_out, stream_info,
+    streams_in,
+};
 use framecache_cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
 use framecache_cuda::layout::{FC_CUFRAMES_POLICY_REVOKE, FC_CUFRAMES_POLICY_SKIP};
 use framecache_cuda::{
@@ -50,10 +54,6 @@ use framecache_cuda::{
 };
 use framecache_shm::error::{Error, Result};
 use framecache_shm::format::PixelFormat;
-use framecache_shm::packet::{Packet, MAX_STREAMS};
-
-use crate::abi::element;
-use crate::packet::{fc_packet, fc_stream_info, fill_packet, stream_config, stream_info};
 
 /// A cuframes publisher. Opaque; one thread at a time (calls are serialised inside).
 pub struct fc_cuframes_publisher {
@@ -344,20 +344,9 @@ pub unsafe extern "C" fn fc_cuframes_publisher_create(
         cfg.time_base = (c.time_base_num, c.time_base_den);
         cfg.rate = (c.rate_num, c.rate_den);
         if c.packet_stream_count != 0 {
-            if c.packet_stream_count as usize > MAX_STREAMS || c.packet_streams.is_null() {
-                return Err(Error::InvalidArg(format!(
-                    "{} packet_streams (0..={MAX_STREAMS}, non-NULL)",
-                    c.packet_stream_count
-                )));
-            }
-            // The entries are packet_streams[0].struct_size bytes apart (the caller's sizeof).
-            let stride = read_in(c.packet_streams, "packet_streams[0]")?.struct_size as usize;
-            cfg.packet_streams = (0..c.packet_stream_count as usize)
-                .map(|i| {
-                    let what = format!("packet_streams[{i}]");
-                    stream_config(&read_in(element(c.packet_streams, i, stride), &what)?, i)
-                })
-                .collect::<Result<Vec<_>>>()?;
+            // SAFETY: `packet_stream_count` readable entries per the field's contract.
+            cfg.packet_streams =
+                unsafe { streams_in(c.packet_streams, c.packet_stream_count, "packet_streams")? };
             cfg.packet_payload_size = c.packet_payload_size;
         }
         let p = Publisher::create(key, &cfg)?;
@@ -670,15 +659,8 @@ pub unsafe extern "C" fn fc_cuframes_publisher_set_codec_params(
 ) -> c_int {
     boundary(|| {
         let p = arg(publisher, "publisher")?;
-        if data.is_null() && size > 0 {
-            return Err(Error::InvalidArg("data is NULL".into()));
-        }
-        // SAFETY: caller guarantees `size` readable bytes.
-        let bytes = if size == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(data, size) }
-        };
+        // SAFETY: `size` readable bytes per the contract.
+        let bytes = unsafe { bytes_in(data, size)? };
         let gen = lock(&p.inner).set_codec_params(stream, bytes)?;
         put(gen_out, gen);
         Ok(())
@@ -703,19 +685,8 @@ pub unsafe extern "C" fn fc_cuframes_publisher_publish_packet(
     boundary(|| {
         let p = arg(publisher, "publisher")?;
         let pk: fc_packet = read_in(packet, "packet")?;
-        if pk.data.is_null() {
-            return Err(Error::InvalidArg("packet->data is NULL".into()));
-        }
-        let size = usize::try_from(pk.size).map_err(|_| Error::InvalidArg("size".into()))?;
-        // SAFETY: caller guarantees `size` readable bytes.
-        let data = unsafe { std::slice::from_raw_parts(pk.data, size) };
-        let seq = lock(&p.inner).publish_packet(&Packet {
-            stream: pk.stream,
-            pts: pk.pts,
-            dts: pk.dts,
-            flags: pk.flags,
-            data,
-        })?;
+        // SAFETY: `data` readable for `size` bytes per the contract.
+        let seq = lock(&p.inner).publish_packet(&unsafe { packet_in(&pk)? })?;
         put(seq_out, seq);
         Ok(())
     })
@@ -802,22 +773,8 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_get_codec_params(
         let s = arg(subscriber, "subscriber")?;
         let size_out = arg_mut(size_out, "size_out")?;
         let (g, data) = lock(&s.inner).codec_params(stream, gen)?;
-        *size_out = data.len();
-        put(gen_out, g);
-        if data.len() > cap {
-            return Err(Error::BufferTooSmall {
-                need: data.len(),
-                got: cap,
-            });
-        }
-        if !data.is_empty() {
-            if buf.is_null() {
-                return Err(Error::InvalidArg("buf is NULL".into()));
-            }
-            // SAFETY: caller guarantees `cap` >= len writable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
-        }
-        Ok(())
+        // SAFETY: `buf` and `gen_out` per the contract.
+        unsafe { params_out(g, &data, buf, cap, size_out, gen_out) }
     })
 }
 

@@ -186,6 +186,95 @@ pub(crate) fn stream_config(s: &fc_stream_info, i: usize) -> Result<StreamConfig
     Ok(c)
 }
 
+/// `count` stream descriptions at `streams`, `streams[0].struct_size` bytes apart (the caller's
+/// sizeof), as the ring takes them.
+///
+/// # Safety
+/// `streams` valid for `count` entries of the caller's size (checked non-NULL here).
+pub(crate) unsafe fn streams_in(
+    streams: *const fc_stream_info,
+    count: u32,
+    what: &str,
+) -> Result<Vec<StreamConfig>> {
+    if count == 0 || count as usize > MAX_STREAMS || streams.is_null() {
+        return Err(Error::InvalidArg(format!(
+            "{count} {what} (1..={MAX_STREAMS}, non-NULL)"
+        )));
+    }
+    let stride = read_in(streams, &format!("{what}[0]"))?.struct_size as usize;
+    (0..count as usize)
+        .map(|i| {
+            let label = format!("{what}[{i}]");
+            stream_config(&read_in(element(streams, i, stride), &label)?, i)
+        })
+        .collect()
+}
+
+/// The `size` bytes at `data` (which may be NULL when `size` is 0).
+///
+/// # Safety
+/// `data` readable for `size` bytes.
+pub(crate) unsafe fn bytes_in<'a>(data: *const u8, size: usize) -> Result<&'a [u8]> {
+    if size == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(Error::InvalidArg("data is NULL".into()));
+    }
+    // SAFETY: the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(data, size) })
+}
+
+/// A packet to publish as the caller described it, its payload borrowed.
+///
+/// # Safety
+/// `p.data` readable for `p.size` bytes.
+pub(crate) unsafe fn packet_in<'a>(p: &fc_packet) -> Result<Packet<'a>> {
+    if p.data.is_null() {
+        return Err(Error::InvalidArg("packet->data is NULL".into()));
+    }
+    let size = usize::try_from(p.size).map_err(|_| Error::InvalidArg("size".into()))?;
+    Ok(Packet {
+        stream: p.stream,
+        pts: p.pts,
+        dts: p.dts,
+        flags: p.flags,
+        // SAFETY: the caller's contract.
+        data: unsafe { std::slice::from_raw_parts(p.data, size) },
+    })
+}
+
+/// Hands codec parameters (generation `gen`, bytes `data`) to a caller's `buf` of `cap` bytes:
+/// the size and generation always, the bytes when they fit (else `FC_ERR_BUFFER_TOO_SMALL`).
+///
+/// # Safety
+/// `buf` writable for `cap` bytes (or NULL with `cap` 0); `gen_out` NULL or writable.
+pub(crate) unsafe fn params_out(
+    gen: u32,
+    data: &[u8],
+    buf: *mut u8,
+    cap: usize,
+    size_out: &mut usize,
+    gen_out: *mut u32,
+) -> Result<()> {
+    *size_out = data.len();
+    put(gen_out, gen);
+    if data.len() > cap {
+        return Err(Error::BufferTooSmall {
+            need: data.len(),
+            got: cap,
+        });
+    }
+    if !data.is_empty() {
+        if buf.is_null() {
+            return Err(Error::InvalidArg("buf is NULL".into()));
+        }
+        // SAFETY: the caller guarantees `cap` >= len writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+    }
+    Ok(())
+}
+
 /// Creates packet slot `slot` and returns its writer in `*out` (owned by the caller until
 /// `fc_packet_writer_close`; NULL on failure). A live writer gives `FC_ERR_BUSY`.
 ///
@@ -202,20 +291,8 @@ pub unsafe extern "C" fn fc_packet_writer_create(
         *out = std::ptr::null_mut();
         let id = c_str(slot, "slot")?;
         let c = read_in(config, "config")?;
-        if c.stream_count == 0 || c.stream_count as usize > MAX_STREAMS || c.streams.is_null() {
-            return Err(Error::InvalidArg(format!(
-                "{} streams (1..={MAX_STREAMS}, non-NULL)",
-                c.stream_count
-            )));
-        }
-        // The entries are streams[0].struct_size bytes apart (the caller's sizeof).
-        let stride = read_in(c.streams, "streams[0]")?.struct_size as usize;
-        let streams = (0..c.stream_count as usize)
-            .map(|i| {
-                let what = format!("streams[{i}]");
-                stream_config(&read_in(element(c.streams, i, stride), &what)?, i)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // SAFETY: `stream_count` readable entries per the contract.
+        let streams = unsafe { streams_in(c.streams, c.stream_count, "streams")? };
         let mut cfg = PacketSlotConfig::new(streams);
         if c.payload_size != 0 {
             cfg.payload_size = c.payload_size;
@@ -253,15 +330,8 @@ pub unsafe extern "C" fn fc_packet_set_codec_params(
 ) -> c_int {
     boundary(|| {
         let w = arg(writer, "writer")?;
-        if data.is_null() && size > 0 {
-            return Err(Error::InvalidArg("data is NULL".into()));
-        }
-        // SAFETY: caller guarantees `size` readable bytes.
-        let bytes = if size == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(data, size) }
-        };
+        // SAFETY: `size` readable bytes per the contract.
+        let bytes = unsafe { bytes_in(data, size)? };
         let gen = lock(&w.inner).set_codec_params(stream, bytes)?;
         put(gen_out, gen);
         Ok(())
@@ -283,19 +353,8 @@ pub unsafe extern "C" fn fc_packet_publish(
     boundary(|| {
         let w = arg(writer, "writer")?;
         let p: fc_packet = read_in(packet, "packet")?;
-        if p.data.is_null() {
-            return Err(Error::InvalidArg("packet->data is NULL".into()));
-        }
-        let size = usize::try_from(p.size).map_err(|_| Error::InvalidArg("size".into()))?;
-        // SAFETY: caller guarantees `size` readable bytes.
-        let data = unsafe { std::slice::from_raw_parts(p.data, size) };
-        let seq = lock(&w.inner).publish(&Packet {
-            stream: p.stream,
-            pts: p.pts,
-            dts: p.dts,
-            flags: p.flags,
-            data,
-        })?;
+        // SAFETY: `data` readable for `size` bytes per the contract.
+        let seq = lock(&w.inner).publish(&unsafe { packet_in(&p)? })?;
         put(seq_out, seq);
         Ok(())
     })
@@ -514,22 +573,8 @@ pub unsafe extern "C" fn fc_packet_get_codec_params(
         let r = arg(reader, "reader")?;
         let size_out = arg_mut(size_out, "size_out")?;
         let (g, data) = lock(&r.inner).codec_params(stream, gen)?;
-        *size_out = data.len();
-        put(gen_out, g);
-        if data.len() > cap {
-            return Err(Error::BufferTooSmall {
-                need: data.len(),
-                got: cap,
-            });
-        }
-        if !data.is_empty() {
-            if buf.is_null() {
-                return Err(Error::InvalidArg("buf is NULL".into()));
-            }
-            // SAFETY: caller guarantees `cap` >= len writable bytes.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
-        }
-        Ok(())
+        // SAFETY: `buf` and `gen_out` per the contract.
+        unsafe { params_out(g, &data, buf, cap, size_out, gen_out) }
     })
 }
 

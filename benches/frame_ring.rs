@@ -828,12 +828,21 @@ fn parent_main() {
         }
     }
 
-    // 4. Publish→wake latency, one reader, paced writer.
+    // 4. Publish→wake latency, one reader, paced writer. The last two are the other corners of
+    // rate against size: a reader that sleeps 16 ms between frames wakes from a deeper idle
+    // state than one woken every millisecond, so 64x64 at 1000 fps against 1080p at 60 fps
+    // mixes two causes; framecache and iceoryx2 only there.
     let mut lats = Vec::new();
-    for (res, fps, secs) in [(TINY, 1000u32, 3u64), (P1080, 60, 5)] {
-        let gst_here = gst.is_ok() && res.name == "1080p";
+    for (res, fps, secs, corner) in [
+        (TINY, 1000u32, 3u64, false),
+        (P1080, 60, 5, false),
+        (TINY, 60, 5, true),
+        (P1080, 1000, 3, true),
+    ] {
+        let gst_here = gst.is_ok() && res.name == "1080p" && !corner;
         for &t in transports
             .iter()
+            .filter(|&&t| !corner || matches!(t, Transport::Ring | Transport::IoxCopy))
             .chain(gst_here.then_some(&Transport::GstShm))
         {
             let c = Case {
@@ -850,40 +859,13 @@ fn parent_main() {
             };
             let o = run_case(&root.0, &c);
             let r = &o.readers[0];
-            eprintln!("  latency {} {}: p50 {} ns", res.name, t.arg(), r["p50"]);
-            lats.push((res, fps, t, r.clone()));
-        }
-    }
-
-    // 4b. Rate against size: a reader that sleeps 16 ms between frames wakes from a deeper
-    // idle state than one woken every millisecond, so 64x64 at 1000 fps against 1080p at 60 fps
-    // mixes two causes. The two other corners separate them.
-    let mut corners = Vec::new();
-    for (res, fps, secs) in [(TINY, 60u32, 5u64), (P1080, 1000, 3)] {
-        for t in [Transport::Ring, Transport::IoxCopy] {
-            if t == Transport::IoxCopy && iox.is_err() {
-                continue;
-            }
-            let c = Case {
-                t,
-                res,
-                depth: 16,
-                frames: fps as u64 * secs,
-                readers: 1,
-                fps,
-                max_ms: 0,
-                warmup: 16,
-                hold_ms: 0,
-            };
-            let o = run_case(&root.0, &c);
-            let r = &o.readers[0];
             eprintln!(
                 "  latency {} at {fps} {}: p50 {} ns",
                 res.name,
                 t.arg(),
                 r["p50"]
             );
-            corners.push((res, fps, t, r.clone()));
+            lats.push((res, fps, t, r.clone()));
         }
     }
 
@@ -1005,7 +987,7 @@ fn parent_main() {
                 ] {
                     let f = |t: Transport| {
                         lats.iter()
-                            .find(|x| x.0.name == res && x.2 == t)
+                            .find(|x| x.0.name == res && x.1 == fps && x.2 == t)
                             .map(|x| &x.3)
                     };
                     let (Some(a), Some(b)) = (f(fc), f(ix)) else {
@@ -1057,7 +1039,10 @@ fn parent_main() {
                     ));
                 }
             }
-            let f = |t: Transport| lats.iter().find(|x| x.0.name == "1080p" && x.2 == t);
+            let f = |t: Transport| {
+                lats.iter()
+                    .find(|x| x.0.name == "1080p" && x.1 == 60 && x.2 == t)
+            };
             if let (Some(a), Some(b)) = (f(Transport::Ring), f(Transport::GstShm)) {
                 let cell = |k: &str| {
                     let (x, y) = (
@@ -1081,7 +1066,6 @@ fn parent_main() {
     for (res, fps, t, r) in lats
         .iter()
         .filter(|x| matches!(x.2, Transport::Ring | Transport::IoxCopy))
-        .chain(corners.iter())
     {
         let us = |k: &str| get::<u64>(r, k) as f64 / 1000.0;
         line(format!(

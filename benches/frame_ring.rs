@@ -442,6 +442,17 @@ fn stream_pair(t: Transport) -> (OwnedFd, OwnedFd) {
     }
 }
 
+/// "a / b = ratio×", the values with `d` decimals: one framecache figure against a peer's.
+fn vs(a: f64, b: f64, d: usize) -> String {
+    format!("{a:.d$} / {b:.d$} = {:.2}×", a / b)
+}
+
+/// [`vs`] of latency percentile `k` (ns in the readers' results) in µs.
+fn lat_vs(a: &Kv, b: &Kv, k: &str) -> String {
+    let us = |r: &Kv| get::<u64>(r, k) as f64 / 1e3;
+    vs(us(a), us(b), 1)
+}
+
 /// A number per case, for names that must not repeat within a run.
 fn next_case() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -962,14 +973,9 @@ fn parent_main() {
                             )
                         });
                         line(format!(
-                            "| {res} | {readers} | {mode} | {:.0} / {:.0} = {:.2}× | {sf} | {:.3} / \
-                             {:.3} = {:.2}× | {sc} | {:.0} / {:.0} |",
-                            a.fps_mean,
-                            b.fps_mean,
-                            a.fps_mean / b.fps_mean,
-                            a.cpu_all_ms,
-                            b.cpu_all_ms,
-                            a.cpu_all_ms / b.cpu_all_ms,
+                            "| {res} | {readers} | {mode} | {} | {sf} | {} | {sc} | {:.0} / {:.0} |",
+                            vs(a.fps_mean, b.fps_mean, 0),
+                            vs(a.cpu_all_ms, b.cpu_all_ms, 3),
                             a.skipped_mean,
                             b.skipped_mean
                         ));
@@ -993,15 +999,11 @@ fn parent_main() {
                     let (Some(a), Some(b)) = (f(fc), f(ix)) else {
                         continue;
                     };
-                    let cell = |k: &str| {
-                        let (x, y) = (get::<u64>(a, k) as f64 / 1e3, get::<u64>(b, k) as f64 / 1e3);
-                        format!("{x:.1} / {y:.1} = {:.2}×", x / y)
-                    };
                     line(format!(
                         "| {res} | {fps} fps | {mode} | {} | {} | {} |",
-                        cell("p50"),
-                        cell("p99"),
-                        cell("p999")
+                        lat_vs(a, b, "p50"),
+                        lat_vs(a, b, "p99"),
+                        lat_vs(a, b, "p999")
                     ));
                 }
             }
@@ -1027,13 +1029,9 @@ fn parent_main() {
                 };
                 if let (Some(a), Some(b)) = (f(Transport::Ring), f(Transport::GstShm)) {
                     line(format!(
-                        "| {readers} | {:.0} / {:.0} = {:.2}× | {:.3} / {:.3} = {:.2}× | {:.0} / {:.0} |",
-                        a.fps_mean,
-                        b.fps_mean,
-                        a.fps_mean / b.fps_mean,
-                        a.cpu_all_ms,
-                        b.cpu_all_ms,
-                        a.cpu_all_ms / b.cpu_all_ms,
+                        "| {readers} | {} | {} | {:.0} / {:.0} |",
+                        vs(a.fps_mean, b.fps_mean, 0),
+                        vs(a.cpu_all_ms, b.cpu_all_ms, 3),
                         a.skipped_mean,
                         b.skipped_mean
                     ));
@@ -1044,18 +1042,11 @@ fn parent_main() {
                     .find(|x| x.0.name == "1080p" && x.1 == 60 && x.2 == t)
             };
             if let (Some(a), Some(b)) = (f(Transport::Ring), f(Transport::GstShm)) {
-                let cell = |k: &str| {
-                    let (x, y) = (
-                        get::<u64>(&a.3, k) as f64 / 1e3,
-                        get::<u64>(&b.3, k) as f64 / 1e3,
-                    );
-                    format!("{x:.1} / {y:.1} = {:.2}×", x / y)
-                };
                 line(format!(
                     "\nWake latency at 1080p 60 fps, µs (fc / gst = ratio): p50 {}, p99 {}, p99.9 {}.\n",
-                    cell("p50"),
-                    cell("p99"),
-                    cell("p999")
+                    lat_vs(&a.3, &b.3, "p50"),
+                    lat_vs(&a.3, &b.3, "p99"),
+                    lat_vs(&a.3, &b.3, "p999")
                 ));
             }
         }

@@ -43,8 +43,7 @@ abi_structs! {
     ),
 }
 use crate::packet::{
-    bytes_in, fc_packet, fc_stream_info, fill_packet, packet_in, params_out, stream_info,
-    streams_in,
+    bytes_in, copy_out, fc_packet, fc_stream_info, packet_in, params_out, stream_info, streams_in,
 };
 use framecache_cuda::layout::{FC_CUFRAMES_BACKEND_CUDA, FC_CUFRAMES_BACKEND_HOST};
 use framecache_cuda::layout::{FC_CUFRAMES_POLICY_REVOKE, FC_CUFRAMES_POLICY_SKIP};
@@ -737,16 +736,13 @@ pub unsafe extern "C" fn fc_cuframes_subscriber_next_packet(
 ) -> c_int {
     boundary(|| {
         let s = arg(subscriber, "subscriber")?;
-        out_size(packet, "packet")?;
-        if buf.is_null() {
-            return Err(Error::InvalidArg("buf is NULL".into()));
+        let t = super::timeout(timeout_ms);
+        // SAFETY: `buf` and `packet` per the contract.
+        unsafe {
+            copy_out(buf, cap, packet, |out| {
+                lock(&s.inner).next_packet_copy(out, t)
+            })
         }
-        // SAFETY: caller guarantees `cap` writable bytes.
-        let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
-        let info = lock(&s.inner).next_packet_copy(out, super::timeout(timeout_ms))?;
-        let mut p = blank();
-        fill_packet(&mut p, &info, buf);
-        write_out(packet, &p, "packet")
     })
 }
 

@@ -244,6 +244,28 @@ pub(crate) unsafe fn packet_in<'a>(p: &fc_packet) -> Result<Packet<'a>> {
     })
 }
 
+/// A copying read into the caller's `buf` of `cap` bytes: `read` copies the next packet there,
+/// then `*packet` describes it (its `data` is `buf`).
+///
+/// # Safety
+/// `buf` writable for `cap` bytes; `packet` writable with `struct_size` set.
+pub(crate) unsafe fn copy_out(
+    buf: *mut u8,
+    cap: usize,
+    packet: *mut fc_packet,
+    read: impl FnOnce(&mut [u8]) -> Result<PacketInfo>,
+) -> Result<()> {
+    out_size(packet, "packet")?;
+    if buf.is_null() {
+        return Err(Error::InvalidArg("buf is NULL".into()));
+    }
+    // SAFETY: the caller guarantees `cap` writable bytes.
+    let info = read(unsafe { std::slice::from_raw_parts_mut(buf, cap) })?;
+    let mut p = blank();
+    fill_packet(&mut p, &info, buf);
+    write_out(packet, &p, "packet")
+}
+
 /// Hands codec parameters (generation `gen`, bytes `data`) to a caller's `buf` of `cap` bytes:
 /// the size and generation always, the bytes when they fit (else `FC_ERR_BUFFER_TOO_SMALL`).
 ///
@@ -538,16 +560,12 @@ pub unsafe extern "C" fn fc_packet_next_copy(
 ) -> c_int {
     boundary(|| {
         let r = arg(reader, "reader")?;
-        out_size(packet, "packet")?;
-        if buf.is_null() {
-            return Err(Error::InvalidArg("buf is NULL".into()));
+        // SAFETY: `buf` and `packet` per the contract.
+        unsafe {
+            copy_out(buf, cap, packet, |out| {
+                lock(&r.inner).next_copy(out, timeout(timeout_ms))
+            })
         }
-        // SAFETY: caller guarantees `cap` writable bytes.
-        let out = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
-        let info = lock(&r.inner).next_copy(out, timeout(timeout_ms))?;
-        let mut p = blank();
-        fill_packet(&mut p, &info, buf);
-        write_out(packet, &p, "packet")
     })
 }
 

@@ -305,6 +305,38 @@ fn scenario_slow_subscriber(be: &str, policy: Policy) {
     }
 }
 
+/// Publisher and subscriber in one process (CUDA IPC cannot open a handle in the process that
+/// made it): frames flow, and a frame held when the publisher goes stays readable until its
+/// release, after which the subscriber reports the publisher gone.
+fn scenario_same_process(be: &str) {
+    let root = TempRoot::new(&format!("cu-oneproc-{be}"));
+    let mut p = publisher(&root, "op", be, 4, Policy::Revoke);
+    let mut s = subscriber(&root, "op", be).unwrap();
+    let mut last = 0;
+    for _ in 0..20 {
+        publish_one(&mut p).unwrap();
+        let seq = take_and_verify(&mut s, Duration::from_secs(5)).unwrap();
+        assert!(seq > last);
+        last = seq;
+    }
+    publish_one(&mut p).unwrap();
+    let h = s.acquire(0, Duration::from_secs(5)).unwrap();
+    drop(p);
+    let g = s.geometry().unwrap();
+    let mut host = vec![0u8; h.pitches[0] as usize * g.height as usize];
+    s.backend().copy_to_host(&mut host, h.planes[0], 0).unwrap();
+    let want = pattern_byte(h.meta.seq, 0);
+    assert!(
+        host.iter().all(|&b| b == want),
+        "held frame changed after the publisher left"
+    );
+    let _ = s.release(&h, 0);
+    match s.acquire(0, Duration::from_millis(300)) {
+        Err(Error::WriterGone) | Err(Error::Timeout) => {}
+        other => panic!("after the publisher left: {:?}", other.map(|h| h.meta.seq)),
+    }
+}
+
 /// kill -9 of a subscriber holding frames: the publisher frees its holds and its slot.
 fn scenario_kill_subscriber(be: &str) {
     let root = TempRoot::new(&format!("cu-killsub-{be}"));
@@ -424,6 +456,11 @@ fn host_backend_slow_subscriber_is_revoked_and_never_stalls_the_publisher() {
 #[test]
 fn host_backend_skip_policy_drops_frames_instead() {
     scenario_slow_subscriber("host", Policy::Skip);
+}
+
+#[test]
+fn host_backend_publisher_and_subscriber_in_one_process() {
+    scenario_same_process("host");
 }
 
 #[test]
@@ -1252,6 +1289,13 @@ fn cuda_slow_subscriber_is_revoked_and_never_stalls_the_publisher() {
     if gpu() {
         scenario_slow_subscriber("cuda", Policy::Revoke);
         scenario_slow_subscriber("cuda", Policy::Skip);
+    }
+}
+
+#[test]
+fn cuda_publisher_and_subscriber_in_one_process() {
+    if gpu() {
+        scenario_same_process("cuda");
     }
 }
 

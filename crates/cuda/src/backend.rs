@@ -46,6 +46,8 @@ pub trait Backend: Send + Sync + 'static {
     fn record(&self, ev: Event, stream: Stream) -> Result<()>;
     /// Makes `stream` wait for the last record of `ev`, without blocking the CPU.
     fn stream_wait(&self, stream: Stream, ev: Event) -> Result<()>;
+    /// Blocks the CPU until the last record of `ev` is done (at once if never recorded).
+    fn event_wait(&self, ev: Event) -> Result<()>;
     /// Fills `len` bytes at `ptr` with `value`, queued on `stream`.
     fn fill(&self, ptr: DevPtr, value: u8, len: u64, stream: Stream) -> Result<()>;
     /// Copies device memory into `dst` and waits until it is there.
@@ -247,6 +249,11 @@ impl Backend for HostBackend {
     }
     fn stream_wait(&self, _stream: Stream, ev: Event) -> Result<()> {
         // Nothing to wait for on the CPU; touching the counter proves the handle is live.
+        self.counter(ev)?.load(Ordering::Acquire);
+        Ok(())
+    }
+    fn event_wait(&self, ev: Event) -> Result<()> {
+        // Host work is done when it returns; touching the counter proves the handle is live.
         self.counter(ev)?.load(Ordering::Acquire);
         Ok(())
     }

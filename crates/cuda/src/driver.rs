@@ -2,7 +2,8 @@
 //! loaded at run time). Nothing here touches libcuda before [`cuda_available`] said it is
 //! there, because cudarc panics when it is missing.
 
-use std::sync::OnceLock;
+use std::collections::hash_map::{Entry, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::driver::sys;
 
@@ -41,6 +42,51 @@ fn check(r: sys::CUresult, what: &str) -> Result<()> {
             .unwrap_or_else(|_| format!("{:?}", e.0));
         Error::Protocol(format!("CUDA {what}: {name}"))
     })
+}
+
+/// This process's exported allocations and events, for a subscriber in the same process as its
+/// publisher: CUDA IPC cannot open a handle in the process that made it
+/// (`cuIpcOpenMemHandle` answers `CUDA_ERROR_INVALID_CONTEXT`), so an import of a handle of our
+/// own (on the same context) uses the allocation or event itself. Each entry counts its holders
+/// (the exporter and every local importer); the memory is freed and the event destroyed when
+/// the last of them lets go, so a publisher dropped while a subscriber of the same process
+/// still holds a frame does not free the frame under it.
+#[derive(Default)]
+struct Local {
+    /// Handle → (allocation, its context).
+    mem: HashMap<Handle, (DevPtr, usize)>,
+    /// Exported allocation → holders.
+    mem_refs: HashMap<DevPtr, u32>,
+    /// Handle → (event, its context).
+    events: HashMap<Handle, (Event, usize)>,
+    /// Exported event → holders.
+    event_refs: HashMap<Event, u32>,
+}
+
+fn local() -> std::sync::MutexGuard<'static, Local> {
+    static LOCAL: OnceLock<Mutex<Local>> = OnceLock::new();
+    LOCAL
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops one holder of `key`: `Some(true)` when that was the last one (its handle is forgotten
+/// too), `Some(false)` while others hold it, `None` when `key` is no export of this process.
+fn unref<K: std::hash::Hash + Eq + Copy, V>(
+    refs: &mut HashMap<K, u32>,
+    handles: &mut HashMap<Handle, V>,
+    key: K,
+    is: impl Fn(&V) -> bool,
+) -> Option<bool> {
+    let n = refs.get_mut(&key)?;
+    *n -= 1;
+    if *n > 0 {
+        return Some(false);
+    }
+    refs.remove(&key);
+    handles.retain(|_, v| !is(v));
+    Some(true)
 }
 
 /// CUDA device memory and interprocess events on one device's primary context, or on a
@@ -207,6 +253,12 @@ impl Backend for CudaBackend {
         Ok(p)
     }
     fn free(&self, ptr: DevPtr, _size: u64) {
+        let mut l = local();
+        let Local { mem, mem_refs, .. } = &mut *l;
+        if unref(mem_refs, mem, ptr, |v| v.0 == ptr) == Some(false) {
+            return; // a subscriber of this process still maps it
+        }
+        drop(l);
         if let Ok(_bound) = self.bind() {
             // SAFETY: memory from alloc().
             unsafe { sys::cuMemFree_v2(ptr) };
@@ -220,9 +272,25 @@ impl Backend for CudaBackend {
             unsafe { sys::cuIpcGetMemHandle(&mut h, ptr) },
             "cuIpcGetMemHandle",
         )?;
-        Ok(to_handle(&h.reserved))
+        let h = to_handle(&h.reserved);
+        let mut l = local();
+        let Local { mem, mem_refs, .. } = &mut *l;
+        if let Entry::Vacant(e) = mem.entry(h) {
+            e.insert((ptr, self.ctx as usize));
+            mem_refs.insert(ptr, 1);
+        }
+        Ok(h)
     }
     fn import_mem(&self, handle: &Handle, _size: u64) -> Result<DevPtr> {
+        {
+            let mut l = local();
+            if let Some(&(p, ctx)) = l.mem.get(handle) {
+                if ctx == self.ctx as usize {
+                    *l.mem_refs.entry(p).or_insert(0) += 1;
+                    return Ok(p);
+                }
+            }
+        }
         let _bound = self.bind()?;
         let mut p = 0;
         let h = sys::CUipcMemHandle_st {
@@ -242,9 +310,25 @@ impl Backend for CudaBackend {
         Ok(p)
     }
     fn close_mem(&self, ptr: DevPtr, _size: u64) {
-        if let Ok(_bound) = self.bind() {
-            // SAFETY: ptr from import_mem().
-            unsafe { sys::cuIpcCloseMemHandle(ptr) };
+        let mut l = local();
+        let Local { mem, mem_refs, .. } = &mut *l;
+        match unref(mem_refs, mem, ptr, |v| v.0 == ptr) {
+            Some(false) => {}
+            Some(true) => {
+                drop(l);
+                // The exporter freed it already and this was the last local holder.
+                if let Ok(_bound) = self.bind() {
+                    // SAFETY: memory from alloc() of this process, no holder left.
+                    unsafe { sys::cuMemFree_v2(ptr) };
+                }
+            }
+            None => {
+                drop(l);
+                if let Ok(_bound) = self.bind() {
+                    // SAFETY: ptr from import_mem().
+                    unsafe { sys::cuIpcCloseMemHandle(ptr) };
+                }
+            }
         }
     }
     fn event_create(&self) -> Result<Event> {
@@ -267,9 +351,27 @@ impl Backend for CudaBackend {
             unsafe { sys::cuIpcGetEventHandle(&mut h, ev as sys::CUevent) },
             "cuIpcGetEventHandle",
         )?;
-        Ok(to_handle(&h.reserved))
+        let h = to_handle(&h.reserved);
+        let mut l = local();
+        let Local {
+            events, event_refs, ..
+        } = &mut *l;
+        if let Entry::Vacant(e) = events.entry(h) {
+            e.insert((ev, self.ctx as usize));
+            event_refs.insert(ev, 1);
+        }
+        Ok(h)
     }
     fn import_event(&self, handle: &Handle) -> Result<Event> {
+        {
+            let mut l = local();
+            if let Some(&(e, ctx)) = l.events.get(handle) {
+                if ctx == self.ctx as usize {
+                    *l.event_refs.entry(e).or_insert(0) += 1;
+                    return Ok(e);
+                }
+            }
+        }
         let _bound = self.bind()?;
         let mut e = std::ptr::null_mut();
         let h = sys::CUipcEventHandle_st {
@@ -283,6 +385,14 @@ impl Backend for CudaBackend {
         Ok(e as Event)
     }
     fn event_destroy(&self, ev: Event) {
+        let mut l = local();
+        let Local {
+            events, event_refs, ..
+        } = &mut *l;
+        if unref(event_refs, events, ev, |v| v.0 == ev) == Some(false) {
+            return; // another holder in this process still uses it
+        }
+        drop(l);
         if let Ok(_bound) = self.bind() {
             // SAFETY: an event we created or opened.
             unsafe { sys::cuEventDestroy_v2(ev as sys::CUevent) };
@@ -302,6 +412,14 @@ impl Backend for CudaBackend {
         check(
             unsafe { sys::cuStreamWaitEvent(stream as sys::CUstream, ev as sys::CUevent, 0) },
             "cuStreamWaitEvent",
+        )
+    }
+    fn event_wait(&self, ev: Event) -> Result<()> {
+        let _bound = self.bind()?;
+        // SAFETY: an event of ours (or opened); the driver waits for its last record.
+        check(
+            unsafe { sys::cuEventSynchronize(ev as sys::CUevent) },
+            "cuEventSynchronize",
         )
     }
     fn fill(&self, ptr: DevPtr, value: u8, len: u64, stream: Stream) -> Result<()> {

@@ -422,8 +422,11 @@ impl Publisher {
     }
 
     /// A free buffer for the next frame, with `stream` already made to wait for every
-    /// subscriber that read it before. Never blocks on subscribers: when every buffer is held,
-    /// the policy revokes the oldest hold or returns [`Error::NoBuffer`].
+    /// subscriber that read it before. Never blocks on a subscriber's hold: when every buffer
+    /// is held, the policy revokes the oldest hold or returns [`Error::NoBuffer`]. It blocks
+    /// only while the GPU has not finished the frame last written into the chosen buffer
+    /// (N - 1 frames ago, with the reads queued before it): the device's back-pressure, which
+    /// bounds the work in flight to the ring's depth.
     pub fn acquire(&mut self, stream: Stream) -> Result<BufferRef> {
         if self.pending.is_some() {
             return Err(Error::State("acquire twice without publish"));
@@ -484,6 +487,14 @@ impl Publisher {
                 i
             }
         };
+        // Back-pressure from the device, not from readers: the previous frame written into this
+        // buffer (N - 1 frames ago) must be done on the GPU, so a publisher that submits faster
+        // than its GPU works keeps at most N - 1 frames in flight instead of queueing without
+        // bound (each frame's wait, and its latency, would grow with the queue).
+        if let Err(e) = sh.backend.event_wait(sh.buffers[i as usize].1) {
+            self.abort(i);
+            return Err(e);
+        }
         // The GPU waits for every reader since the last write; the CPU does not.
         {
             let subs = sh.subs();

@@ -65,6 +65,10 @@ fn main() {
             rows[0].1 .2 / rows[1].1 .2
         );
     }
+    println!();
+    for line in splits().iter() {
+        println!("{line}");
+    }
 }
 
 /// One run: returns (p50 ns, p99 ns, frames/s at the subscriber).
@@ -148,7 +152,24 @@ fn run(method: &str, w: u32, h: u32, frames: u64, paced: bool) -> (f64, f64, f64
     }
     let kv = child.unwrap().finish();
     be.stream_destroy(stream);
+    if method == "cuframes" && paced {
+        let p: Vec<String> = kv
+            .get("split")
+            .map(|v| v.split('/').map(String::from).collect())
+            .unwrap_or_default();
+        if let [a, b, c] = &p[..] {
+            splits().push(format!(
+                "{w}x{h} cuframes paced, p50 of each part: publisher (acquire, fill, record) \
+                 {a} µs, subscriber wake-up {b} µs, wait for the GPU {c} µs"
+            ));
+        }
+    }
     (get(&kv, "p50"), get(&kv, "p99"), get(&kv, "fps"))
+}
+
+fn splits() -> std::sync::MutexGuard<'static, Vec<String>> {
+    static S: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    S.lock().unwrap()
 }
 
 fn child(args: &[String]) {
@@ -159,6 +180,7 @@ fn child(args: &[String]) {
     let be = CudaBackend::new(0).expect("CUDA");
     let stream = be.stream_create().unwrap();
     let mut lat = Vec::new();
+    let mut split: [Vec<u64>; 3] = Default::default();
     let t = Instant::now();
     match method {
         "cuframes" => {
@@ -171,8 +193,15 @@ fn child(args: &[String]) {
             say("ready");
             while (lat.len() as u64) < frames {
                 let h = s.acquire(stream, Duration::from_secs(10)).unwrap();
+                let t_acq = monotonic_ns();
                 be.synchronize(stream).unwrap();
-                lat.push(monotonic_ns() - h.meta.pts as u64);
+                let t1 = monotonic_ns();
+                lat.push(t1 - h.meta.pts as u64);
+                // Where the latency goes: the publisher's acquire + fill + record, the wake-up
+                // of this process, the wait for the GPU.
+                split[0].push(h.meta.publish_ns.saturating_sub(h.meta.pts as u64));
+                split[1].push(t_acq.saturating_sub(h.meta.publish_ns));
+                split[2].push(t1 - t_acq);
                 let _ = s.release(&h, stream);
             }
         }
@@ -209,10 +238,18 @@ fn child(args: &[String]) {
     }
     let secs = t.elapsed().as_secs_f64();
     lat.sort_unstable();
+    let split: Vec<String> = split
+        .iter_mut()
+        .map(|v| {
+            v.sort_unstable();
+            (percentile(v, 50.0) / 1000).to_string()
+        })
+        .collect();
     say(&format!(
-        "result p50={} p99={} fps={:.1}",
+        "result p50={} p99={} fps={:.1} split={}",
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
-        lat.len() as f64 / secs
+        lat.len() as f64 / secs,
+        split.join("/")
     ));
 }

@@ -31,7 +31,7 @@ build_checks() {
     cargo test --release --no-run --message-format=json --test cuframes --test ffmpeg_devices \
       2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >target/gpu-exes.txt &&
     cargo bench --no-run --message-format=json --bench cuframes 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' >target/gpu-bench.txt
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/deps/cuframes-' >target/gpu-bench.txt
 }
 
 if [ "${1:-}" = pack ]; then
@@ -96,6 +96,11 @@ elif [ -f "$kit/kit.tar.xz" ]; then
 else
   row build SKIPPED "no cargo and no kit (make one with tests/gpu/run.sh pack, carry $kit)"
 fi
+# Libraries the binaries need that this machine lacks (a kit built on another distribution).
+missing=$(for f in "${exes[@]}" $bench "$repo"/target/release/framecache "$repo"/target/ffmpeg-5.1/bin/ffmpeg; do
+  [ -e "$f" ] && ldd "$f" 2>/dev/null | sed -n "s|^[[:space:]]*\([^ ]*\) => not found.*|$(basename "$f"): \1|p"
+done | sort -u | tr '\n' ' ')
+[ -z "$missing" ] || row libraries FAIL "missing: $missing"
 exe_of() { # the built executable of test or bench target $1
   for e in "${exes[@]}"; do case "$(basename "$e")" in "$1"-*) echo "$e"; return;; esac; done
 }
@@ -139,7 +144,7 @@ elif [ "$(left)" -lt 30 ]; then
 else
   log="$logdir/python-dlpack-cuda.log"
   FRAMECACHE_LIB=$repo/target/release/libframecache.so FRAMECACHE_CLI=$repo/target/release/framecache \
-    PYTHONPATH=$repo/bindings/python timeout 120 "$py" -m pytest -q -rs \
+    PYTHONPATH=$repo/bindings/python timeout 120 "$py" -m pytest -q -rs -s \
     bindings/python/tests/test_framecache.py -k 'cuframes' >"$log" 2>&1
   rc=$?
   if [ $rc -ne 0 ]; then row python-dlpack-cuda FAIL "exit $rc, see $log"
@@ -162,7 +167,7 @@ else
   elif [ $rc -ne 0 ]; then row cuframes-bench FAIL "exit $rc, see $log"
   else
     row cuframes-bench pass "$(grep -c '^| [0-9]' "$log") rows"
-    mapfile -t figures < <(grep '^|' "$log")
+    mapfile -t figures < <(grep -e '^|' -e 'p50 of each part' "$log")
   fi
 fi
 

@@ -442,6 +442,20 @@ def test_cuframes_gpu_planes_are_cuda_dlpack_tensors(root):
                 y = np.empty((240, f.pitches[0]), dtype=np.uint8)
                 assert cuda.cuMemcpyDtoH_v2(y.ctypes.data, f.planes[0].ptr, y.size) == 0
                 assert (y[:, :320] == (7 * f.seq) % 251).all()
+                # The real consumers, where installed: each takes the plane without a copy
+                # (same device pointer) and reads the publisher's pattern.
+                for name in ("torch", "cupy"):
+                    try:
+                        lib = __import__(name)
+                    except ImportError:
+                        continue
+                    t = lib.from_dlpack(f.planes[0])
+                    ptr = t.data_ptr() if name == "torch" else t.data.ptr
+                    assert ptr == f.planes[0].ptr, name
+                    assert tuple(t.shape) == tuple(f.planes[0].shape), name
+                    want = (7 * f.seq) % 251
+                    assert int((t[:, :320] == want).all()) == 1, name
+                    print("%s consumed the CUDA plane %s" % (name, tuple(t.shape)))
     finally:
         pub.kill()
         pub.wait()

@@ -367,8 +367,9 @@ fn rtmp_play_needs_the_viewer_token_and_respects_its_caps() {
     let _ = pusher.wait();
 }
 
-/// The same publish with each publisher read as its data arrives (read interval zero, no
-/// pump thread): every packet reaches the slot, keyframes carry their parameter sets.
+/// The same publish with each publisher read as its data arrives (read interval zero: the
+/// pump waits in epoll): every packet reaches the slot, keyframes carry their parameter sets,
+/// and the publisher's hang-up is seen.
 #[test]
 fn rtmp_push_read_as_data_arrives() {
     let root = TempRoot::new("ing-rtmp0");
@@ -390,6 +391,40 @@ fn rtmp_push_read_as_data_arrives() {
         !e.stats("k0").unwrap().connected
     });
     assert_eq!(e.stats("k0").unwrap().packets, src_v + src_a);
+}
+
+/// A publisher that goes silent after its publish was accepted is dropped by the idle
+/// timeout (20 s), also while the pump reads it on arrival (few publishers), where only its
+/// periodic sweep looks at a socket that never becomes readable.
+#[test]
+fn rtmp_silent_publisher_is_dropped() {
+    let root = TempRoot::new("ing-rtmp-idle");
+    let mut e = engine(&root);
+    let addr = e.listen_rtmp("127.0.0.1:0".parse().unwrap()).unwrap();
+    e.add("quiet", &["publish://kq"]).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (_sess, _) = common::rml_publisher::publish(&mut s, "kq", None);
+    wait_for("the publish", Duration::from_secs(5), || {
+        e.stats("kq").unwrap().connected
+    });
+    wait_for("the idle timeout", Duration::from_secs(40), || {
+        !e.stats("kq").unwrap().connected
+    });
+    // The server closed the socket.
+    let mut b = [0u8; 64];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match std::io::Read::read(&mut s, &mut b) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+    }
 }
 
 /// RTMPS: ffmpeg publishes over TLS and plays back over TLS; a plain RTMP client on the TLS

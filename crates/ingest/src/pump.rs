@@ -6,17 +6,22 @@
 //! buffer; one cut by the end of a read is copied into its message buffer first. Then it is
 //! copied into the ring.
 //!
-//! [`Pump`] is one thread that reads every publishing socket on a fixed tick (the server's
-//! `read_interval`) instead of waking on every arriving message: a 5 Mbit/s stream sends ~80
-//! messages a second, and at that rate the wake-ups, not the bytes, are what an ingest server
-//! spends its CPU on. One wake-up per tick serves all publishers, and each slot's readers are
-//! woken once per tick. The cost is at most one tick of added latency. All publishers are read
-//! into one buffer of the pump, which stays in cache from one publisher to the next.
+//! [`Pump`] is one thread that reads every publishing socket. With more than a couple of
+//! publishers it reads them all on a fixed tick (the server's `read_interval`) instead of
+//! waking on every arriving message: a 5 Mbit/s stream sends ~80 messages a second, and at that
+//! rate the wake-ups, not the bytes, are what an ingest server spends its CPU on. One wake-up
+//! per tick serves all publishers, and each slot's readers are woken once per tick; the cost is
+//! at most one tick of added latency. With a zero interval, or few publishers (where a timer's
+//! wake-up costs more than the arrivals'), it waits in `epoll` and reads each publisher as its
+//! data arrives. All publishers are read into one buffer of the pump, which stays in cache from
+//! one publisher to the next.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -400,10 +405,13 @@ impl PumpConn {
     }
 }
 
-/// The thread that reads all handed-over publishers every `interval`. Dropping it ends their
-/// publishes and joins the thread.
+/// The thread that reads all handed-over publishers every `interval`, or with a zero interval
+/// each as its data arrives (one `epoll` for all of them). Dropping it ends their publishes and
+/// joins the thread.
 pub(crate) struct Pump {
     tx: Option<mpsc::Sender<Box<PumpConn>>>,
+    /// Wakes the thread when it waits in epoll: a new publisher, or the end.
+    bell: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -411,83 +419,217 @@ impl Pump {
     /// Starts the thread (idle, without wake-ups, until the first publisher).
     pub fn start(interval: Duration) -> Result<Pump> {
         let (tx, rx) = mpsc::channel();
+        let ep = Epoll::new()?;
+        let bell = Arc::new(eventfd()?);
+        ep.add(bell.as_raw_fd(), BELL)?;
+        let b = bell.clone();
         let thread = std::thread::Builder::new()
             .name("fc-rtmp-pump".into())
-            .spawn(move || run(rx, interval))
+            .spawn(move || run(rx, interval, ep, b))
             .map_err(Error::Io)?;
         Ok(Pump {
             tx: Some(tx),
+            bell,
             thread: Some(thread),
         })
     }
 
-    /// Hands a publisher over; it is read from the next tick on.
+    /// Hands a publisher over; it is read from the next tick (or its next data) on.
     pub fn add(&self, c: PumpConn) {
         if let Some(Err(mpsc::SendError(c))) = self.tx.as_ref().map(|tx| tx.send(Box::new(c))) {
             c.publisher.finish("server stopped".into());
+            return;
         }
+        self.ring();
+    }
+
+    fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an eventfd of ours; 8 bytes from a valid buffer.
+        unsafe { libc::write(self.bell.as_raw_fd(), one.as_ptr().cast(), 8) };
     }
 }
 
 impl Drop for Pump {
     fn drop(&mut self) {
         self.tx = None;
+        self.ring();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration) {
-    let mut conns: Vec<Box<PumpConn>> = Vec::new();
-    let mut buf = vec![0u8; PUMP_BUF];
-    let mut next = Instant::now();
-    loop {
-        if conns.is_empty() {
-            match rx.recv() {
-                Ok(c) => conns.push(c),
-                Err(_) => return,
-            }
-            next = Instant::now();
+/// The epoll token of the pump's eventfd (publishers' tokens are their file descriptors).
+const BELL: u64 = u64::MAX;
+/// While reading on arrival, every publisher is also looked at this often, for the idle timeout
+/// of one that sends nothing.
+const SWEEP: Duration = Duration::from_secs(1);
+
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain system call; the fd is owned from here on.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::os("eventfd", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd of ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A level-triggered epoll set.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> Result<Epoll> {
+        // SAFETY: plain system call; the fd is owned from here on.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::os("epoll_create1", std::io::Error::last_os_error()));
         }
+        // SAFETY: a new fd of ours.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn add(&self, fd: RawFd, token: u64) -> Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: token,
+        };
+        // SAFETY: valid epoll fd, fd and event.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(Error::os("epoll_ctl", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, fd: RawFd) {
+        // SAFETY: valid epoll fd; a stale fd only makes the call fail.
+        unsafe {
+            libc::epoll_ctl(
+                self.0.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Ready tokens into `out` (cleared first), waiting up to `timeout` (None: until one is).
+    fn wait(&self, out: &mut Vec<u64>, timeout: Option<Duration>) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: valid epoll fd and buffer of 64 events.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                evs.as_mut_ptr(),
+                evs.len() as i32,
+                timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32),
+            )
+        };
+        out.clear();
+        out.extend(evs[..n.max(0) as usize].iter().map(|e| e.u64));
+    }
+}
+
+/// Reads one publisher (a panic in its media path ends it, not the server); `Some(why)` when
+/// it ended.
+fn tick_guarded(c: &mut PumpConn, buf: &mut Vec<u8>) -> Option<End> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.tick(buf)));
+    r.unwrap_or_else(|_| {
+        // It may have panicked while it held the shared buffer: a new one.
+        *buf = vec![0u8; PUMP_BUF];
+        Some("internal error (panic) on its input".into())
+    })
+}
+
+/// Up to this many publishers are read as their data arrives even with a read interval: a
+/// wake-up by arriving data costs less than a timer's (measured on a VM: one 5 Mbit/s publisher
+/// cost 0.42% of a core read on arrival, 0.57% read every 20 ms), and adds no latency. With more
+/// publishers, arrivals outnumber ticks and one tick for all of them costs less.
+const ARRIVAL_MAX: usize = 2;
+
+/// The pump's thread. It waits in `epoll` on every publisher and reads each as its data
+/// arrives, waking its slot's readers once per read: one wake-up serves every publisher that is
+/// ready, and nothing hands work between threads (an async task per publisher costs a reactor
+/// wake-up and a worker wake-up per message). With a read interval and more than
+/// [`ARRIVAL_MAX`] publishers it ticks instead: every publisher read once per interval, on a
+/// fixed grid.
+fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration, ep: Epoll, bell: Arc<OwnedFd>) {
+    let mut conns: HashMap<u64, Box<PumpConn>> = HashMap::new();
+    let mut buf = vec![0u8; PUMP_BUF];
+    let mut ready = Vec::new();
+    let mut last_sweep = Instant::now();
+    let mut next = Instant::now();
+    let end = |c: Box<PumpConn>, why: End, ep: &Epoll| {
+        ep.remove(c.sock.as_raw_fd());
+        log::info!("rtmp: {}: publish ended: {why}", c.peer);
+        c.publisher.finish(why);
+    };
+    // Reads publisher `k`; drops it when it ended.
+    let read = |conns: &mut HashMap<u64, Box<PumpConn>>, buf: &mut Vec<u8>, k: u64| {
+        let Some(c) = conns.get_mut(&k) else { return };
+        if let Some(why) = tick_guarded(c, buf) {
+            let c = conns.remove(&k).expect("present");
+            end(c, why, &ep);
+        }
+    };
+    loop {
+        // New publishers (and the end, when the sender is gone).
         loop {
             match rx.try_recv() {
-                Ok(c) => conns.push(c),
+                Ok(c) => {
+                    let fd = c.sock.as_raw_fd();
+                    match ep.add(fd, fd as u64) {
+                        Ok(()) => {
+                            conns.insert(fd as u64, c);
+                        }
+                        Err(e) => c.publisher.finish(e.to_string()),
+                    }
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
-                    for c in conns.drain(..) {
+                    for (_, c) in conns.drain() {
                         c.publisher.finish("server stopped".into());
                     }
                     return;
                 }
             }
         }
-        let mut i = 0;
-        while i < conns.len() {
-            // A panic in one publisher's media path ends that publisher, not the server.
-            let r =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns[i].tick(&mut buf)));
-            let end = r.unwrap_or_else(|_| {
-                // It may have panicked while it held the shared buffer: a new one.
-                buf = vec![0u8; PUMP_BUF];
-                Some("internal error (panic) on its input".into())
-            });
-            match end {
-                None => i += 1,
-                Some(why) => {
-                    let c = conns.swap_remove(i);
-                    log::info!("rtmp: {}: publish ended: {why}", c.peer);
-                    c.publisher.finish(why);
+        if interval.is_zero() || conns.len() <= ARRIVAL_MAX {
+            // On arrival. With no publisher this waits for the bell alone, without wake-ups.
+            let timeout = if conns.is_empty() { None } else { Some(SWEEP) };
+            ep.wait(&mut ready, timeout);
+            for &t in &ready {
+                if t == BELL {
+                    let mut b = [0u8; 8];
+                    // SAFETY: our eventfd; reading resets it.
+                    unsafe { libc::read(bell.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+                } else {
+                    read(&mut conns, &mut buf, t);
                 }
             }
+            // A publisher that sends nothing is still looked at, for its idle timeout.
+            if last_sweep.elapsed() >= SWEEP {
+                last_sweep = Instant::now();
+                let keys: Vec<u64> = conns.keys().copied().collect();
+                for k in keys {
+                    read(&mut conns, &mut buf, k);
+                }
+            }
+            next = Instant::now();
+        } else {
+            let keys: Vec<u64> = conns.keys().copied().collect();
+            for k in keys {
+                read(&mut conns, &mut buf, k);
+            }
+            // Ticks on a fixed grid; after a stall, the next tick is one interval from now.
+            next += interval;
+            let now = Instant::now();
+            if next <= now {
+                next = now + interval;
+            }
+            std::thread::sleep(next - now);
         }
-        // Ticks on a fixed grid; after a stall, the next tick is one interval from now.
-        next += interval;
-        let now = Instant::now();
-        if next <= now {
-            next = now + interval;
-        }
-        std::thread::sleep(next - now);
     }
 }
 

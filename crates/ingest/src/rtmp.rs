@@ -325,22 +325,18 @@ struct Ctx {
     cfg: RtmpServerConfig,
     streams: Streams,
     conn_ids: AtomicU64,
-    /// Reads the publishers (None with a zero read interval).
+    /// Reads the publishers (None if its thread could not start: then a task each).
     pump: Option<Pump>,
     plays: Arc<Plays>,
 }
 
 /// Accepts RTMP connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, cfg: RtmpServerConfig, streams: Streams) {
-    let pump = if cfg.read_interval.is_zero() {
-        None
-    } else {
-        match Pump::start(cfg.read_interval) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log::warn!("rtmp: {e}; publishers are read as data arrives");
-                None
-            }
+    let pump = match Pump::start(cfg.read_interval) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::warn!("rtmp: {e}; publishers are read by a task each");
+            None
         }
     };
     let ctx = Arc::new(Ctx {

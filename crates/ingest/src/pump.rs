@@ -11,8 +11,8 @@
 //! waking on every arriving message: a 5 Mbit/s stream sends ~80 messages a second, and at that
 //! rate the wake-ups, not the bytes, are what an ingest server spends its CPU on. One wake-up
 //! per tick serves all publishers, and each slot's readers are woken once per tick; the cost is
-//! at most one tick of added latency. With a zero interval, or few publishers (where a timer's
-//! wake-up costs more than the arrivals'), it waits in `epoll` and reads each publisher as its
+//! at most one tick of added latency. With a zero interval, or publishers that send fewer
+//! messages than a timer's wake-up costs, it waits in `epoll` and reads each publisher as its
 //! data arrives. All publishers are read into one buffer of the pump, which stays in cache from
 //! one publisher to the next.
 
@@ -226,6 +226,8 @@ pub(crate) struct Publisher {
     acked: u64,
     out: Vec<u8>,
     last_data: Instant,
+    /// Audio and video messages taken so far (the pump's arrival rate estimate).
+    media_msgs: u64,
 }
 
 /// Why a publisher's connection ends.
@@ -243,6 +245,7 @@ impl Publisher {
             window,
             out: Vec::new(),
             last_data: Instant::now(),
+            media_msgs: 0,
         }
     }
 
@@ -261,12 +264,14 @@ impl Publisher {
             input,
             publish,
             window,
+            media_msgs,
             ..
         } = self;
         let mut end = None;
         input.filled(n, |m| {
             match m.type_id {
                 MSG_AUDIO | MSG_VIDEO => {
+                    *media_msgs += 1;
                     publish.tag_in_place(m.type_id == MSG_VIDEO, m.payload, m.timestamp)?
                 }
                 MSG_WINDOW_ACK_SIZE => set_window_ack_size(window, m.payload),
@@ -463,7 +468,7 @@ impl Drop for Pump {
 /// The epoll token of the pump's eventfd (publishers' tokens are their file descriptors).
 const BELL: u64 = u64::MAX;
 /// While reading on arrival, every publisher is also looked at this often, for the idle timeout
-/// of one that sends nothing.
+/// of one that sends nothing; and the pump chooses between arrival and ticks this often.
 const SWEEP: Duration = Duration::from_secs(1);
 
 fn eventfd() -> Result<OwnedFd> {
@@ -542,33 +547,38 @@ fn tick_guarded(c: &mut PumpConn, buf: &mut Vec<u8>) -> Option<End> {
     })
 }
 
-/// Up to this many publishers are read as their data arrives even with a read interval: a
-/// wake-up by arriving data costs less than a timer's (measured on a VM: one 5 Mbit/s publisher
-/// cost 0.42% of a core read on arrival, 0.57% read every 20 ms), and adds no latency. With more
-/// publishers, arrivals outnumber ticks and one tick for all of them costs less.
-const ARRIVAL_MAX: usize = 2;
+/// A timer's wake-up costs about as much CPU as this many wake-ups by arriving data (measured
+/// on a VM with one 5 Mbit/s publisher: ~110 µs a tick read every 20 ms, ~70 µs an arrival).
+const TIMER_WAKE_COST: f64 = 1.5;
 
-/// The pump's thread. It waits in `epoll` on every publisher and reads each as its data
-/// arrives, waking its slot's readers once per read: one wake-up serves every publisher that is
-/// ready, and nothing hands work between threads (an async task per publisher costs a reactor
-/// wake-up and a worker wake-up per message). With a read interval and more than
-/// [`ARRIVAL_MAX`] publishers it ticks instead: every publisher read once per interval, on a
-/// fixed grid.
+/// The pump's thread. With a zero read interval it waits in `epoll` on every publisher and
+/// reads each as its data arrives, waking its slot's readers once per read: one wake-up serves
+/// every publisher that is ready, and nothing hands work between threads (an async task per
+/// publisher costs a reactor wake-up and a worker wake-up per message). With an interval it
+/// ticks: every publisher read once per interval, on a fixed grid, one wake-up for all, unless
+/// the publishers send so few messages that waking on their arrival costs less than the timer
+/// (one publisher at a 20 ms interval, say): then it reads them on arrival, which adds no
+/// latency. It decides again each second from the last second's message rate.
 fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration, ep: Epoll, bell: Arc<OwnedFd>) {
     let mut conns: HashMap<u64, Box<PumpConn>> = HashMap::new();
     let mut buf = vec![0u8; PUMP_BUF];
     let mut ready = Vec::new();
-    let mut last_sweep = Instant::now();
     let mut next = Instant::now();
+    let mut on_arrival = true;
+    let mut second = Instant::now();
+    let mut msgs = 0u64; // media messages read this second
     let end = |c: Box<PumpConn>, why: End, ep: &Epoll| {
         ep.remove(c.sock.as_raw_fd());
         log::info!("rtmp: {}: publish ended: {why}", c.peer);
         c.publisher.finish(why);
     };
-    // Reads publisher `k`; drops it when it ended.
-    let read = |conns: &mut HashMap<u64, Box<PumpConn>>, buf: &mut Vec<u8>, k: u64| {
+    // Reads publisher `k`, counting its messages; drops it when it ended.
+    let read = |conns: &mut HashMap<u64, Box<PumpConn>>, buf: &mut Vec<u8>, msgs: &mut u64, k| {
         let Some(c) = conns.get_mut(&k) else { return };
-        if let Some(why) = tick_guarded(c, buf) {
+        let before = c.publisher.media_msgs;
+        let r = tick_guarded(c, buf);
+        *msgs += c.publisher.media_msgs - before;
+        if let Some(why) = r {
             let c = conns.remove(&k).expect("present");
             end(c, why, &ep);
         }
@@ -595,8 +605,8 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration, ep: Epoll, bell: A
                 }
             }
         }
-        if interval.is_zero() || conns.len() <= ARRIVAL_MAX {
-            // On arrival. With no publisher this waits for the bell alone, without wake-ups.
+        if on_arrival {
+            // With no publisher this waits for the bell alone, without wake-ups.
             let timeout = if conns.is_empty() { None } else { Some(SWEEP) };
             ep.wait(&mut ready, timeout);
             for &t in &ready {
@@ -605,22 +615,14 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration, ep: Epoll, bell: A
                     // SAFETY: our eventfd; reading resets it.
                     unsafe { libc::read(bell.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
                 } else {
-                    read(&mut conns, &mut buf, t);
-                }
-            }
-            // A publisher that sends nothing is still looked at, for its idle timeout.
-            if last_sweep.elapsed() >= SWEEP {
-                last_sweep = Instant::now();
-                let keys: Vec<u64> = conns.keys().copied().collect();
-                for k in keys {
-                    read(&mut conns, &mut buf, k);
+                    read(&mut conns, &mut buf, &mut msgs, t);
                 }
             }
             next = Instant::now();
         } else {
             let keys: Vec<u64> = conns.keys().copied().collect();
             for k in keys {
-                read(&mut conns, &mut buf, k);
+                read(&mut conns, &mut buf, &mut msgs, k);
             }
             // Ticks on a fixed grid; after a stall, the next tick is one interval from now.
             next += interval;
@@ -629,6 +631,20 @@ fn run(rx: mpsc::Receiver<Box<PumpConn>>, interval: Duration, ep: Epoll, bell: A
                 next = now + interval;
             }
             std::thread::sleep(next - now);
+        }
+        let took = second.elapsed();
+        if took >= SWEEP {
+            if on_arrival {
+                // A publisher that sends nothing is still looked at, for its idle timeout.
+                let keys: Vec<u64> = conns.keys().copied().collect();
+                for k in keys {
+                    read(&mut conns, &mut buf, &mut msgs, k);
+                }
+            }
+            let per_tick = msgs as f64 / took.as_secs_f64() * interval.as_secs_f64();
+            on_arrival = interval.is_zero() || per_tick < TIMER_WAKE_COST;
+            second = Instant::now();
+            msgs = 0;
         }
     }
 }

@@ -40,9 +40,14 @@ if [ "${1:-}" = pack ]; then
   build_checks || exit 1
   rm -rf "$kit" && mkdir -p "$kit/stage"
   # The files with the paths they have here, debug info stripped, in one archive.
+  # The 7.1 build too when it was made (ffmpeg-patches/build.sh 7.1): the filter test runs
+  # against every patched build it finds.
   list=$(cat target/gpu-exes.txt target/gpu-bench.txt; echo "$repo/target/release/framecache";
     ls "$repo"/target/release/libframecache.so*;
-    ls "$repo"/target/ffmpeg-5.1/bin/* "$repo"/target/ffmpeg-5.1/prefix/lib/libframecache.so*)
+    for v in 5.1 7.1; do
+      [ -x "$repo/target/ffmpeg-$v/bin/ffmpeg" ] || continue
+      ls "$repo"/target/ffmpeg-$v/bin/* "$repo"/target/ffmpeg-$v/prefix/lib/libframecache.so*
+    done)
   for f in $list; do
     mkdir -p "$kit/stage$(dirname "$f")"
     cp -a "$f" "$kit/stage$f"
@@ -97,7 +102,7 @@ else
   row build SKIPPED "no cargo and no kit (make one with tests/gpu/run.sh pack, carry $kit)"
 fi
 # Libraries the binaries need that this machine lacks (a kit built on another distribution).
-missing=$(for f in "${exes[@]}" $bench "$repo"/target/release/framecache "$repo"/target/ffmpeg-5.1/bin/ffmpeg; do
+missing=$(for f in "${exes[@]}" $bench "$repo"/target/release/framecache "$repo"/target/ffmpeg-*/bin/ffmpeg; do
   [ -e "$f" ] && ldd "$f" 2>/dev/null | sed -n "s|^[[:space:]]*\([^ ]*\) => not found.*|$(basename "$f"): \1|p"
 done | sort -u | tr '\n' ' ')
 [ -z "$missing" ] || row libraries FAIL "missing: $missing"
@@ -131,7 +136,8 @@ run_test() { # label exe filter
 
 run_test cuframes-cuda "$(exe_of cuframes)" cuda_
 run_test ffmpeg-cuframes-cuda "$(exe_of ffmpeg_devices)" cuframes_filters_move_cuda_frames
-# The 7.1 build is only there if made; the test runs against every patched build it finds.
+# The 7.1 build is only there if made (and packed); the test runs against every patched build
+# it finds and names each in its log.
 
 # Python: the CUDA DLPack planes (torch or cupy consume them).
 py=${FC_PYTHON:-$(command -v python3 || true)}  # FC_PYTHON: one with numpy and pytest

@@ -357,7 +357,9 @@ pub unsafe extern "C" fn fc_cuframes_publisher_create(
 }
 
 /// Takes a buffer for the next frame. `stream` (a `CUstream`, NULL = default stream) is made
-/// to wait on the GPU for every subscriber that read the buffer before; the CPU never waits.
+/// to wait on the GPU for every subscriber that read the buffer before; the CPU never waits
+/// for a subscriber. It waits only while the GPU has not finished the frame last written into
+/// this buffer (N - 1 frames ago): at most N - 1 frames are in flight.
 /// Write the frame on `stream`, then call `fc_cuframes_publisher_publish`. `FC_ERR_NO_BUFFER`
 /// when every buffer is held and the policy is skip; `FC_ERR_STATE` if a buffer is already
 /// acquired.

@@ -394,8 +394,8 @@ fn rtmp_push_read_as_data_arrives() {
 }
 
 /// A publisher that goes silent after its publish was accepted is dropped by the idle
-/// timeout (20 s), also while the pump reads it on arrival (few publishers), where only its
-/// periodic sweep looks at a socket that never becomes readable.
+/// timeout (20 s), also while the pump reads on arrival (publishers that send few messages),
+/// where only its sweep each second looks at a socket that never becomes readable.
 #[test]
 fn rtmp_silent_publisher_is_dropped() {
     let root = TempRoot::new("ing-rtmp-idle");

@@ -97,6 +97,18 @@ def _check(rc):
     return rc
 
 
+def _codec_params(get, handle, stream, gen):
+    """(generation, bytes) from a C getter of codec parameters (packet slots and cuframes share
+    its signature): asks the size first, then copies."""
+    size, g = ctypes.c_size_t(), ctypes.c_uint32()
+    rc = get(handle, stream, gen, None, 0, ctypes.byref(size), ctypes.byref(g))
+    if rc not in (0, -15):
+        _check(rc)
+    buf = ctypes.create_string_buffer(max(size.value, 1))
+    _check(get(handle, stream, gen, buf, size.value, ctypes.byref(size), ctypes.byref(g)))
+    return g.value, buf.raw[: size.value]
+
+
 def _timeout_ms(timeout):
     if timeout is None:
         return _FOREVER
@@ -468,15 +480,7 @@ class PacketReader(_Handle):
 
     def codec_params(self, stream, gen=0):
         """(generation, bytes) of a stream's codec parameters (gen 0 = the latest)."""
-        size, g = ctypes.c_size_t(), ctypes.c_uint32()
-        rc = _lib.packet_get_codec_params(self._handle(), stream, gen, None, 0,
-                                          ctypes.byref(size), ctypes.byref(g))
-        if rc not in (0, -15):
-            _check(rc)
-        buf = ctypes.create_string_buffer(max(size.value, 1))
-        _check(_lib.packet_get_codec_params(self._handle(), stream, gen, buf, size.value,
-                                            ctypes.byref(size), ctypes.byref(g)))
-        return g.value, buf.raw[: size.value]
+        return _codec_params(_lib.packet_get_codec_params, self._handle(), stream, gen)
 
     def __iter__(self):
         while True:

@@ -19,7 +19,8 @@ backend (memfd buffers) runs the same protocol and exports CPU tensors.
 import ctypes
 
 from . import _lib
-from . import _check, _Handle, _plane_layouts, _FORMAT_NAMES, _timeout_ms, Overwritten, WriterGone
+from . import _check, _codec_params, _Handle, _plane_layouts, _FORMAT_NAMES, _timeout_ms
+from . import Overwritten, WriterGone
 from . import Packet
 
 __all__ = ["Subscriber", "GpuFrame", "Plane", "cuda_available"]
@@ -318,16 +319,8 @@ class Subscriber(_Handle):
     def codec_params(self, stream, gen=0):
         """(generation, bytes) of a packet stream's codec parameters (gen 0 = the current;
         a packet's `params_gen` names the ones it needs)."""
-        size, g = ctypes.c_size_t(), ctypes.c_uint32()
-        rc = _lib.cuframes_subscriber_get_codec_params(self._handle(), stream, gen, None, 0,
-                                                       ctypes.byref(size), ctypes.byref(g))
-        if rc not in (0, -15):
-            _check(rc)
-        buf = ctypes.create_string_buffer(max(size.value, 1))
-        _check(_lib.cuframes_subscriber_get_codec_params(self._handle(), stream, gen, buf,
-                                                         size.value, ctypes.byref(size),
-                                                         ctypes.byref(g)))
-        return g.value, buf.raw[: size.value]
+        return _codec_params(_lib.cuframes_subscriber_get_codec_params, self._handle(), stream,
+                             gen)
 
     def stats(self):
         s = _lib.sized(_lib.CuframesSubscriberStats)
